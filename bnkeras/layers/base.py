@@ -1,0 +1,349 @@
+"""The shared implementation of the bnkeras batch-normalization family.
+
+`BatchNormBase` owns everything the three public layers have in common: argument
+validation, weights, the training/inference switch, casting for mixed
+precision, masking, cross-replica statistics, normalization and the
+moving-average update. A variant overrides only the step that differs:
+
+- `_batch_moments` (how the batch statistics are computed; ghost BN),
+- `_training_affine` and `_update_moving_statistics` (batch renormalization).
+
+Every member of the family keeps `gamma`, `beta`, `moving_mean` and
+`moving_variance` with the shapes and meaning of `keras.layers.BatchNormalization`,
+and its inference output is exactly BN's formula on them, so that export can treat
+all of them alike.
+"""
+
+import collections
+import numbers
+
+import keras
+import tensorflow as tf
+from keras import constraints, initializers, regularizers
+
+Moments = collections.namedtuple("Moments", ["mean", "variance", "batch_mean", "batch_variance"])
+Moments.__doc__ = """Batch statistics of one training call.
+
+`mean` and `variance` broadcast against the input and are what the input is
+normalized with (per channel for BN, per example's ghost batch for ghost BN).
+`batch_mean` and `batch_variance` have shape `(channels,)` and feed the moving
+averages.
+"""
+
+
+def check_tensorflow_backend(layer_name):
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{layer_name} needs the TensorFlow backend of Keras; the active backend "
+            f"is {backend!r}. Set KERAS_BACKEND=tensorflow before importing keras."
+        )
+
+
+def as_int(name, value, minimum=None):
+    """`value` as an int, or a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"Argument `{name}` must be an integer. Received: {name}={value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(
+            f"Argument `{name}` must be an integer >= {minimum}. Received: {name}={value}"
+        )
+    return value
+
+
+def as_float(name, value, low=None, high=None, low_inclusive=True, high_inclusive=False):
+    """`value` as a float in the given range, or a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"Argument `{name}` must be a number. Received: {name}={value!r}")
+    value = float(value)
+    too_low = low is not None and (value < low if low_inclusive else value <= low)
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if too_low or too_high or value != value:  # the last test catches NaN
+        left = "[" if low_inclusive else "("
+        right = "]" if high_inclusive else ")"
+        interval = (
+            f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        )
+        raise ValueError(f"Argument `{name}` must be in {interval}. Received: {name}={value}")
+    return value
+
+
+def as_bool(name, value):
+    if not isinstance(value, (bool, int)) or value not in (0, 1):
+        raise ValueError(f"Argument `{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
+def replica_context_to_sync(synchronized):
+    """The replica context to all-reduce statistics in, or None for local statistics."""
+    if not synchronized:
+        return None
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return None
+    return ctx
+
+
+def all_reduce_sum(ctx, *tensors):
+    """Sums tensors over replicas (None ctx: unchanged).
+
+    The tensors are packed into one vector for a single collective: separate
+    collectives without a data dependency may be launched in a different order on
+    each replica and then pair up wrongly.
+    """
+    if ctx is None:
+        return tensors
+    flat = tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
+    reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, flat)
+    sizes = [tf.size(t) for t in tensors]
+    return tuple(
+        tf.reshape(part, tf.shape(t))
+        for part, t in zip(tf.split(reduced, sizes), tensors, strict=True)
+    )
+
+
+class BatchNormBase(keras.layers.Layer):
+    """Base of the bnkeras BN family; see `bnkeras.BatchNormalization` for the arguments."""
+
+    def __init__(
+        self,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        synchronized=False,
+        **kwargs,
+    ):
+        check_tensorflow_backend(type(self).__name__)
+        super().__init__(**kwargs)
+        self.axis = as_int("axis", axis)
+        self.momentum = as_float("momentum", momentum, 0.0, 1.0)
+        self.epsilon = as_float("epsilon", epsilon, 0.0, None, low_inclusive=False)
+        self.center = as_bool("center", center)
+        self.scale = as_bool("scale", scale)
+        self.synchronized = as_bool("synchronized", synchronized)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+        self.supports_masking = True
+        self.gamma = None
+        self.beta = None
+        self.moving_mean = None
+        self.moving_variance = None
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        rank = len(input_shape)
+        if not -rank <= self.axis < rank:
+            raise ValueError(
+                f"Argument `axis` is out of range for an input of rank {rank} "
+                f"(shape {input_shape}): valid values are {-rank} to {rank - 1}. "
+                f"Received: axis={self.axis}"
+            )
+        self._channel_axis = self.axis % rank
+        channels = input_shape[self._channel_axis]
+        if channels is None:
+            raise ValueError(
+                f"The normalized axis of the input must have a defined size, but axis "
+                f"{self.axis} of input shape {input_shape} is undefined (None). Give the "
+                f"input a known size on that axis. Received: axis={self.axis}"
+            )
+        self._rank = rank
+        self._reduction_axes = [a for a in range(rank) if a != self._channel_axis]
+        self._broadcast_shape = [1] * rank
+        self._broadcast_shape[self._channel_axis] = channels
+        shape = (channels,)
+        if self.scale:
+            self.gamma = self.add_weight(
+                shape=shape,
+                name="gamma",
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+                trainable=True,
+                autocast=False,
+            )
+        if self.center:
+            self.beta = self.add_weight(
+                shape=shape,
+                name="beta",
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+                trainable=True,
+                autocast=False,
+            )
+        self.moving_mean = self._add_state("moving_mean", shape, self.moving_mean_initializer)
+        self.moving_variance = self._add_state(
+            "moving_variance", shape, self.moving_variance_initializer
+        )
+        self._build_extra_state(shape)
+        self.input_spec = keras.layers.InputSpec(ndim=rank, axes={self.axis: channels})
+
+    def _add_state(self, name, shape, initializer, dtype=None, aggregation="mean"):
+        # Moving statistics: never trained, never autocast; under tf.distribute the
+        # replicas' updates are averaged (identical when `synchronized=True`).
+        return self.add_weight(
+            shape=shape,
+            name=name,
+            initializer=initializer,
+            dtype=dtype,
+            trainable=False,
+            autocast=False,
+            aggregation=aggregation,
+        )
+
+    def _build_extra_state(self, shape):
+        """Hook for variants that keep more state (renorm)."""
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    # ------------------------------------------------------------------- call
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
+            raise ValueError(
+                "The mask of a batch-normalization layer must have one dimension less "
+                f"than its input. Received: mask.shape={mask.shape}, "
+                f"inputs.shape={inputs.shape}"
+            )
+        x = inputs
+        if x.dtype in (tf.float16, tf.bfloat16):
+            # Statistics overflow in half precision: normalize in float32, then
+            # cast the output back (the fused kernel does the same internally).
+            x = tf.cast(x, tf.float32)
+        if training and self.trainable:
+            outputs = self._training_outputs(x, inputs, mask)
+        else:
+            outputs = self._inference_outputs(x, inputs)
+        return tf.cast(outputs, self.compute_dtype)
+
+    def _gamma_beta(self, dtype):
+        gamma = tf.cast(self.gamma, dtype) if self.scale else None
+        beta = tf.cast(self.beta, dtype) if self.center else None
+        return gamma, beta
+
+    def _to_broadcast(self, vector):
+        if vector is None or self._channel_axis == self._rank - 1:
+            return vector
+        return tf.reshape(vector, self._broadcast_shape)
+
+    def _normalize(self, x, mean, variance, gamma, beta):
+        # tf.nn.batch_normalization is the formula keras.layers.BatchNormalization
+        # uses: x * (gamma * rsqrt(var + eps)) + (beta - mean * gamma * rsqrt(var + eps)).
+        return tf.nn.batch_normalization(
+            x,
+            mean=mean,
+            variance=variance,
+            offset=self._to_broadcast(beta),
+            scale=self._to_broadcast(gamma),
+            variance_epsilon=self.epsilon,
+        )
+
+    def _inference_outputs(self, x, inputs):
+        gamma, beta = self._gamma_beta(x.dtype)
+        mean = tf.cast(self.moving_mean, x.dtype)
+        variance = tf.cast(self.moving_variance, x.dtype)
+        return self._normalize(
+            x, self._to_broadcast(mean), self._to_broadcast(variance), gamma, beta
+        )
+
+    def _training_outputs(self, x, inputs, mask):
+        moments = self._batch_moments(x, mask)
+        gamma, beta = self._gamma_beta(x.dtype)
+        gamma, beta = self._training_affine(moments.batch_mean, moments.batch_variance, gamma, beta)
+        self._update_moving_statistics(moments.batch_mean, moments.batch_variance)
+        return self._normalize(x, moments.mean, moments.variance, gamma, beta)
+
+    # ---------------------------------------------------- variant extension points
+
+    def _batch_moments(self, x, mask):
+        """Batch statistics over all axes but the channel axis (optionally all-reduced)."""
+        ctx = replica_context_to_sync(self.synchronized)
+        axes = self._reduction_axes
+        if mask is None and ctx is None:
+            mean, variance = tf.nn.moments(x, axes, keepdims=True)
+        else:
+            weights = None
+            if mask is not None:
+                # As Keras: the mask covers every axis but the last one.
+                weights = tf.broadcast_to(tf.cast(mask, x.dtype)[..., None], tf.shape(x))
+            mean, variance = weighted_moments(x, weights, axes, ctx)
+        return Moments(mean, variance, tf.reshape(mean, [-1]), tf.reshape(variance, [-1]))
+
+    def _training_affine(self, batch_mean, batch_variance, gamma, beta):
+        """Scale and offset applied to the normalized input in training (renorm: r, d)."""
+        return gamma, beta
+
+    def _update_moving_statistics(self, batch_mean, batch_variance):
+        self._assign_moving_average(self.moving_mean, batch_mean, self.momentum)
+        self._assign_moving_average(self.moving_variance, batch_variance, self.momentum)
+
+    @staticmethod
+    def _assign_moving_average(variable, value, momentum):
+        value = tf.cast(value, variable.dtype)
+        variable.assign(variable * momentum + value * (1.0 - momentum))
+
+    # ----------------------------------------------------------------- config
+
+    def get_config(self):
+        config = {
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": initializers.serialize(self.beta_initializer),
+            "gamma_initializer": initializers.serialize(self.gamma_initializer),
+            "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
+            "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
+            "beta_regularizer": regularizers.serialize(self.beta_regularizer),
+            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer),
+            "beta_constraint": constraints.serialize(self.beta_constraint),
+            "gamma_constraint": constraints.serialize(self.gamma_constraint),
+            "synchronized": self.synchronized,
+        }
+        return {**super().get_config(), **config}
+
+
+def weighted_moments(x, weights, axes, ctx=None):
+    """Two-pass mean and variance over `axes` (keepdims), optionally masked and all-reduced.
+
+    `weights` is None or a 0/1 tensor of x's shape. With a replica context the sums
+    are added over replicas, so every replica gets the statistics of the global batch.
+    """
+    if weights is None:
+        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
+        total = tf.reduce_sum(x, axes, keepdims=True)
+        count = tf.fill(tf.shape(total), count)
+    else:
+        total = tf.reduce_sum(x * weights, axes, keepdims=True)
+        count = tf.reduce_sum(weights, axes, keepdims=True)
+    total, count = all_reduce_sum(ctx, total, count)
+    mean = tf.math.divide_no_nan(total, count)
+    deviation = tf.square(x - mean)
+    if weights is not None:
+        deviation = deviation * weights
+    (squares,) = all_reduce_sum(ctx, tf.reduce_sum(deviation, axes, keepdims=True))
+    return mean, tf.math.divide_no_nan(squares, count)

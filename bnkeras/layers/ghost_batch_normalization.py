@@ -1,0 +1,131 @@
+"""`bnkeras.GhostBatchNormalization`: BN over virtual sub-batches (Hoffer et al., 2017)."""
+
+import keras
+import tensorflow as tf
+
+from bnkeras.layers.base import (
+    BatchNormBase,
+    Moments,
+    all_reduce_sum,
+    as_int,
+    replica_context_to_sync,
+)
+
+
+@keras.saving.register_keras_serializable(package="bnkeras")
+class GhostBatchNormalization(BatchNormBase):
+    """Ghost batch normalization (Hoffer et al., 2017).
+
+    In training, the batch is split into "ghost" batches of `virtual_batch_size`
+    consecutive examples (contiguous groups: examples `0..V-1`, `V..2V-1`, ...;
+    tf.keras's `virtual_batch_size` used strided groups), and every example is
+    normalized with the mean and variance of its own ghost batch:
+    `y = gamma * (x - mean_g) / sqrt(var_g + epsilon) + beta`. A batch whose size is
+    not a multiple of `virtual_batch_size` (the last batch of an epoch) ends with one
+    smaller ghost batch of the remaining examples. With `virtual_batch_size` at
+    least the batch size this is exactly `BatchNormalization`.
+
+    The moving statistics are updated once per call with the ghost statistics
+    pooled over the batch: the mean of the ghost means and the mean of the ghost
+    variances, each ghost batch weighted by its size (so the mean is the batch
+    mean, and the variance is the within-ghost variance that training normalized
+    with). Inference is BN on the moving statistics at any batch size. The weights
+    have exactly BN's shapes, so a ghost model and a BN model load each other's
+    weights.
+
+    Args:
+        virtual_batch_size: Positive int, the size of a ghost batch.
+        **kwargs: Every argument of `bnkeras.BatchNormalization` (axis,
+            momentum, epsilon, center, scale, initializers, regularizers,
+            constraints, synchronized, name, dtype). The axis must not be the
+            batch axis. With `synchronized=True` under `tf.distribute`, ghost
+            batches are cut from the global batch (replica 0's examples first),
+            so a ghost batch may span replicas, and the result equals
+            single-device ghost BN on the global batch.
+
+    Call arguments:
+        inputs: Input tensor of rank >= 2, batch first.
+        training: Python bool. True normalizes each ghost batch with its own
+            statistics and updates the moving statistics; False/None uses the
+            moving statistics. A layer with `trainable=False` always runs in
+            inference mode.
+        mask: Optional boolean tensor with one dimension less than `inputs`;
+            masked positions are left out of the ghost statistics.
+
+    Reference:
+        - [Hoffer et al., 2017](https://arxiv.org/abs/1705.08741).
+    """
+
+    def __init__(self, virtual_batch_size=32, **kwargs):
+        super().__init__(**kwargs)
+        self.virtual_batch_size = as_int("virtual_batch_size", virtual_batch_size, minimum=1)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self._channel_axis == 0:
+            raise ValueError(
+                "GhostBatchNormalization splits the batch axis into ghost batches, so it "
+                f"cannot normalize over axis 0 of input shape {tuple(input_shape)}. "
+                f"Received: axis={self.axis}"
+            )
+
+    def _batch_moments(self, x, mask):
+        ctx = replica_context_to_sync(self.synchronized)
+        size = self.virtual_batch_size
+        spatial = [a for a in range(1, self._rank) if a != self._channel_axis]
+        weights = None
+        if mask is not None:
+            weights = tf.broadcast_to(tf.cast(mask, x.dtype)[..., None], tf.shape(x))
+        # Per-example sums over the spatial axes: shape (n, channels).
+        sums = tf.reduce_sum(x if weights is None else x * weights, spatial)
+        if weights is None:
+            per_example = tf.reduce_prod(tf.gather(tf.shape(x), spatial)) if spatial else 1
+            counts = tf.fill(tf.shape(sums), tf.cast(per_example, x.dtype))
+        else:
+            counts = tf.reduce_sum(weights, spatial)
+        ids, num_groups = self._ghost_ids(tf.shape(x)[0], size, ctx)
+        group_sums, group_counts = all_reduce_sum(
+            ctx,
+            tf.math.unsorted_segment_sum(sums, ids, num_groups),
+            tf.math.unsorted_segment_sum(counts, ids, num_groups),
+        )
+        group_mean = tf.math.divide_no_nan(group_sums, group_counts)
+        mean = self._per_example(tf.gather(group_mean, ids))
+        deviation = tf.square(x - mean)
+        if weights is not None:
+            deviation = deviation * weights
+        (group_squares,) = all_reduce_sum(
+            ctx, tf.math.unsorted_segment_sum(tf.reduce_sum(deviation, spatial), ids, num_groups)
+        )
+        variance = self._per_example(
+            tf.gather(tf.math.divide_no_nan(group_squares, group_counts), ids)
+        )
+        # Pooled over ghost batches, each weighted by its size.
+        total = tf.reduce_sum(group_counts, 0)
+        batch_mean = tf.math.divide_no_nan(tf.reduce_sum(group_sums, 0), total)
+        batch_variance = tf.math.divide_no_nan(tf.reduce_sum(group_squares, 0), total)
+        return Moments(mean, variance, batch_mean, batch_variance)
+
+    @staticmethod
+    def _ghost_ids(local_size, size, ctx):
+        """Ghost-batch index of each local example, and the number of ghost batches."""
+        if ctx is None:
+            return tf.range(local_size) // size, (local_size + size - 1) // size
+        # Number the examples of the global batch: replica 0's first.
+        replicas = ctx.num_replicas_in_sync
+        one_hot = tf.one_hot(ctx.replica_id_in_sync_group, replicas, dtype=tf.int32)
+        sizes = ctx.all_reduce(tf.distribute.ReduceOp.SUM, one_hot * local_size)
+        offset = tf.reduce_sum(
+            sizes * tf.cast(tf.range(replicas) < ctx.replica_id_in_sync_group, tf.int32)
+        )
+        total = tf.reduce_sum(sizes)
+        return (offset + tf.range(local_size)) // size, (total + size - 1) // size
+
+    def _per_example(self, values):
+        """(n, channels) -> broadcastable against the input."""
+        shape = [-1] + [1] * (self._rank - 1)
+        shape[self._channel_axis] = values.shape[-1]
+        return tf.reshape(values, shape)
+
+    def get_config(self):
+        return {**super().get_config(), "virtual_batch_size": self.virtual_batch_size}

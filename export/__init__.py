@@ -1,0 +1,1 @@
+"""bnkeras.export: fold BN into conv/dense weights, write and verify export formats."""

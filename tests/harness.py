@@ -1,0 +1,224 @@
+"""Shared checks that every bnkeras layer runs (house style rule 5).
+
+Each function takes a `make_layer(**overrides)` factory, so a layer test reads
+`harness.check_keras_round_trip(make_layer, tmp_path)`.
+"""
+
+import functools
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+IMAGE_SHAPE = (4, 4, 3)
+
+
+def randomize_statistics(layer, rng):
+    """Random gamma, beta and moving statistics (defaults hide wrong formulas)."""
+    for weight in layer.weights:
+        if weight.dtype.startswith("int"):
+            continue
+        if "variance" in weight.name or "stddev" in weight.name:
+            value = rng.uniform(0.5, 2.0, weight.shape)
+        else:
+            value = rng.normal(0.0, 1.0, weight.shape)
+        weight.assign(value.astype(weight.dtype))
+
+
+def random_batch(rng, shape, mean=1.5, std=2.0):
+    return (rng.normal(mean, std, shape)).astype("float32")
+
+
+def check_config_round_trip(make_layer):
+    layer = make_layer(name="norm")
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    # The generic Keras path (registered name) must find the class.
+    serialized = keras.saving.serialize_keras_object(layer)
+    assert serialized["registered_name"].startswith("bnkeras>")
+    again = keras.saving.deserialize_keras_object(serialized)
+    assert type(again) is type(layer)
+    assert again.get_config() == config
+
+
+def _small_model(make_layer):
+    inputs = keras.Input(IMAGE_SHAPE)
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = make_layer(name="norm")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(2)(x)
+    return keras.Model(inputs, outputs)
+
+
+def check_keras_round_trip(make_layer, tmp_path, rng):
+    model = _small_model(make_layer)
+    randomize_statistics(model.get_layer("norm"), rng)
+    x = random_batch(rng, (8, *IMAGE_SHAPE))
+    model(x, training=True)  # move the state (e.g. renorm's step) off its initial value
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.get_layer("norm")) is type(model.get_layer("norm"))
+    for a, b in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    np.testing.assert_array_equal(model(x, training=False), loaded(x, training=False))
+    np.testing.assert_allclose(model(x, training=True), loaded(x, training=True), atol=1e-6)
+
+
+def check_weight_counts(make_layer, trainable, non_trainable, channels=3):
+    layer = make_layer()
+    layer.build((None, 5, channels))
+    assert len(layer.trainable_weights) == trainable
+    assert len(layer.non_trainable_weights) == non_trainable
+    for name in ("gamma", "beta", "moving_mean", "moving_variance"):
+        assert tuple(getattr(layer, name).shape) == (channels,)
+    frozen = make_layer(center=False, scale=False)
+    frozen.build((None, 5, channels))
+    assert len(frozen.trainable_weights) == 0
+
+
+def check_fit_step(make_layer, rng):
+    model = _small_model(make_layer)
+    model.compile(
+        optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    norm = model.get_layer("norm")
+    before = np.asarray(norm.moving_mean).copy()
+    x = random_batch(rng, (16, *IMAGE_SHAPE))
+    y = rng.integers(0, 2, (16,))
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert not np.allclose(before, np.asarray(norm.moving_mean))
+    # trainable=False: inference mode, state frozen even with training=True.
+    norm.trainable = False
+    frozen = np.asarray(norm.moving_mean).copy()
+    features = random_batch(rng, (8, 4, 4, 4))
+    out = norm(features, training=True)
+    ref = norm(features, training=False)
+    np.testing.assert_allclose(out, ref)
+    np.testing.assert_array_equal(frozen, np.asarray(norm.moving_mean))
+
+
+def check_mixed_precision(make_layer, rng, policy="mixed_float16"):
+    x = random_batch(rng, (8, *IMAGE_SHAPE))
+    reference = make_layer()
+    reference.build(x.shape)
+    randomize_statistics(reference, rng)
+    layer = make_layer(dtype=policy)
+    layer.build(x.shape)
+    layer.set_weights(reference.get_weights())
+    for weight in layer.weights:
+        assert weight.dtype in ("float32", "int64"), weight.path
+    half = keras.mixed_precision.Policy(policy).compute_dtype
+    tolerance = 2e-2 if half == "float16" else 8e-2
+    for training in (True, False):
+        out = layer(tf.cast(x, half), training=training)
+        assert out.dtype == half
+        expected = reference(tf.cast(tf.cast(x, half), "float32"), training=training)
+        np.testing.assert_allclose(
+            np.asarray(out, "float32"), expected, atol=tolerance, rtol=tolerance
+        )
+    for weight in layer.weights:
+        assert weight.dtype in ("float32", "int64")
+
+
+def check_masking(make_layer, rng):
+    """Masked time steps are left out of the statistics: equal to the unmasked subset."""
+    x = random_batch(rng, (4, 6, 3))
+    mask = np.ones((4, 6), bool)
+    mask[:, 4:] = False
+    masked = make_layer()
+    out = masked(tf.constant(x), training=True, mask=tf.constant(mask))
+    plain = make_layer()
+    expected = plain(tf.constant(x[:, :4]), training=True)
+    np.testing.assert_allclose(np.asarray(out)[:, :4], expected, atol=1e-5)
+    np.testing.assert_allclose(masked.moving_mean, plain.moving_mean, atol=1e-6)
+    np.testing.assert_allclose(masked.moving_variance, plain.moving_variance, atol=1e-6)
+    # The mask flows through to the next layer (Keras masking protocol).
+    inputs = keras.Input((None,), dtype="int32")
+    h = keras.layers.Embedding(10, 3, mask_zero=True)(inputs)
+    h = make_layer()(h)
+    assert h._keras_mask is not None
+
+
+def check_model_kinds(make_layer, rng):
+    """Sequential, functional and subclassed models give the same inference outputs."""
+    x = random_batch(rng, (4, 5, 3))
+    layer = make_layer()
+    layer.build(x.shape)
+    randomize_statistics(layer, rng)
+    expected = layer(x, training=False)
+
+    sequential = keras.Sequential([keras.Input((5, 3)), layer])
+    inputs = keras.Input((5, 3))
+    functional = keras.Model(inputs, layer(inputs))
+
+    class Subclassed(keras.Model):
+        def __init__(self, norm):
+            super().__init__()
+            self.norm = norm
+
+        def call(self, x, training=None):
+            return self.norm(x, training=training)
+
+    for model in (sequential, functional, Subclassed(layer)):
+        np.testing.assert_allclose(model(x, training=False), expected)
+        np.testing.assert_allclose(model.predict(x, verbose=0), expected, atol=1e-6)
+
+
+@functools.cache
+def mirrored_strategy():
+    """One MirroredStrategy on the 2 logical CPUs for the whole session: separate
+    strategy objects in one process reuse collective keys and clash."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def check_synchronized(make_layer, rng, global_batch=16, control=True):
+    """`synchronized=True` under MirroredStrategy on 2 logical CPUs equals one device
+    on the global batch; without synchronization the replicas' statistics differ."""
+    strategy = mirrored_strategy()
+    x = random_batch(rng, (global_batch, *IMAGE_SHAPE))
+    x[: global_batch // 2] += 3.0  # the replicas see different data
+    single = make_layer()
+    single.build(x.shape)
+    randomize_statistics(single, rng)
+    weights = single.get_weights()
+    expected = single(x, training=True)
+
+    def run(synchronized):
+        with strategy.scope():
+            layer = make_layer(synchronized=synchronized)
+            layer.build(x.shape)
+            layer.set_weights(weights)
+        dataset = tf.data.Dataset.from_tensor_slices(x).batch(global_batch)
+        batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+
+        @tf.function
+        def step(batch):
+            return strategy.run(lambda b: layer(b, training=True), args=(batch,))
+
+        out = np.concatenate(
+            [np.asarray(t) for t in strategy.experimental_local_results(step(batch))]
+        )
+        return out, layer
+
+    out, layer = run(True)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    for a, b in zip(layer.weights, single.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=a.path)
+    if control:  # the check can fail: local statistics give other outputs
+        unsynchronized, _ = run(False)
+        assert not np.allclose(unsynchronized, expected, atol=1e-3)
+
+
+def run_all(make_layer, tmp_path, rng, trainable=2, non_trainable=2, sync_control=True):
+    check_config_round_trip(make_layer)
+    check_keras_round_trip(make_layer, tmp_path, rng)
+    check_weight_counts(make_layer, trainable, non_trainable)
+    check_fit_step(make_layer, rng)
+    check_mixed_precision(make_layer, rng)
+    check_mixed_precision(make_layer, rng, "mixed_bfloat16")
+    check_masking(make_layer, rng)
+    check_model_kinds(make_layer, rng)
+    check_synchronized(make_layer, rng, control=sync_control)

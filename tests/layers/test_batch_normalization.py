@@ -1,0 +1,140 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import bnkeras
+from tests import harness
+from tests.layers import reference
+
+# (input shape, axis): every rank 2-5, channels_last and channels_first.
+SHAPES = [
+    ((16, 5), -1),
+    ((8, 6, 3), -1),
+    ((8, 3, 6), 1),
+    ((6, 5, 5, 4), -1),
+    ((6, 4, 5, 5), 1),
+    ((4, 3, 4, 4, 2), -1),
+    ((4, 2, 3, 4, 4), 1),
+]
+
+
+def test_harness(tmp_path, rng):
+    harness.run_all(lambda **kw: bnkeras.BatchNormalization(**kw), tmp_path, rng)
+
+
+@pytest.mark.parametrize("shape,axis", SHAPES)
+def test_numpy_reference(shape, axis, rng):
+    layer = bnkeras.BatchNormalization(axis=axis, momentum=0.9, epsilon=1e-3)
+    layer.build(shape)
+    harness.randomize_statistics(layer, rng)
+    state = reference.layer_state(layer)
+    for _ in range(3):
+        x = harness.random_batch(rng, shape)
+        np.testing.assert_allclose(
+            layer(x, training=True), reference.bn_train(x, state, 1e-3, 0.9, axis), atol=1e-5
+        )
+        np.testing.assert_allclose(
+            layer(x, training=False), reference.bn_infer(x, state, 1e-3, axis), atol=1e-5
+        )
+    np.testing.assert_allclose(layer.moving_mean, state["moving_mean"], atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance, state["moving_variance"], atol=1e-5)
+
+
+def _gradients(layer, x):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(y * tf.cos(tf.range(tf.size(y), dtype=y.dtype)[: y.shape[-1]]))
+    return tape.gradient(loss, [x, *layer.trainable_weights]), y
+
+
+def assert_matches_keras(layer, keras_layer, shape, rng, steps=3, atol=1e-5):
+    """Outputs, moving statistics and gradients equal Keras's over several steps."""
+    layer.build(shape)
+    keras_layer.build(shape)
+    if getattr(keras_layer, "randomize", True):
+        harness.randomize_statistics(keras_layer, rng)
+    by_name = {w.name: w for w in keras_layer.weights}
+    for w in layer.weights:
+        if w.name in by_name:
+            w.assign(by_name[w.name])
+    for _ in range(steps):
+        x = harness.random_batch(rng, shape)
+        grads, y = _gradients(layer, x)
+        keras_grads, keras_y = _gradients(keras_layer, x)
+        np.testing.assert_allclose(y, keras_y, atol=atol)
+        for g, k in zip(grads, keras_grads, strict=True):
+            np.testing.assert_allclose(g, k, atol=atol, rtol=1e-5)
+        np.testing.assert_allclose(
+            layer(x, training=False), keras_layer(x, training=False), atol=atol
+        )
+    np.testing.assert_allclose(layer.moving_mean, keras_layer.moving_mean, atol=atol)
+    np.testing.assert_allclose(layer.moving_variance, keras_layer.moving_variance, atol=atol)
+
+
+@pytest.mark.parametrize("shape,axis", SHAPES)
+def test_matches_keras(shape, axis, rng):
+    assert_matches_keras(
+        bnkeras.BatchNormalization(axis=axis),
+        keras.layers.BatchNormalization(axis=axis),
+        shape,
+        rng,
+    )
+
+
+@pytest.mark.parametrize("center,scale", [(False, True), (True, False), (False, False)])
+def test_matches_keras_without_center_or_scale(center, scale, rng):
+    assert_matches_keras(
+        bnkeras.BatchNormalization(center=center, scale=scale),
+        keras.layers.BatchNormalization(center=center, scale=scale),
+        (6, 5, 5, 4),
+        rng,
+    )
+
+
+def test_masking_matches_keras(rng):
+    x = harness.random_batch(rng, (4, 7, 3))
+    mask = tf.constant(rng.random((4, 7)) > 0.3)
+    ours, theirs = bnkeras.BatchNormalization(), keras.layers.BatchNormalization()
+    np.testing.assert_allclose(
+        ours(x, training=True, mask=mask), theirs(x, training=True, mask=mask), atol=1e-5
+    )
+    np.testing.assert_allclose(ours.moving_variance, theirs.moving_variance, atol=1e-6)
+
+
+def test_float64_layer_stays_float64(rng):
+    layer = bnkeras.BatchNormalization(dtype="float64")
+    x = rng.normal(size=(8, 3))
+    assert layer(x, training=True).dtype == "float64"
+    np.testing.assert_allclose(
+        layer(x, training=True), (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3), atol=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"momentum": 1.0}, r"momentum.*\[0\.0, 1\.0\).*Received: momentum=1\.0"),
+        ({"momentum": -0.1}, r"Received: momentum=-0\.1"),
+        ({"epsilon": 0}, r"epsilon.*Received: epsilon=0\.0"),
+        ({"epsilon": -1e-3}, r"Received: epsilon=-0\.001"),
+        ({"axis": "last"}, r"axis.*integer.*Received: axis='last'"),
+        ({"center": "yes"}, r"Received: center='yes'"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bnkeras.BatchNormalization(**kwargs)
+
+
+@pytest.mark.parametrize("axis", [4, -5])
+def test_axis_out_of_range(axis):
+    with pytest.raises(ValueError, match=rf"rank 4.*-4 to 3.*Received: axis={axis}"):
+        bnkeras.BatchNormalization(axis=axis)(np.zeros((2, 3, 3, 2), "float32"))
+
+
+def test_undefined_channel_size():
+    with pytest.raises(ValueError, match=r"undefined.*Received: axis=-1"):
+        bnkeras.BatchNormalization()(keras.Input((None, None, None)))

@@ -1,0 +1,121 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import bnkeras
+from tests import harness
+from tests.layers import reference
+from tests.layers.test_batch_normalization import SHAPES, assert_matches_keras
+
+
+def make(**kwargs):
+    kwargs.setdefault("virtual_batch_size", 4)
+    return bnkeras.GhostBatchNormalization(**kwargs)
+
+
+def test_harness(tmp_path, rng):
+    # Ghost batches of 4 never cross the 2 replicas' 8 examples, so synchronizing
+    # changes nothing here; test_ghost_batches_span_replicas covers the other case.
+    harness.run_all(make, tmp_path, rng, sync_control=False)
+
+
+@pytest.mark.parametrize("shape,axis", SHAPES)
+@pytest.mark.parametrize("batch,virtual", [(12, 4), (10, 4), (7, 3), (5, 1)])
+def test_numpy_reference(shape, axis, batch, virtual, rng):
+    shape = (batch, *shape[1:])
+    layer = make(axis=axis, virtual_batch_size=virtual, momentum=0.9)
+    layer.build(shape)
+    harness.randomize_statistics(layer, rng)
+    state = reference.layer_state(layer)
+    for _ in range(2):
+        x = harness.random_batch(rng, shape)
+        expected = reference.ghost_train(x, state, 1e-3, 0.9, virtual, axis)
+        np.testing.assert_allclose(layer(x, training=True), expected, atol=2e-5)
+        np.testing.assert_allclose(
+            layer(x, training=False), reference.bn_infer(x, state, 1e-3, axis), atol=1e-5
+        )
+    np.testing.assert_allclose(layer.moving_mean, state["moving_mean"], atol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance, state["moving_variance"], atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,axis", SHAPES[::2])
+def test_virtual_batch_at_least_batch_is_batch_normalization(shape, axis, rng):
+    assert_matches_keras(
+        make(axis=axis, virtual_batch_size=shape[0] + 3),
+        keras.layers.BatchNormalization(axis=axis),
+        shape,
+        rng,
+    )
+
+
+def test_gradients_match_per_ghost_batch_normalization(rng):
+    """Gradients equal those of Keras BN applied to each ghost batch separately."""
+    x = tf.constant(harness.random_batch(rng, (10, 3, 3, 2)))
+    ghost = make(virtual_batch_size=4)
+    ghost.build(x.shape)
+    harness.randomize_statistics(ghost, rng)
+    plain = keras.layers.BatchNormalization()
+    plain.build(x.shape)
+    plain.set_weights(ghost.get_weights())
+    weights = tf.cos(tf.range(tf.size(x), dtype=tf.float32))
+    weights = tf.reshape(weights, x.shape)
+
+    def loss_and_grads(fn, layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(fn(x) * weights)
+        return tape.gradient(loss, [x, layer.gamma, layer.beta])
+
+    ours = loss_and_grads(lambda t: ghost(t, training=True), ghost)
+    theirs = loss_and_grads(
+        lambda t: tf.concat([plain(t[i : i + 4], training=True) for i in (0, 4, 8)], 0), plain
+    )
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_at_any_batch_size(rng):
+    layer = make(virtual_batch_size=8)
+    layer.build((None, 3))
+    harness.randomize_statistics(layer, rng)
+    state = reference.layer_state(layer)
+    for batch in (1, 3, 8, 13):
+        x = harness.random_batch(rng, (batch, 3))
+        np.testing.assert_allclose(layer(x), reference.bn_infer(x, state, 1e-3), atol=1e-5)
+
+
+def test_weights_interchange_with_batch_normalization(rng):
+    def model(norm):
+        return keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(5, 3), norm])
+
+    ghost, plain = model(make()), model(bnkeras.BatchNormalization())
+    harness.randomize_statistics(ghost.layers[1], rng)
+    plain.set_weights(ghost.get_weights())
+    x = harness.random_batch(rng, (6, 4, 4, 3))
+    np.testing.assert_allclose(ghost(x), plain(x), atol=1e-6)
+
+
+def test_ghost_batches_span_replicas(rng):
+    """With synchronized=True a ghost batch may cross replicas (6 of 16 over 2x8)."""
+    harness.check_synchronized(lambda **kw: make(virtual_batch_size=6, **kw), rng)
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        (0, r"virtual_batch_size.*>= 1.*Received: virtual_batch_size=0"),
+        (-8, r"Received: virtual_batch_size=-8"),
+        (2.5, r"integer.*Received: virtual_batch_size=2\.5"),
+        ("8", r"integer.*Received: virtual_batch_size='8'"),
+        (True, r"integer.*Received: virtual_batch_size=True"),
+    ],
+)
+def test_invalid_virtual_batch_size(value, message):
+    with pytest.raises(ValueError, match=message):
+        bnkeras.GhostBatchNormalization(virtual_batch_size=value)
+
+
+def test_batch_axis_is_refused():
+    with pytest.raises(ValueError, match=r"batch axis.*Received: axis=0"):
+        make(axis=0)(np.zeros((4, 3), "float32"))

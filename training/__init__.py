@@ -1,0 +1,1 @@
+"""bnkeras.training: configs, data, models and the trainer behind `bnkeras train`."""

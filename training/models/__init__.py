@@ -1,0 +1,1 @@
+"""Classifier models with an injected norm layer."""
