@@ -15,11 +15,20 @@ all of them alike.
 """
 
 import collections
-import numbers
 
 import keras
 import tensorflow as tf
 from keras import constraints, initializers, regularizers
+
+from bnkeras.layers import _fused
+from bnkeras.layers._utils import (
+    all_reduce_sum,
+    as_bool,
+    as_float,
+    as_int,
+    check_tensorflow_backend,
+    replica_context_to_sync,
+)
 
 Moments = collections.namedtuple("Moments", ["mean", "variance", "batch_mean", "batch_variance"])
 Moments.__doc__ = """Batch statistics of one training call.
@@ -29,81 +38,6 @@ normalized with (per channel for BN, per example's ghost batch for ghost BN).
 `batch_mean` and `batch_variance` have shape `(channels,)` and feed the moving
 averages.
 """
-
-
-def check_tensorflow_backend(layer_name):
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            f"{layer_name} needs the TensorFlow backend of Keras; the active backend "
-            f"is {backend!r}. Set KERAS_BACKEND=tensorflow before importing keras."
-        )
-
-
-def as_int(name, value, minimum=None):
-    """`value` as an int, or a ValueError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"Argument `{name}` must be an integer. Received: {name}={value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(
-            f"Argument `{name}` must be an integer >= {minimum}. Received: {name}={value}"
-        )
-    return value
-
-
-def as_float(name, value, low=None, high=None, low_inclusive=True, high_inclusive=False):
-    """`value` as a float in the given range, or a ValueError naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"Argument `{name}` must be a number. Received: {name}={value!r}")
-    value = float(value)
-    too_low = low is not None and (value < low if low_inclusive else value <= low)
-    too_high = high is not None and (value > high if high_inclusive else value >= high)
-    if too_low or too_high or value != value:  # the last test catches NaN
-        left = "[" if low_inclusive else "("
-        right = "]" if high_inclusive else ")"
-        interval = (
-            f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
-        )
-        raise ValueError(f"Argument `{name}` must be in {interval}. Received: {name}={value}")
-    return value
-
-
-def as_bool(name, value):
-    if not isinstance(value, (bool, int)) or value not in (0, 1):
-        raise ValueError(f"Argument `{name}` must be True or False. Received: {name}={value!r}")
-    return bool(value)
-
-
-def replica_context_to_sync(synchronized):
-    """The replica context to all-reduce statistics in, or None for local statistics."""
-    if not synchronized:
-        return None
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return None
-    return ctx
-
-
-def all_reduce_sum(ctx, *tensors):
-    """Sums tensors over replicas (None ctx: unchanged).
-
-    The tensors are packed into one vector for a single collective: separate
-    collectives without a data dependency may be launched in a different order on
-    each replica and then pair up wrongly.
-    """
-    if ctx is None:
-        return tensors
-    flat = tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
-    reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, flat)
-    sizes = [tf.size(t) for t in tensors]
-    return tuple(
-        tf.reshape(part, tf.shape(t))
-        for part, t in zip(tf.split(reduced, sizes), tensors, strict=True)
-    )
 
 
 class BatchNormBase(keras.layers.Layer):
@@ -262,19 +196,50 @@ class BatchNormBase(keras.layers.Layer):
         )
 
     def _inference_outputs(self, x, inputs):
+        if _fused.applies(self, inputs, None):
+            scale, offset = self._fused_scale_offset(*self._gamma_beta(tf.float32))
+            return _fused.infer(
+                inputs,
+                scale,
+                offset,
+                tf.cast(self.moving_mean, tf.float32),
+                tf.cast(self.moving_variance, tf.float32),
+                self.epsilon,
+            )
         gamma, beta = self._gamma_beta(x.dtype)
-        mean = tf.cast(self.moving_mean, x.dtype)
-        variance = tf.cast(self.moving_variance, x.dtype)
-        return self._normalize(
-            x, self._to_broadcast(mean), self._to_broadcast(variance), gamma, beta
-        )
+        mean = self._to_broadcast(tf.cast(self.moving_mean, x.dtype))
+        variance = self._to_broadcast(tf.cast(self.moving_variance, x.dtype))
+        return self._normalize(x, mean, variance, gamma, beta)
 
     def _training_outputs(self, x, inputs, mask):
+        if _fused.applies(self, inputs, mask):
+            outputs = self._fused_training_outputs(inputs)
+            if outputs is not None:
+                return outputs
         moments = self._batch_moments(x, mask)
         gamma, beta = self._gamma_beta(x.dtype)
         gamma, beta = self._training_affine(moments.batch_mean, moments.batch_variance, gamma, beta)
         self._update_moving_statistics(moments.batch_mean, moments.batch_variance)
         return self._normalize(x, moments.mean, moments.variance, gamma, beta)
+
+    def _fused_scale_offset(self, gamma, beta):
+        channels = self.moving_mean.shape[0]
+        scale = tf.ones([channels], tf.float32) if gamma is None else gamma
+        offset = tf.zeros([channels], tf.float32) if beta is None else beta
+        return scale, offset
+
+    def _fused_training_outputs(self, inputs):
+        """Training on the fused kernel (None: take the general path instead)."""
+        gamma, beta = self._gamma_beta(tf.float32)
+        if self._affine_uses_batch_moments:
+            # r and d of renorm need the batch statistics before the fused call.
+            mean, variance = _fused.moments(inputs)
+            gamma, beta = self._training_affine(mean, variance, gamma, beta)
+        outputs, mean, variance = _fused.train(
+            inputs, *self._fused_scale_offset(gamma, beta), self.epsilon
+        )
+        self._update_moving_statistics(mean, variance)
+        return outputs
 
     # ---------------------------------------------------- variant extension points
 
@@ -291,6 +256,9 @@ class BatchNormBase(keras.layers.Layer):
                 weights = tf.broadcast_to(tf.cast(mask, x.dtype)[..., None], tf.shape(x))
             mean, variance = weighted_moments(x, weights, axes, ctx)
         return Moments(mean, variance, tf.reshape(mean, [-1]), tf.reshape(variance, [-1]))
+
+    # True when `_training_affine` depends on the batch statistics (renorm).
+    _affine_uses_batch_moments = False
 
     def _training_affine(self, batch_mean, batch_variance, gamma, beta):
         """Scale and offset applied to the normalized input in training (renorm: r, d)."""

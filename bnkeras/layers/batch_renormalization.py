@@ -4,7 +4,8 @@ import keras
 import tensorflow as tf
 from keras import initializers
 
-from bnkeras.layers.base import BatchNormBase, as_float
+from bnkeras.layers._utils import as_float
+from bnkeras.layers.base import BatchNormBase
 from bnkeras.layers.renorm_schedules import WARMUP, LinearRamp
 
 _SCHEDULE_TYPES = (LinearRamp, keras.optimizers.schedules.LearningRateSchedule)
@@ -117,6 +118,8 @@ class BatchRenormalization(BatchNormBase):
         self.renorm_step = self._add_state(
             "renorm_step", (), "zeros", dtype="int64", aggregation="only_first_replica"
         )
+
+    _affine_uses_batch_moments = True
 
     def _clip_value(self, bound, dtype):
         if isinstance(bound, float):

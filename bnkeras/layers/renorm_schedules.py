@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from bnkeras.layers.base import as_float, as_int
+from bnkeras.layers._utils import as_float, as_int
 
 
 @keras.saving.register_keras_serializable(package="bnkeras")

@@ -46,7 +46,9 @@ def _gradients(layer, x):
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = layer(x, training=True)
-        loss = tf.reduce_sum(y * tf.cos(tf.range(tf.size(y), dtype=y.dtype)[: y.shape[-1]]))
+        # A weight per element: a per-channel one would make d/dgamma exactly 0.
+        weights = tf.reshape(tf.cos(tf.range(tf.size(y), dtype=y.dtype)), tf.shape(y))
+        loss = tf.reduce_sum(y * weights)
     return tape.gradient(loss, [x, *layer.trainable_weights]), y
 
 
@@ -138,3 +140,33 @@ def test_axis_out_of_range(axis):
 def test_undefined_channel_size():
     with pytest.raises(ValueError, match=r"undefined.*Received: axis=-1"):
         bnkeras.BatchNormalization()(keras.Input((None, None, None)))
+
+
+def _graph_ops(layer, spec, training):
+    fn = tf.function(lambda t: layer(t, training=training)).get_concrete_function(spec)
+    return {op.type for op in fn.graph.get_operations()}
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize(
+    "make",
+    [
+        bnkeras.BatchNormalization,
+        lambda: bnkeras.BatchRenormalization(rmax=3.0, dmax=5.0),
+        lambda: bnkeras.GhostBatchNormalization(virtual_batch_size=4),
+    ],
+)
+def test_fused_kernel_is_used_for_channels_last_images(make, training):
+    layer = make()
+    ops = _graph_ops(layer, tf.TensorSpec((8, 5, 5, 3)), training)
+    assert "FusedBatchNormV3" in ops
+    # The general path has no fused op (masks, other layouts).
+    assert "FusedBatchNormV3" not in _graph_ops(make(), tf.TensorSpec((8, 6, 3)), training)
+
+
+def test_single_value_per_channel(rng):
+    """n == 1: the kernel's Bessel-corrected variance would divide by zero; Keras gives 0."""
+    x = harness.random_batch(rng, (1, 1, 1, 3))
+    ours, theirs = bnkeras.BatchNormalization(), keras.layers.BatchNormalization()
+    np.testing.assert_allclose(ours(x, training=True), theirs(x, training=True), atol=1e-6)
+    np.testing.assert_allclose(ours.moving_variance, theirs.moving_variance, atol=1e-7)

@@ -119,3 +119,44 @@ def test_invalid_virtual_batch_size(value, message):
 def test_batch_axis_is_refused():
     with pytest.raises(ValueError, match=r"batch axis.*Received: axis=0"):
         make(axis=0)(np.zeros((4, 3), "float32"))
+
+
+@pytest.mark.parametrize("batch", [12, 10, 3, 4])
+@pytest.mark.parametrize("inner", [(4, 4, 3), (2, 3, 4, 3)])
+def test_dynamic_batch_matches_static_batch(batch, inner, rng):
+    """A batch size unknown at trace time (as in fit) takes another fused path:
+    whole ghost batches folded into the channels, plus the remainder."""
+    x = harness.random_batch(rng, (batch, *inner))
+    static, dynamic = make(), make()
+    for layer in (static, dynamic):
+        layer.build(x.shape)
+    harness.randomize_statistics(static, rng)
+    dynamic.set_weights(static.get_weights())
+    run = tf.function(
+        lambda t: dynamic(t, training=True),
+        input_signature=[tf.TensorSpec((None, *inner))],
+    )
+    graph = run.get_concrete_function().graph.as_graph_def()
+    branch_ops = {node.op for f in graph.library.function for node in f.node_def}
+    assert "FusedBatchNormV3" in branch_ops
+    state = reference.layer_state(static)
+    expected = reference.ghost_train(x, state, 1e-3, 0.99, 4)
+    np.testing.assert_allclose(run(x), expected, atol=2e-5)
+    np.testing.assert_allclose(static(x, training=True), expected, atol=2e-5)
+    np.testing.assert_allclose(dynamic.moving_mean, state["moving_mean"], atol=1e-5)
+    np.testing.assert_allclose(dynamic.moving_variance, state["moving_variance"], atol=1e-5)
+
+    # Gradients of both paths agree too.
+    def grads(fn, layer):
+        t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            loss = tf.reduce_sum(
+                fn(t) * tf.reshape(tf.sin(tf.range(tf.size(t), dtype=t.dtype)), t.shape)
+            )
+        return tape.gradient(loss, [t, *layer.trainable_weights])
+
+    for a, b in zip(
+        grads(run, dynamic), grads(lambda t: static(t, training=True), static), strict=True
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
