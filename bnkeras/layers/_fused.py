@@ -71,15 +71,19 @@ def infer(x, scale, offset, mean, variance, epsilon):
 def moments(x):
     """Per-channel population mean and variance of a channels-last tensor, no gradient.
 
-    Two single-pass reductions (sum, and the Euclidean norm for the sum of squares,
-    which does not materialize x**2): about 40% of a fused call, against 100% for
-    `tf.nn.moments`. Uses E[x^2] - E[x]^2, computed in float32.
+    Measured fastest on CPU (benchmarks/bench_layers.py, renorm rows): the sum as a
+    matrix-vector product (multi-threaded GEMV) and the sum of squares as per-example
+    Euclidean norms (one pass, no x**2 buffer), about 15% of a fused training
+    step, against 60-100% for `tf.nn.moments` or flat column reductions. Uses
+    E[x^2] - E[x]^2 in float32.
     """
     x = tf.stop_gradient(tf.cast(x, tf.float32))
-    flat = tf.reshape(x, [-1, x.shape[-1]])
+    channels = x.shape[-1]
+    flat = tf.reshape(x, [-1, channels])
     count = tf.cast(tf.shape(flat)[0], tf.float32)
-    mean = tf.reduce_sum(flat, 0) / count
-    mean_square = tf.square(tf.math.reduce_euclidean_norm(flat, 0)) / count
+    mean = tf.matmul(tf.ones([1, tf.shape(flat)[0]]), flat)[0] / count
+    per_example = tf.math.reduce_euclidean_norm(tf.reshape(x, [tf.shape(x)[0], -1, channels]), 1)
+    mean_square = tf.reduce_sum(tf.square(per_example), 0) / count
     return mean, tf.nn.relu(mean_square - tf.square(mean))
 
 
