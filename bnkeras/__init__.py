@@ -3,6 +3,7 @@
 from bnkeras.layers import (
     BatchNormalization,
     BatchRenormalization,
+    ChannelAffine,
     GhostBatchNormalization,
     LinearRamp,
 )
@@ -12,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchNormalization",
     "BatchRenormalization",
+    "ChannelAffine",
     "GhostBatchNormalization",
     "LinearRamp",
     "__version__",

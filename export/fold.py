@@ -1,0 +1,532 @@
+"""Fold batch normalization into the neighbouring conv/dense weights of a Keras model.
+
+In inference a BN layer is a per-channel affine map `z -> s * z + t` with
+`s = gamma / sqrt(moving_variance + epsilon)` and `t = beta - moving_mean * s`.
+When the BN reads the output of a linear layer `z = W x + b` (conv, depthwise,
+separable, transposed conv or dense with a linear activation) that nothing else
+reads, the pair is the linear layer `(s W) x + (s b + t)`: the BN is removed and
+its map folded **backward** into the kernel and bias (a bias is created where
+there was none). When it cannot be, but the BN's output feeds exactly one conv
+with `valid` padding or a 1x1 kernel, or one dense layer, the map is folded
+**forward** into that layer's input side, which is exact there. Every other BN
+becomes one `bnkeras.ChannelAffine` layer. The arithmetic is float64, cast to
+each layer's variable dtype. The input model is never modified.
+"""
+
+import dataclasses
+import warnings
+
+import keras
+import numpy as np
+
+import bnkeras
+from bnkeras.layers.base import BatchNormBase
+
+BN_TYPES = (keras.layers.BatchNormalization, BatchNormBase)
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_TRANSPOSE = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+_FLOAT16_MAX = 65504.0
+
+
+class FoldError(ValueError):
+    """The model cannot be folded at all (e.g. a subclassed model)."""
+
+
+@dataclasses.dataclass
+class FoldEntry:
+    """What happened to one BN layer."""
+
+    bn: str
+    action: str  # "folded", "folded_forward", "affine" or "kept" (not inspectable)
+    into: str | None = None
+    reason: str | None = None
+
+    def describe(self):
+        if self.action == "folded":
+            return f"{self.bn} -> folded into {self.into}"
+        if self.action == "folded_forward":
+            return f"{self.bn} -> folded forward into {self.into} ({self.reason})"
+        if self.action == "kept":
+            return f"{self.bn} -> left as it is: {self.reason}"
+        return f"{self.bn} -> kept as ChannelAffine: {self.reason}"
+
+
+@dataclasses.dataclass
+class FoldReport:
+    entries: list
+    bn_before: int
+    bn_after: int
+    params_before: int
+    params_after: int
+    warnings: list = dataclasses.field(default_factory=list)
+
+    @property
+    def folded(self):
+        return [e for e in self.entries if e.action in ("folded", "folded_forward")]
+
+    @property
+    def refused(self):
+        return [e for e in self.entries if e.action in ("affine", "kept")]
+
+    def to_dict(self):
+        return {
+            "bn_before": self.bn_before,
+            "bn_after": self.bn_after,
+            "folded": len(self.folded),
+            "refused": len(self.refused),
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "entries": [dataclasses.asdict(e) for e in self.entries],
+            "warnings": list(self.warnings),
+        }
+
+    def __str__(self):
+        lines = [
+            f"BN layers: {self.bn_before} before, {self.bn_after} after "
+            f"({len(self.folded)} folded, {len(self.refused)} kept as affine)",
+            f"parameters: {self.params_before:,} before, {self.params_after:,} after",
+        ]
+        lines += [f"  {e.describe()}" for e in self.entries]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class FoldResult:
+    model: keras.Model
+    report: FoldReport
+
+
+def iter_layers(model):
+    """Every layer inside `model`, nested models included (each once)."""
+    seen = set()
+    stack = list(reversed(model.layers))
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        yield layer
+        if isinstance(layer, keras.Model):
+            stack.extend(reversed(layer.layers))
+
+
+def count_bn(model):
+    return sum(isinstance(layer, BN_TYPES) for layer in iter_layers(model))
+
+
+def bn_affine(bn):
+    """The float64 per-channel (scale, shift) of `bn` in inference."""
+    mean = np.asarray(bn.moving_mean, np.float64)
+    variance = np.asarray(bn.moving_variance, np.float64)
+    gamma = np.asarray(bn.gamma, np.float64) if bn.scale else np.ones_like(mean)
+    beta = np.asarray(bn.beta, np.float64) if bn.center else np.zeros_like(mean)
+    scale = gamma / np.sqrt(variance + bn.epsilon)
+    return scale, beta - mean * scale
+
+
+# ----------------------------------------------------------------------- weights
+
+
+def _kind(layer):
+    for kind, types in (
+        ("transpose", _TRANSPOSE),
+        ("separable", _SEPARABLE),
+        ("depthwise", _DEPTHWISE),
+        ("conv", _CONV),
+        ("dense", (keras.layers.Dense,)),
+    ):
+        if isinstance(layer, types):
+            return kind
+    return None
+
+
+def _named_weights(layer):
+    """The layer's weights as a float64 dict (a zero bias where there is none)."""
+    kind = _kind(layer)
+    values = {}
+    if kind == "separable":
+        values["depthwise"] = np.asarray(layer.depthwise_kernel, np.float64)
+        values["kernel"] = np.asarray(layer.pointwise_kernel, np.float64)
+    elif kind == "depthwise":
+        values["kernel"] = np.asarray(layer.kernel, np.float64)
+    else:
+        values["kernel"] = np.asarray(layer.kernel, np.float64)
+    outputs = _output_channels(layer, values)
+    values["bias"] = (
+        np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(outputs, np.float64)
+    )
+    return values
+
+
+def _output_channels(layer, values):
+    kind = _kind(layer)
+    kernel = values["kernel"]
+    if kind == "transpose":
+        return kernel.shape[-2]
+    if kind == "depthwise":
+        return kernel.shape[-2] * kernel.shape[-1]
+    return kernel.shape[-1]
+
+
+def _fold_output(layer, values, scale, shift):
+    """BN after `layer`: scale/shift the output channels."""
+    kind = _kind(layer)
+    kernel = values["kernel"]
+    if kind == "transpose":  # kernel (*k, out, in)
+        values["kernel"] = kernel * scale[:, None]
+    elif kind == "depthwise":  # kernel (*k, in, multiplier); output i * m + j
+        values["kernel"] = kernel * scale.reshape(kernel.shape[-2:])
+    else:  # conv, separable (pointwise), dense: output channels last
+        values["kernel"] = kernel * scale
+    values["bias"] = values["bias"] * scale + shift
+
+
+def _fold_input(layer, values, scale, shift):
+    """BN before `layer` (exact only where the caller checked it): scale/shift the inputs."""
+    kind = _kind(layer)
+    kernel = values["kernel"]
+    kernel_axes = tuple(range(kernel.ndim - 2))
+    if kind in ("conv", "dense"):  # kernel (*k, in, out)
+        flat = kernel.reshape(-1, *kernel.shape[-2:])  # (taps, in, out)
+        values["bias"] = values["bias"] + np.einsum("kio,i->o", flat, shift)
+        values["kernel"] = kernel * scale[:, None]
+    elif kind == "depthwise":  # kernel (*k, in, multiplier)
+        values["bias"] = values["bias"] + (kernel.sum(kernel_axes) * shift[:, None]).reshape(-1)
+        values["kernel"] = kernel * scale[:, None]
+    else:
+        raise AssertionError(kind)  # _forward_target never picks other kinds
+
+
+def _check_float16(layer, values, notes):
+    if keras.mixed_precision.Policy(layer.dtype_policy.name).compute_dtype != "float16":
+        return
+    largest = max(float(np.abs(v).max(initial=0.0)) for v in values.values())
+    if largest > _FLOAT16_MAX:
+        message = (
+            f"{layer.name}: a folded weight reaches {largest:.3g}, beyond the float16 range "
+            f"({_FLOAT16_MAX}); the layer computes in float16 and will overflow"
+        )
+        warnings.warn(message, UserWarning, stacklevel=3)
+        notes.append(message)
+
+
+def _rebuilt(layer, values, input_shape):
+    """A copy of `layer` with a bias and the folded float64 `values`."""
+    config = {**layer.get_config(), "use_bias": True}
+    new = layer.__class__.from_config(config)
+    new.build(input_shape)
+    ordered = [values["kernel"], values["bias"]]
+    if _kind(layer) == "separable":
+        ordered = [values["depthwise"], *ordered]
+    new.set_weights([w.astype(v.dtype) for w, v in zip(ordered, new.weights, strict=True)])
+    return new
+
+
+# ---------------------------------------------------------------------- analysis
+
+
+def _describe(layer):
+    name = type(layer).__name__
+    if isinstance(layer, keras.layers.InputLayer):
+        return "the model input"
+    if isinstance(layer, keras.Model):
+        return f"nested model {layer.name} (its output is not a single conv/dense output)"
+    groups = (
+        (
+            "an activation",
+            (
+                keras.layers.ReLU,
+                keras.layers.Activation,
+                keras.layers.LeakyReLU,
+                keras.layers.ELU,
+                keras.layers.PReLU,
+                keras.layers.Softmax,
+            ),
+        ),
+        (
+            "a merge layer",
+            (
+                keras.layers.Add,
+                keras.layers.Concatenate,
+                keras.layers.Multiply,
+                keras.layers.Average,
+                keras.layers.Subtract,
+                keras.layers.Maximum,
+                keras.layers.Minimum,
+            ),
+        ),
+        (
+            "pooling",
+            (
+                keras.layers.MaxPooling1D,
+                keras.layers.MaxPooling2D,
+                keras.layers.MaxPooling3D,
+                keras.layers.AveragePooling1D,
+                keras.layers.AveragePooling2D,
+                keras.layers.AveragePooling3D,
+                keras.layers.GlobalAveragePooling1D,
+                keras.layers.GlobalAveragePooling2D,
+                keras.layers.GlobalMaxPooling2D,
+            ),
+        ),
+        ("another normalization", BN_TYPES),
+    )
+    for words, types in groups:
+        if isinstance(layer, types):
+            return f"{layer.name} ({name}, {words})"
+    return f"{layer.name} ({name})"
+
+
+class _Graph:
+    """Who produces and who consumes each tensor in one functional model."""
+
+    def __init__(self, model):
+        self.model = model
+        self.nodes = [n for nodes in model._nodes_by_depth.values() for n in nodes]
+        self.consumers = {}
+        self.calls = {}
+        for node in self.nodes:
+            if node.operation is None or node.is_input:
+                continue
+            self.calls.setdefault(id(node.operation), []).append(node)
+            for tensor in node.input_tensors:
+                self.consumers.setdefault(id(tensor), []).append(node.operation)
+        for tensor in model.outputs:
+            self.consumers.setdefault(id(tensor), []).append("the model output")
+
+    def producer(self, tensor):
+        return tensor._keras_history.operation
+
+    def calls_of(self, layer):
+        return self.calls.get(id(layer), [])
+
+
+def _channel_axis(layer, rank):
+    if _kind(layer) == "dense":
+        return rank - 1
+    return 1 if getattr(layer, "data_format", "channels_last") == "channels_first" else rank - 1
+
+
+def _backward_target(graph, bn, tensor):
+    """(layer, None) when `bn` can fold into the producer of `tensor`, else (None, reason)."""
+    producer = graph.producer(tensor)
+    if _kind(producer) is None:
+        return None, f"follows {_describe(producer)}"
+    calls = graph.calls_of(producer)
+    if len(calls) != 1:
+        return None, f"{producer.name} is shared (called {len(calls)} times)"
+    activation = getattr(producer, "activation", None)
+    if activation not in (None, keras.activations.linear):
+        name = getattr(activation, "__name__", str(activation))
+        return None, f"{producer.name} applies activation {name!r} before the BN"
+    others = [c for c in graph.consumers.get(id(tensor), []) if c is not bn]
+    if others:
+        names = ", ".join(c if isinstance(c, str) else c.name for c in others)
+        return None, f"the output of {producer.name} is also used by {names}"
+    rank = len(tensor.shape)
+    if bn.axis % rank != _channel_axis(producer, rank):
+        return None, f"it normalizes axis {bn.axis}, not the channel axis of {producer.name}"
+    return producer, None
+
+
+def _forward_target(graph, bn, out_tensor):
+    """A single conv/dense reading `bn`'s output where folding forward is exact, else None."""
+    consumers = graph.consumers.get(id(out_tensor), [])
+    if len(consumers) != 1 or isinstance(consumers[0], str):
+        return None, None
+    layer = consumers[0]
+    kind = _kind(layer)
+    if kind not in ("conv", "dense", "depthwise") or len(graph.calls_of(layer)) != 1:
+        return None, None
+    rank = len(out_tensor.shape)
+    if bn.axis % rank != _channel_axis(layer, rank):
+        return None, None
+    if kind == "dense":
+        return layer, "dense layer"
+    if getattr(layer, "groups", 1) != 1:
+        return None, None
+    one_by_one = all(k == 1 for k in layer.kernel_size)
+    if layer.padding == "valid" or (one_by_one and layer.padding == "same"):
+        return layer, "1x1 kernel" if one_by_one else "valid padding"
+    return None, None
+
+
+def _functional_models(model):
+    yield model
+    for layer in iter_layers(model):
+        if isinstance(layer, keras.Model):
+            if not _is_functional(layer):
+                continue
+            yield layer
+
+
+def _is_functional(model):
+    return isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
+
+
+# ------------------------------------------------------------------- public API
+
+
+def _as_functional(model):
+    """The same layers as a functional model (Sequential -> functional, recursively)."""
+    if isinstance(model, keras.Sequential):
+        if not model.inputs:
+            raise FoldError(
+                f"Sequential model {model.name!r} has no defined input: build it with a "
+                "keras.Input first."
+            )
+        inputs = keras.Input(batch_shape=model.inputs[0].shape, dtype=model.inputs[0].dtype)
+        x = inputs
+        for layer in model.layers:
+            x = _as_functional(layer)(x) if isinstance(layer, keras.Model) else layer(x)
+        return keras.Model(inputs, x, name=model.name)
+    if _is_functional(model):
+        nested = any(isinstance(layer, keras.Sequential) for layer in iter_layers(model))
+        if not nested:
+            return model
+        return keras.models.clone_model(
+            model,
+            clone_function=lambda layer: (
+                _as_functional(layer) if isinstance(layer, keras.Model) else layer
+            ),
+        )
+    if isinstance(model, keras.Model):
+        raise FoldError(
+            f"{type(model).__name__} {model.name!r} is a subclassed model: folding needs the "
+            "layer graph of a Sequential or functional model."
+        )
+    return model
+
+
+def _private_copy(model):
+    copy = keras.models.clone_model(model, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def fold_batchnorm(model):
+    """Folds every BN-family layer of `model` into its neighbours; returns a FoldResult.
+
+    `model` is a Sequential or functional Keras model (nested models, shared layers
+    and several inputs/outputs are fine); it is left untouched. `FoldResult.model`
+    is a new model without foldable BN whose inference outputs equal `model`'s
+    (`training=False`) up to float rounding; `FoldResult.report` says what each BN
+    became and why.
+    """
+    if not isinstance(model, keras.Model):
+        raise FoldError(f"fold_batchnorm needs a keras.Model. Received: {type(model).__name__}")
+    if not _is_functional(model) and not isinstance(model, keras.Sequential):
+        raise FoldError(
+            f"{type(model).__name__} {model.name!r} is a subclassed model: folding needs the "
+            "layer graph of a Sequential or functional model."
+        )
+    bn_before = count_bn(model)
+    params_before = model.count_params()
+    work = _as_functional(_private_copy(model))
+
+    dropped = set()  # id of BN layers removed from the graph
+    replaced = {}  # id(layer) -> new layer
+    entries, notes = [], []
+    folds = {}  # id(target) -> {"layer", "input_shape", "forward": [...], "backward": [...]}
+
+    def plan(target, input_shape):
+        return folds.setdefault(
+            id(target), {"layer": target, "input_shape": input_shape, "forward": [], "backward": []}
+        )
+
+    for graph in (_Graph(m) for m in _functional_models(work)):
+        for layer in graph.model.layers:
+            if not isinstance(layer, BN_TYPES) or id(layer) in dropped or id(layer) in replaced:
+                continue
+            calls = graph.calls_of(layer)
+            if len(calls) != 1:
+                reason = f"it is shared (called {len(calls)} times)"
+                target = None
+            else:
+                target, reason = _backward_target(graph, layer, calls[0].input_tensors[0])
+            scale, shift = bn_affine(layer)
+            if target is not None:
+                producer_node = graph.calls_of(target)[0]
+                plan(target, producer_node.input_tensors[0].shape)["backward"].append(
+                    (scale, shift)
+                )
+                dropped.add(id(layer))
+                entries.append(FoldEntry(layer.name, "folded", into=target.name))
+                continue
+            forward, how = (None, None)
+            if len(calls) == 1:
+                forward, how = _forward_target(graph, layer, calls[0].outputs[0])
+            if forward is not None:
+                consumer_node = graph.calls_of(forward)[0]
+                plan(forward, consumer_node.input_tensors[0].shape)["forward"].append(
+                    (scale, shift)
+                )
+                dropped.add(id(layer))
+                entries.append(
+                    FoldEntry(
+                        layer.name,
+                        "folded_forward",
+                        into=forward.name,
+                        reason=f"{reason}; exact into a {how}",
+                    )
+                )
+                continue
+            affine = bnkeras.ChannelAffine(
+                axis=layer.axis, name=layer.name, dtype=layer.dtype_policy
+            )
+            channels = scale.shape[0]
+            shape = [None] * (len(calls[0].input_tensors[0].shape) if calls else 2)
+            shape[layer.axis] = channels
+            affine.build(tuple(shape))
+            affine.set_weights([scale.astype("float32"), shift.astype("float32")])
+            replaced[id(layer)] = affine
+            entries.append(FoldEntry(layer.name, "affine", reason=reason))
+
+    for layer in iter_layers(work):
+        if isinstance(layer, keras.Model) and not _is_functional(layer):
+            for inner in iter_layers(layer):
+                if isinstance(inner, BN_TYPES):
+                    reason = (
+                        f"inside subclassed model {layer.name}, whose graph cannot be inspected"
+                    )
+                    entries.append(FoldEntry(inner.name, "kept", reason=reason))
+
+    for fold in folds.values():
+        target = fold["layer"]
+        values = _named_weights(target)
+        for scale, shift in fold["forward"]:  # input side first: BN2(L(BN1(x)))
+            _fold_input(target, values, scale, shift)
+        for scale, shift in fold["backward"]:
+            _fold_output(target, values, scale, shift)
+        _check_float16(target, values, notes)
+        replaced[id(target)] = _rebuilt(target, values, fold["input_shape"])
+
+    def clone_function(layer):
+        return replaced.get(id(layer), layer)
+
+    def call_function(layer, *args, **kwargs):
+        if id(layer) in dropped:
+            return args[0]
+        if isinstance(layer, bnkeras.ChannelAffine):
+            kwargs.pop("training", None)
+        return layer(*args, **kwargs)
+
+    folded = keras.models.clone_model(
+        work, clone_function=clone_function, call_function=call_function, recursive=True
+    )
+    report = FoldReport(
+        entries=entries,
+        bn_before=bn_before,
+        bn_after=count_bn(folded),
+        params_before=params_before,
+        params_after=folded.count_params(),
+        warnings=notes,
+    )
+    return FoldResult(model=folded, report=report)
