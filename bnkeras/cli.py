@@ -10,7 +10,12 @@ import sys
 import bnkeras
 
 # name -> (module, help). The module provides `add_arguments(parser)` and `run(args)`.
-_SUBCOMMANDS = {}
+_SUBCOMMANDS = {
+    "export": (
+        "bnkeras.export.cli",
+        "fold BN and export verified .keras / SavedModel / ONNX models",
+    ),
+}
 
 
 def build_parser():

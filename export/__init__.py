@@ -2,8 +2,22 @@
 
 result = bnkeras.export.fold_batchnorm(model)      # FoldResult(.model, .report)
 report = bnkeras.export.verify(model, inputs, folded=result.model)
+bnkeras.export.export_model("model.keras", "out/")  # what `bnkeras export` runs
 """
 
 from bnkeras.export.fold import FoldError, FoldReport, FoldResult, count_bn, fold_batchnorm
+from bnkeras.export.pipeline import ExportError, ExportResult, export_model
+from bnkeras.export.verify import VerifyReport, verify
 
-__all__ = ["FoldError", "FoldReport", "FoldResult", "count_bn", "fold_batchnorm"]
+__all__ = [
+    "ExportError",
+    "ExportResult",
+    "FoldError",
+    "FoldReport",
+    "FoldResult",
+    "VerifyReport",
+    "count_bn",
+    "export_model",
+    "fold_batchnorm",
+    "verify",
+]

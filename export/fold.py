@@ -14,6 +14,7 @@ each layer's variable dtype. The input model is never modified.
 """
 
 import dataclasses
+import functools
 import warnings
 
 import keras
@@ -308,6 +309,18 @@ class _Graph:
         return self.calls.get(id(layer), [])
 
 
+@functools.cache
+def keras_misplaces_channels_first_bias():
+    """True when `keras.ops.add` puts a (1, C, 1) bias on the LAST axis of an input
+    whose last dimension is also C (Keras 3.15's TensorFlow backend turns such an add
+    into `tf.nn.bias_add` with NHWC). Convs with data_format="channels_first" add
+    their bias that way, so a folded bias would land on the wrong axis."""
+    out = keras.ops.add(
+        keras.ops.zeros((1, 2, 2)), keras.ops.reshape(keras.ops.arange(2.0), (1, 2, 1))
+    )
+    return bool(np.asarray(out)[0, 0, 1] != 0.0)
+
+
 def _channel_axis(layer, rank):
     if _kind(layer) == "dense":
         return rank - 1
@@ -333,6 +346,18 @@ def _backward_target(graph, bn, tensor):
     rank = len(tensor.shape)
     if bn.axis % rank != _channel_axis(producer, rank):
         return None, f"it normalizes axis {bn.axis}, not the channel axis of {producer.name}"
+    channels_first = getattr(producer, "data_format", None) == "channels_first"
+    if (
+        channels_first
+        and rank > 2
+        and tensor.shape[-1] == tensor.shape[1]
+        and keras_misplaces_channels_first_bias()
+    ):
+        return None, (
+            f"{producer.name} is channels_first with {tensor.shape[1]} channels and a last axis of "
+            "the same size, where this Keras adds a conv bias along the last axis "
+            "(keras.ops.add -> tf.nn.bias_add NHWC): a folded bias would be misplaced"
+        )
     return producer, None
 
 

@@ -47,7 +47,7 @@ class ChannelAffine(keras.layers.Layer):
             shape=shape, name="offset", initializer="zeros", trainable=False, autocast=False
         )
 
-    def call(self, inputs):
+    def call(self, inputs, mask=None):
         x = tf.cast(inputs, tf.float32) if inputs.dtype in (tf.float16, tf.bfloat16) else inputs
         scale = tf.reshape(tf.cast(self.scale, x.dtype), self._shape)
         offset = tf.reshape(tf.cast(self.offset, x.dtype), self._shape)
