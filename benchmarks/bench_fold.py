@@ -1,0 +1,119 @@
+"""Fold speed: keras.applications ResNet50 inference before and after BN folding.
+
+Three networks run side by side in this process, interleaved (one call of each
+in turn), as compiled inference functions: the original ResNet50 with BN, the
+model from `bnkeras.export.fold_batchnorm`, and the same network built without
+BN (every BN replaced by a no-op layer, convs with a bias): the limit
+folding can reach. Random weights and random BN statistics; the table shows the
+median latency, the speed-up over the unfolded model, and the largest output
+difference. Then the whole `bnkeras export` (load, fold, .keras + SavedModel +
+ONNX, verification of each) is timed once.
+
+    python benchmarks/bench_fold.py --image-size 224 --batch-size 32 --repeats 10
+"""
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bnkeras.export import fold_batchnorm  # noqa: E402
+from bnkeras.export.pipeline import export_model  # noqa: E402
+
+
+def randomize_bn(model, rng):
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape
+            layer.gamma.assign(rng.uniform(0.5, 1.5, channels))
+            layer.beta.assign(rng.normal(0, 0.1, channels))
+            layer.moving_mean.assign(rng.normal(0, 0.1, channels))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, channels))
+
+
+class NoOp(keras.layers.Layer):
+    """Stands where a BN was: returns its input (mask-aware, unlike Identity)."""
+
+    def call(self, x, mask=None):
+        return x
+
+
+def without_bn(model):
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return NoOp(name=layer.name)
+        config = layer.get_config()
+        if "use_bias" in config:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    keras.utils.set_random_seed(0)
+    shape = (args.image_size, args.image_size, 3)
+    model = keras.applications.ResNet50(input_shape=shape, weights=None)
+    randomize_bn(model, rng)
+    start = time.perf_counter()
+    folded = fold_batchnorm(model).model
+    fold_seconds = time.perf_counter() - start
+    models = {
+        "unfolded (BN)": model,
+        "folded (bnkeras)": folded,
+        "no BN (limit)": without_bn(model),
+    }
+    x = rng.normal(size=(args.batch_size, *shape)).astype("float32")
+    runs = {name: tf.function(lambda t, m=m: m(t, training=False)) for name, m in models.items()}
+    outputs = {name: run(x).numpy() for name, run in runs.items()}
+    times = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            begin = time.perf_counter()
+            run(x).numpy()
+            times[name].append(time.perf_counter() - begin)
+    medians = {name: float(np.median(t)) for name, t in times.items()}
+    reference = outputs["unfolded (BN)"].astype(np.float64)
+    diff = np.abs(outputs["folded (bnkeras)"] - reference)
+    print(
+        f"ResNet50 inference, {args.image_size}x{args.image_size}, batch {args.batch_size}: TensorFlow "
+        f"{tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs; medians of {args.repeats}, interleaved\n"
+    )
+    print("| model | ms | speed-up vs unfolded |")
+    print("|---|---:|---:|")
+    for name, seconds in medians.items():
+        print(f"| {name} | {seconds * 1e3:.0f} | {medians['unfolded (BN)'] / seconds:.2f}x |")
+    print(
+        f"\nfolded vs no BN: {medians['folded (bnkeras)'] / medians['no BN (limit)']:.3f}x; "
+        f"fold took {fold_seconds:.1f} s; max |folded - unfolded| = {diff.max():.2e} "
+        f"(relative {(diff / np.maximum(np.abs(reference), 1e-12)).max():.1e})"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "resnet50.keras"
+        model.save(path)
+        start = time.perf_counter()
+        result = export_model(path, Path(tmp) / "export", batch_size=8, log=lambda *_: None)
+        seconds = time.perf_counter() - start
+    print(
+        f"`bnkeras export` of ResNet50 (load, fold, .keras + SavedModel + ONNX, verify each): "
+        f"{seconds:.0f} s, verification {'passed' if result.passed else 'FAILED'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
