@@ -7,6 +7,7 @@ from bnkeras.layers import (
     GhostBatchNormalization,
     LinearRamp,
 )
+from bnkeras.recalibrate import recalibrate_batchnorm
 
 __version__ = "0.1.0"
 
@@ -17,4 +18,5 @@ __all__ = [
     "GhostBatchNormalization",
     "LinearRamp",
     "__version__",
+    "recalibrate_batchnorm",
 ]

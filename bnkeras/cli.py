@@ -1,16 +1,22 @@
 """The `bnkeras` command line: parses arguments and calls the library.
 
-Subcommands register themselves in `_SUBCOMMANDS`; each module is imported only
-when its subcommand runs, so `bnkeras --help` stays fast.
+Each subcommand is a small module (or object) with `add_arguments(parser)` and
+`run(args) -> exit code`, listed in `_SUBCOMMANDS`; heavy imports happen in `run`.
 """
 
 import argparse
+import importlib
 import sys
 
 import bnkeras
 
-# name -> (module, help). The module provides `add_arguments(parser)` and `run(args)`.
+# name -> ("module[:attribute]", help); the target provides add_arguments(parser) and run(args).
 _SUBCOMMANDS = {
+    "train": ("bnkeras.training.cli:train", "train (or resume) a classifier in a work directory"),
+    "evaluate": (
+        "bnkeras.training.cli:evaluate",
+        "loss, top-1 and top-5 of a run or a .keras model",
+    ),
     "export": (
         "bnkeras.export.cli",
         "fold BN and export verified .keras / SavedModel / ONNX models",
@@ -26,8 +32,11 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"bnkeras {bnkeras.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in _SUBCOMMANDS.items():
-        module = __import__(module_name, fromlist=["add_arguments"])
+    for name, (target, help_text) in _SUBCOMMANDS.items():
+        module_name, _, attribute = target.partition(":")
+        module = importlib.import_module(module_name)
+        if attribute:
+            module = getattr(module, attribute)
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(_module=module)

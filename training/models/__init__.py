@@ -1,1 +1,49 @@
-"""Classifier models with an injected norm layer."""
+"""Classifier models; every one takes its norm layer as an argument.
+
+`build_model(model_config, norm_config, num_classes, input_shape)` builds any
+model named in MODELS with the norm named in `norm_config["name"]`.
+"""
+
+from bnkeras.training.models.mobilenet_v2 import mobilenet_v2
+from bnkeras.training.models.norms import NORMS, get_norm
+from bnkeras.training.models.resnet import resnet
+from bnkeras.training.models.resnet_cifar import cifar_resnet
+
+CIFAR_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
+MODELS = (
+    *(f"resnet{d}" for d in CIFAR_DEPTHS),
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v2",
+)
+
+
+def norm_from_config(norm_config):
+    options = {k: v for k, v in norm_config.items() if k not in ("name", "sync")}
+    return get_norm(norm_config["name"], synchronized=bool(norm_config.get("sync")), **options)
+
+
+def build_model(model_config, norm_config, num_classes, input_shape):
+    name = model_config["name"]
+    norm = norm_from_config(norm_config)
+    zero_init = bool(model_config.get("zero_init_residual"))
+    if name in ("resnet18", "resnet34", "resnet50"):
+        return resnet(int(name[6:]), num_classes, input_shape, norm, zero_init)
+    if name == "mobilenet_v2":
+        return mobilenet_v2(
+            num_classes, input_shape, norm, alpha=float(model_config.get("alpha", 1.0))
+        )
+    if name.startswith("resnet") and int(name[6:]) in CIFAR_DEPTHS:
+        return cifar_resnet(
+            int(name[6:]),
+            num_classes,
+            input_shape,
+            norm,
+            width=int(model_config.get("width", 16)),
+            zero_init_residual=zero_init,
+        )
+    raise ValueError(f"Unknown model {name!r}: valid models are {', '.join(MODELS)}.")
+
+
+__all__ = ["MODELS", "NORMS", "build_model", "cifar_resnet", "get_norm", "mobilenet_v2", "resnet"]

@@ -1,38 +1,20 @@
-"""CIFAR ResNets (He et al. 2016, section 4.2): ResNet-20/56, 3 stages of basic blocks."""
+"""CIFAR ResNets (He et al. 2016, section 4.2): depth 6n + 2, 3 stages of basic blocks."""
 
 import keras
 
+from bnkeras.training.models.layers import conv, norm_act
 from bnkeras.training.models.norms import get_norm
 
 
-def _conv(filters, kernel, strides, norm, name):
-    return keras.layers.Conv2D(
-        filters,
-        kernel,
-        strides=strides,
-        padding="same",
-        use_bias=norm is None,
-        kernel_initializer="he_normal",
-        name=name,
-    )
-
-
-def _norm(x, norm, name, zero_gamma=False):
-    if norm is None:
-        return x
-    kwargs = {"gamma_initializer": "zeros"} if zero_gamma else {}
-    return norm(name=name, **kwargs)(x)
-
-
 def _basic_block(x, filters, strides, norm, zero_init_residual, name):
+    y = conv(filters, 3, strides, norm, f"{name}_conv1")(x)
+    y = norm_act(y, norm, f"{name}_bn1")
+    y = conv(filters, 3, 1, norm, f"{name}_conv2")(y)
+    y = norm_act(y, norm, f"{name}_bn2", activation=False, zero_gamma=zero_init_residual)
     shortcut = x
-    y = _conv(filters, 3, strides, norm, f"{name}_conv1")(x)
-    y = keras.layers.ReLU(name=f"{name}_relu1")(_norm(y, norm, f"{name}_bn1"))
-    y = _conv(filters, 3, 1, norm, f"{name}_conv2")(y)
-    y = _norm(y, norm, f"{name}_bn2", zero_gamma=zero_init_residual)
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = _conv(filters, 1, strides, norm, f"{name}_proj")(x)
-        shortcut = _norm(shortcut, norm, f"{name}_proj_bn")
+        shortcut = conv(filters, 1, strides, norm, f"{name}_proj")(x)
+        shortcut = norm_act(shortcut, norm, f"{name}_proj_bn", activation=False)
     return keras.layers.ReLU(name=f"{name}_out")(
         keras.layers.Add(name=f"{name}_add")([y, shortcut])
     )
@@ -48,20 +30,20 @@ def cifar_resnet(
     name=None,
     **norm_options,
 ):
-    """ResNet-`depth` for small images (depth = 6n + 2: 20, 32, 44, 56, 110).
+    """ResNet-`depth` for small images (depth = 6n + 2: 8, 14, 20, 32, 44, 56, 110).
 
-    `norm` is a name for `get_norm` or a layer maker; `width` is the first stage's
-    filters (16 in the paper; smaller for tests).
+    `norm` is a name for `get_norm` or a layer maker (None: no norm, convs get a
+    bias); `width` is the first stage's filters (16 in the paper).
     """
-    if (depth - 2) % 6:
+    if depth < 8 or (depth - 2) % 6:
         raise ValueError(
-            f"A CIFAR ResNet has depth 6n + 2 (20, 32, 44, 56, 110). Received: depth={depth}"
+            f"A CIFAR ResNet has depth 6n + 2 (8, 14, 20, 32, 56, 110). Received: depth={depth}"
         )
     blocks = (depth - 2) // 6
     norm = get_norm(norm, **norm_options) if isinstance(norm, str) else norm
     inputs = keras.Input(input_shape, name="image")
-    x = _conv(width, 3, 1, norm, "stem_conv")(inputs)
-    x = keras.layers.ReLU(name="stem_relu")(_norm(x, norm, "stem_bn"))
+    x = conv(width, 3, 1, norm, "stem_conv")(inputs)
+    x = norm_act(x, norm, "stem_bn")
     for stage in range(3):
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
@@ -74,5 +56,5 @@ def cifar_resnet(
                 f"stage{stage + 1}_block{block + 1}",
             )
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")

@@ -1,0 +1,71 @@
+"""Atomic checkpoints of a training run: `checkpoints/` in the work directory.
+
+Each completed epoch is saved as `epoch_NNNN.keras` (model weights and optimizer
+state), written to a temporary name and renamed into place; then `state.json`
+(format version, epoch, the last and best checkpoint, the best metric, the
+config) is replaced the same way. A run killed at any moment therefore finds a
+`state.json` naming complete files, and loses at most the epoch in progress.
+Only the last and the best checkpoints are kept.
+"""
+
+import json
+import os
+from pathlib import Path
+
+FORMAT_VERSION = 1
+STATE = "state.json"
+
+
+def directory(workdir):
+    return Path(workdir) / "checkpoints"
+
+
+def read_state(workdir):
+    path = directory(workdir) / STATE
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format {state.get('format_version')}, this bnkeras reads "
+            f"{FORMAT_VERSION}: use another --workdir or --overwrite."
+        )
+    return state
+
+
+def _atomic_write_text(path, text):
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def save(model, workdir, epoch, metric, config, state=None, monitor="val_accuracy"):
+    """Saves epoch `epoch` (1-based, completed) and returns the new state."""
+    folder = directory(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"epoch_{epoch:04d}.keras"
+    tmp = folder / f".{name}.tmp-{os.getpid()}.keras"
+    model.save(tmp)
+    os.replace(tmp, folder / name)
+    state = dict(state or {})
+    best_value = state.get("best_value")
+    if metric is not None and (best_value is None or metric > best_value):
+        state["best"], state["best_value"], state["best_epoch"] = name, float(metric), epoch
+    state.update(
+        format_version=FORMAT_VERSION, epoch=epoch, last=name, monitor=monitor, config=config
+    )
+    _atomic_write_text(folder / STATE, json.dumps(state, indent=2) + "\n")
+    keep = {state["last"], state.get("best")}
+    for path in folder.glob("epoch_*.keras"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+    for path in folder.glob(".epoch_*.tmp-*"):  # leftovers of a killed run
+        path.unlink(missing_ok=True)
+    return state
+
+
+def last_path(workdir, state):
+    return directory(workdir) / state["last"]

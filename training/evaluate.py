@@ -1,0 +1,62 @@
+"""`evaluate(source)`: loss, top-1 and top-5 of a trained model on an evaluation split."""
+
+import copy
+from pathlib import Path
+
+import keras
+
+from bnkeras.training.config import DEFAULTS, load_run_config
+from bnkeras.training.data import load_data
+from bnkeras.training.trainer import TrainingError, load_workdir_model
+
+
+def evaluate(source, *, dataset=None, data_dir=None, batch_size=None, log=print):
+    """Evaluates a training work directory or a `.keras` classifier.
+
+    A work directory brings its own data config (dataset, image size,
+    preprocessing); `dataset`/`data_dir` override it. A `.keras` file needs
+    `dataset`, and is fed images at its input size with the default ImageNet
+    normalization. Returns {"loss", "top1", "top5", "examples"}.
+    """
+    path = Path(source)
+    if path.is_dir():
+        data_config = load_run_config(path)["data"]
+        model = load_workdir_model(path)
+        batch_size = batch_size or load_run_config(path)["train"]["batch_size"]
+    elif path.is_file() and path.suffix == ".keras":
+        if dataset is None:
+            raise TrainingError(
+                f"Evaluating the model file {source} needs --dataset (and --data-dir if not embedded)."
+            )
+        data_config = copy.deepcopy(DEFAULTS["data"])
+        model = keras.saving.load_model(path, compile=False)
+        data_config["image_size"] = int(model.inputs[0].shape[1])
+    else:
+        raise TrainingError(
+            f"{source} is neither a training work directory nor a .keras model file."
+        )
+    if dataset is not None:
+        data_config["dataset"] = dataset
+    if data_dir is not None:
+        data_config["data_dir"] = data_dir
+    data_config["cache"] = False
+    data = load_data(data_config, batch_size or 128, log)
+    model_classes = int(model.outputs[0].shape[-1])
+    if model_classes != data.num_classes:
+        raise TrainingError(
+            f"The model predicts {model_classes} classes but {data_config['dataset']} has {data.num_classes}."
+        )
+    metrics = [keras.metrics.CategoricalAccuracy(name="top1")]
+    metrics.append(keras.metrics.TopKCategoricalAccuracy(min(5, data.num_classes), name="top5"))
+    model.compile(
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=metrics,
+        jit_compile=False,
+    )
+    results = model.evaluate(data.eval, return_dict=True, verbose=0)
+    return {
+        "loss": float(results["loss"]),
+        "top1": float(results["top1"]),
+        "top5": float(results["top5"]),
+        "examples": data.eval_examples,
+    }
