@@ -6,6 +6,7 @@ command-line overrides (`--set train.lr=0.05`, `--epochs 3`, ...) override that.
 Every key must exist in DEFAULTS: a typo is an error that lists the valid keys.
 """
 
+import contextlib
 import copy
 import importlib.resources
 from pathlib import Path
@@ -129,23 +130,26 @@ def valid_keys():
 def _coerce(key, value, default):
     if default is None or value is None:
         return value
+    if (
+        isinstance(value, str)
+        and isinstance(default, (int, float))
+        and not isinstance(default, bool)
+    ):
+        with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-3" as a string
+            value = float(value) if isinstance(default, float) else int(value)
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-    elif isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    elif (
-        isinstance(default, float)
-        and isinstance(value, (int, float))
-        and not isinstance(value, bool)
-    ):
-        return float(value)
-    elif (
-        isinstance(default, str)
-        and isinstance(value, (str, int, float))
-        and not isinstance(value, bool)
-    ):
-        return value if isinstance(value, str) else value  # rmax/dmax take numbers too
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if is_number:
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str) or is_number:  # rmax/dmax take numbers too
+            return value
     elif isinstance(default, list) and isinstance(value, list):
         return value
     raise ConfigError(

@@ -1,7 +1,8 @@
 """Input pipelines: TFDS datasets, ImageNet-layout image folders and the embedded dataset.
 
 `load_data(data_config, global_batch_size)` returns a `Data` with batched
-`tf.data` pipelines for training (random-resized crop, horizontal flip) and
+`tf.data` pipelines for training (random-resized crop, horizontal flip; each
+epoch a function of the seed and the epoch, so resumed runs are exact) and
 evaluation (resize and centre crop), both normalized per channel, labels one-hot.
 
 Sources (`data.dataset`):
@@ -19,6 +20,7 @@ Sources (`data.dataset`):
 """
 
 import dataclasses
+import functools
 import hashlib
 import os
 import socket
@@ -46,16 +48,17 @@ class Data:
     eval_examples: int
     description: str
     skipped_files: int = 0
+    steps_per_epoch: int = 0
 
 
 # ------------------------------------------------------------------ preprocessing
 
 
-def _random_resized_crop(image, size, min_scale):
-    shape = tf.shape(image)
-    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
-        shape,
+def _random_resized_crop(image, size, min_scale, seed):
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
         bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        seed=seed,
         min_object_covered=0.0,
         aspect_ratio_range=(3 / 4, 4 / 3),
         area_range=(min_scale, 1.0),
@@ -77,38 +80,80 @@ def _centre_crop(image, size, crop_fraction):
     return tf.image.crop_to_bounding_box(image, top, left, size, size)
 
 
-def make_preprocess(config, num_classes, training):
-    size = int(config["image_size"])
+def _normalizer(config):
     mean = tf.constant(config["mean"], tf.float32) * 255.0
     std = tf.constant(config["std"], tf.float32) * 255.0
+    size = int(config["image_size"])
 
-    def preprocess(image, label):
-        image = tf.cast(image, tf.float32)
-        if training:
-            image = _random_resized_crop(image, size, float(config["min_scale"]))
-            image = tf.image.random_flip_left_right(image)
-        else:
-            image = _centre_crop(image, size, float(config["crop_fraction"]))
+    def normalize(image):
         image = (image - mean) / std
         image.set_shape([size, size, 3])
-        return image, tf.one_hot(label, num_classes)
+        return image
 
-    return preprocess
+    return normalize
 
 
-def _pipeline(images_and_labels, config, num_classes, batch_size, training, cache):
-    ds = images_and_labels
-    if cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(
-            int(config["shuffle_buffer"]), seed=int(config["seed"]), reshuffle_each_iteration=True
+def _train_pipeline(examples, config, num_classes, batch_size, epochs):
+    """Batches for epochs `epochs[0]` to `epochs[1] - 1`, one epoch after the other.
+
+    Each epoch's order and augmentation are a function of (data.seed, epoch) only:
+    a per-epoch shuffle seed and stateless random ops keyed by (epoch, example). A
+    resumed run therefore sees exactly the batches an uninterrupted run would.
+    """
+    size, min_scale = int(config["image_size"]), float(config["min_scale"])
+    normalize = _normalizer(config)
+    base_seed = int(config["seed"])
+
+    def epoch_batches(epoch):
+        seed = base_seed * 1_000_003 + 2 * epoch
+
+        def augment(index, example):
+            image, label = example
+            crop_seed = tf.stack([tf.constant(seed, tf.int64), index])
+            image = _random_resized_crop(tf.cast(image, tf.float32), size, min_scale, crop_seed)
+            image = tf.image.stateless_random_flip_left_right(
+                image, tf.stack([tf.constant(seed + 1, tf.int64), index])
+            )
+            return normalize(image), tf.one_hot(label, num_classes)
+
+        shuffled = examples.shuffle(
+            int(config["shuffle_buffer"]), seed=seed, reshuffle_each_iteration=False
         )
-    ds = ds.map(make_preprocess(config, num_classes, training), num_parallel_calls=_AUTOTUNE)
-    # Training batches have a static size (drop_remainder): the fused ghost-BN path
-    # and an even split over replicas need it. Evaluation keeps every example.
-    ds = ds.batch(batch_size, drop_remainder=training)
-    return ds.prefetch(_AUTOTUNE)
+        return (
+            shuffled.enumerate()
+            .map(augment, num_parallel_calls=_AUTOTUNE)
+            # A static batch size (drop_remainder): the fused ghost-BN path and an
+            # even split over replicas need it.
+            .batch(batch_size, drop_remainder=True)
+        )
+
+    # One dataset per epoch, concatenated: the shuffle seed must be a Python int.
+    first, last = epochs
+    return functools.reduce(
+        lambda a, b: a.concatenate(b), [epoch_batches(e) for e in range(first, last)]
+    ).prefetch(_AUTOTUNE)
+
+
+def _eval_pipeline(examples, config, num_classes, batch_size):
+    size, crop_fraction = int(config["image_size"]), float(config["crop_fraction"])
+    normalize = _normalizer(config)
+
+    def preprocess(image, label):
+        image = _centre_crop(tf.cast(image, tf.float32), size, crop_fraction)
+        return normalize(image), tf.one_hot(label, num_classes)
+
+    return (
+        examples.map(preprocess, num_parallel_calls=_AUTOTUNE).batch(batch_size).prefetch(_AUTOTUNE)
+    )
+
+
+def _pipelines(train, evaluation, config, num_classes, batch_size, epochs):
+    if config["cache"]:
+        train, evaluation = train.cache(), evaluation.cache()
+    return (
+        _train_pipeline(train, config, num_classes, batch_size, epochs),
+        _eval_pipeline(evaluation, config, num_classes, batch_size),
+    )
 
 
 # ------------------------------------------------------------------------- TFDS
@@ -165,7 +210,7 @@ def _prepare(builder, name, data_dir):
     builder.download_and_prepare()
 
 
-def _tfds_data(config, batch_size):
+def _tfds_data(config, batch_size, epochs):
     name, data_dir = config["dataset"], config.get("data_dir")
     if data_dir is not None and not Path(data_dir).exists() and name != EMBEDDED:
         raise DataError(f"--data-dir {data_dir} does not exist.")
@@ -188,10 +233,10 @@ def _tfds_data(config, batch_size):
     read = {"shuffle_files": False}
     train = builder.as_dataset(split=train_split, as_supervised=True, read_config=None, **read)
     evaluation = builder.as_dataset(split=eval_split, as_supervised=True, **read)
-    cache = bool(config["cache"])
+    train, evaluation = _pipelines(train, evaluation, config, num_classes, batch_size, epochs)
     return Data(
-        train=_pipeline(train, config, num_classes, batch_size, True, cache),
-        eval=_pipeline(evaluation, config, num_classes, batch_size, False, cache),
+        train=train,
+        eval=evaluation,
         num_classes=num_classes,
         train_examples=splits[train_split].num_examples,
         eval_examples=splits[eval_split].num_examples,
@@ -227,7 +272,7 @@ def _class_dirs(root):
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _folder_data(config, batch_size, log):
+def _folder_data(config, batch_size, log, epochs):
     if not config.get("data_dir"):
         raise DataError(
             f"dataset {FOLDER!r} needs --data-dir: the image folder (one subfolder per class)."
@@ -299,10 +344,12 @@ def _folder_data(config, batch_size, log):
             decode, num_parallel_calls=_AUTOTUNE
         )
 
-    cache = bool(config["cache"])
+    train, evaluation = _pipelines(
+        dataset(train_files), dataset(eval_files), config, len(classes), batch_size, epochs
+    )
     return Data(
-        train=_pipeline(dataset(train_files), config, len(classes), batch_size, True, cache),
-        eval=_pipeline(dataset(eval_files), config, len(classes), batch_size, False, cache),
+        train=train,
+        eval=evaluation,
         num_classes=len(classes),
         train_examples=len(train_files),
         eval_examples=len(eval_files),
@@ -315,17 +362,23 @@ def _folder_data(config, batch_size, log):
 # ----------------------------------------------------------------------- public
 
 
-def load_data(config, batch_size, log=print):
-    """The training and evaluation pipelines for the `data` section of a config."""
+def load_data(config, batch_size, log=print, epochs=(0, 1)):
+    """The pipelines for the `data` section of a config.
+
+    `Data.train` holds the batches of epochs `epochs[0]` to `epochs[1] - 1` in a
+    row (`Data.steps_per_epoch` batches each); `Data.eval` is one pass over the
+    evaluation split.
+    """
     if config["dataset"] == FOLDER:
-        data = _folder_data(config, batch_size, log)
+        data = _folder_data(config, batch_size, log, epochs)
     else:
-        data = _tfds_data(config, batch_size)
+        data = _tfds_data(config, batch_size, epochs)
     if data.train_examples < batch_size:
         raise DataError(
             f"The batch size {batch_size} is larger than the {data.train_examples} training images "
             "(training drops incomplete batches): lower --batch-size."
         )
+    data.steps_per_epoch = data.train_examples // batch_size
     return data
 
 

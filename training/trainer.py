@@ -284,7 +284,7 @@ def _dtype_policy(mixed):
 
 def _final_model(model):
     """An uncompiled copy (no optimizer state) for model.keras."""
-    copy = keras.models.clone_model(model)
+    copy = keras.Model.from_config(model.get_config())  # clone_model would recompile
     copy.set_weights(model.get_weights())
     return copy
 
@@ -320,13 +320,19 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
     state = checkpoints.read_state(workdir)
     epochs = config["train"]["epochs"]
     with _dtype_policy(config["train"]["mixed_precision"]):
-        data = load_data(config["data"], config["train"]["batch_size"], log)
+        initial_epoch = state["epoch"] if state else 0
+        data = load_data(
+            config["data"],
+            config["train"]["batch_size"],
+            log,
+            (initial_epoch, max(epochs, initial_epoch + 1)),
+        )
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA
         )
         train_ds, eval_ds = data.train.with_options(options), data.eval.with_options(options)
-        steps = data.train_examples // config["train"]["batch_size"]
+        steps = data.steps_per_epoch
         size = config["data"]["image_size"]
         log(
             f"data: {data.description}; model: {config['model']['name']} with norm "
@@ -338,7 +344,6 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
             if state is not None:
                 model.optimizer.build(model.trainable_variables)
                 model.load_weights(checkpoints.last_path(workdir, state))
-        initial_epoch = state["epoch"] if state else 0
         if chief:
             _truncate_log(workdir, initial_epoch)
         if initial_epoch:
@@ -358,6 +363,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
                 validation_data=eval_ds,
                 epochs=epochs,
                 initial_epoch=initial_epoch,
+                steps_per_epoch=steps,
                 callbacks=callbacks,
                 shuffle=False,  # the training pipeline shuffles
                 verbose=verbose,

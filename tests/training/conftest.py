@@ -1,0 +1,38 @@
+import pytest
+
+from bnkeras.training.config import build_config
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory):
+    """The embedded dataset, generated once per test session (about 2 s)."""
+    import tensorflow_datasets as tfds
+
+    import bnkeras.training.shapes_dataset  # noqa: F401
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    tfds.builder("bnkeras_shapes", data_dir=str(data_dir)).download_and_prepare()
+    return str(data_dir)
+
+
+TINY = [
+    "model.name=resnet8",
+    "model.width=4",
+    "data.image_size=16",
+    "data.train_split=train[:256]",
+    "data.eval_split=test[:128]",
+    "data.shuffle_buffer=256",
+    "train.batch_size=32",
+    "train.epochs=1",
+    "train.warmup_epochs=0",
+]
+
+
+@pytest.fixture
+def tiny_config(shapes_dir):
+    """A factory of tiny runs on the embedded data (a few seconds an epoch)."""
+
+    def make(*overrides, **flat):
+        return build_config("demo", [*TINY, *overrides], {"data.data_dir": shapes_dir, **flat})
+
+    return make

@@ -1,0 +1,274 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from bnkeras.cli import main
+from bnkeras.training.config import build_config
+from bnkeras.training.trainer import TrainingError, read_log, train_and_evaluate
+from tests.training.conftest import TINY
+
+QUIET = {"log": lambda *_: None, "progress": 0}
+
+
+def test_one_epoch_writes_the_work_directory(tiny_config, tmp_path):
+    workdir = tmp_path / "run"
+    metrics = train_and_evaluate(tiny_config(), workdir, **QUIET)
+    for name in (
+        "config.yaml",
+        "log.csv",
+        "metrics.json",
+        "model.keras",
+        "curves.png",
+        "checkpoints/state.json",
+    ):
+        assert (workdir / name).is_file(), name
+    assert list((workdir / "tensorboard").rglob("events.out.tfevents*"))
+    rows = read_log(workdir)
+    assert [r["epoch"] for r in rows] == [1.0]
+    assert set(rows[0]) == {
+        "epoch",
+        "lr",
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "seconds",
+    }
+    saved = json.loads((workdir / "metrics.json").read_text())
+    assert (
+        saved["epochs_completed"] == 1 and 0.0 <= saved["top1"] <= 1.0 and saved["top5"] is not None
+    )
+    assert saved == metrics
+    model = keras.saving.load_model(workdir / "model.keras")
+    assert model.output.shape == (None, 10) and getattr(model, "optimizer", None) is None
+    resolved = yaml.safe_load((workdir / "config.yaml").read_text())
+    assert resolved["model"]["name"] == "resnet8" and resolved["train"]["epochs"] == 1
+
+
+def _write_config(path, shapes_dir, *extra):
+    config = build_config(
+        "demo",
+        [*TINY, "train.epochs=3", "data.train_split=train[:1536]", *extra],
+        {"data.data_dir": shapes_dir},
+    )
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _train_process(config_path, workdir):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bnkeras",
+            "train",
+            "--config",
+            str(config_path),
+            "--workdir",
+            str(workdir),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _weights(workdir):
+    return keras.saving.load_model(Path(workdir) / "model.keras").get_weights()
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_an_uninterrupted_run(shapes_dir, tmp_path):
+    config_path = _write_config(tmp_path / "config.yaml", shapes_dir)
+    straight = _train_process(config_path, tmp_path / "straight")
+    interrupted = _train_process(config_path, tmp_path / "interrupted")
+    state = tmp_path / "interrupted" / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 300
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+        assert interrupted.poll() is None and time.monotonic() < deadline, (
+            interrupted.stderr.read().decode()
+        )
+        time.sleep(0.05)
+    interrupted.send_signal(signal.SIGKILL)  # in the middle of epoch 2
+    interrupted.wait()
+    assert json.loads(state.read_text())["epoch"] == 1
+    assert not (tmp_path / "interrupted" / "model.keras").exists()
+    assert straight.wait() == 0, straight.stderr.read().decode()
+    resumed = _train_process(config_path, tmp_path / "interrupted")
+    assert resumed.wait() == 0, resumed.stderr.read().decode()
+    for a, b in zip(
+        _weights(tmp_path / "straight"), _weights(tmp_path / "interrupted"), strict=True
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert [r["epoch"] for r in read_log(tmp_path / "interrupted")] == [1.0, 2.0, 3.0]
+    metrics = json.loads((tmp_path / "interrupted" / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 3
+
+
+def test_rerun_resumes_and_larger_epochs_continue(tiny_config, tmp_path):
+    workdir = tmp_path / "run"
+    train_and_evaluate(tiny_config(), workdir, **QUIET)
+    messages = []
+    train_and_evaluate(tiny_config(), workdir, log=messages.append, progress=0)
+    assert any("nothing to train" in m for m in messages)
+    metrics = train_and_evaluate(tiny_config(flat_epochs := "train.epochs=2"), workdir, **QUIET)
+    assert flat_epochs and metrics["epochs_completed"] == 2
+    assert [r["epoch"] for r in read_log(workdir)] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("norm", ["renorm", "ghost", "keras", "none"])
+def test_every_norm_trains(tiny_config, tmp_path, norm):
+    metrics = train_and_evaluate(
+        tiny_config(f"norm.name={norm}", "norm.virtual_batch_size=8"), tmp_path / norm, **QUIET
+    )
+    assert np.isfinite(metrics["loss"])
+
+
+def test_renorm_step_resumes(tiny_config, tmp_path):
+    workdir = tmp_path / "run"
+    train_and_evaluate(tiny_config("norm.name=renorm"), workdir, **QUIET)
+    train_and_evaluate(tiny_config("norm.name=renorm", "train.epochs=2"), workdir, **QUIET)
+    model = keras.saving.load_model(workdir / "model.keras")
+    steps = {int(layer.renorm_step) for layer in model.layers if hasattr(layer, "renorm_step")}
+    assert steps == {2 * 256 // 32}
+
+
+def test_precise_bn_and_ema_and_mixed_precision(tiny_config, tmp_path):
+    messages = []
+    metrics = train_and_evaluate(
+        tiny_config("train.precise_bn_batches=3", "train.ema=0.9", "train.mixed_precision=true"),
+        tmp_path / "run",
+        log=messages.append,
+        progress=0,
+    )
+    assert any("precise BN" in m and "3 training batches" in m for m in messages)
+    assert metrics["precise_bn_batches"] == 3 and np.isfinite(metrics["loss"])
+    assert keras.config.dtype_policy().name == "float32"  # restored after the run
+
+
+def test_nan_loss_stops_and_says_so(tiny_config, tmp_path):
+    with pytest.raises(TrainingError, match=r"NaN in epoch 1.*no checkpoint.*lower --lr"):
+        train_and_evaluate(tiny_config("train.lr=1e30"), tmp_path / "run", **QUIET)
+
+
+def test_incompatible_workdir_is_refused_unless_overwrite(tiny_config, tmp_path):
+    workdir = tmp_path / "run"
+    train_and_evaluate(tiny_config(), workdir, **QUIET)
+    with pytest.raises(
+        TrainingError, match=r"another config \(train.lr: 0.1 -> 0.05\).*--overwrite"
+    ):
+        train_and_evaluate(tiny_config("train.lr=0.05"), workdir, **QUIET)
+    train_and_evaluate(tiny_config("train.lr=0.05"), workdir, overwrite=True, **QUIET)
+    assert yaml.safe_load((workdir / "config.yaml").read_text())["train"]["lr"] == 0.05
+
+
+def test_bad_batch_sizes(tiny_config, tmp_path):
+    with pytest.raises(
+        TrainingError,
+        match=r"per-replica batch size 32 .* not divisible by the ghost virtual batch size norm.virtual_batch_size=12",
+    ):
+        train_and_evaluate(
+            tiny_config("norm.name=ghost", "norm.virtual_batch_size=12"), tmp_path / "a", **QUIET
+        )
+    with pytest.raises(TrainingError, match=r"batch_size 33 is not divisible by the 2 replicas"):
+        train_and_evaluate(
+            tiny_config("train.batch_size=33", "train.strategy=mirrored"), tmp_path / "b", **QUIET
+        )
+
+
+def test_unwritable_workdir(tiny_config, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(TrainingError, match=r"Cannot write to the work directory"):
+        train_and_evaluate(tiny_config(), blocker / "run", **QUIET)
+    with pytest.raises(TrainingError, match=r"is a file"):
+        train_and_evaluate(tiny_config(), blocker, **QUIET)
+
+
+def test_mirrored_strategy_with_sync_bn(tiny_config, tmp_path):
+    metrics = train_and_evaluate(
+        tiny_config("train.strategy=mirrored", "norm.sync=true"), tmp_path / "run", **QUIET
+    )
+    assert np.isfinite(metrics["loss"]) and metrics["epochs_completed"] == 1
+
+
+# ------------------------------------------------------------------------ CLI
+
+
+def _cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
+    workdir = str(tmp_path / "run")
+    args = [
+        "train",
+        "--workdir",
+        workdir,
+        "--data-dir",
+        shapes_dir,
+        "--epochs",
+        "1",
+        "--model",
+        "resnet8",
+    ]
+    args += [f"--set={s}" for s in TINY if not s.startswith(("train.epochs", "model.name"))]
+    code, out, err = _cli(capsys, *args)
+    assert code == 0, err
+    assert "epoch 1/1: loss" in out and "final: loss" in out
+    code, out, _ = _cli(capsys, "evaluate", workdir, "--json", str(tmp_path / "eval.json"))
+    assert code == 0 and "top-1" in out and "top-5" in out
+    assert set(json.loads((tmp_path / "eval.json").read_text())) == {
+        "loss",
+        "top1",
+        "top5",
+        "examples",
+    }
+    code, out, err = _cli(capsys, "export", workdir, "--out", str(tmp_path / "export"))
+    assert code == 0, err
+    assert (
+        json.loads((tmp_path / "export" / "report.json").read_text())["inputs"] == "dataset batch"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--config", "nope"], "Unknown preset 'nope'"),
+        (["--model", "vgg"], "Unknown model 'vgg'"),
+        (["--norm", "layer"], "Unknown norm 'layer'"),
+        (["--dataset", "no_such_dataset"], "Unknown dataset 'no_such_dataset'"),
+        (["--dataset", "folder", "--data-dir", "/nonexistent/images"], "does not exist"),
+        (["--set", "train.nope=1"], "Unknown config key train.nope"),
+    ],
+)
+def test_cli_bad_input_is_a_clean_error(tmp_path, capsys, argv, message):
+    code, _, err = _cli(capsys, "train", "--workdir", str(tmp_path / "run"), *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_cli_help(capsys):
+    for command in ("train", "evaluate", "export"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+    assert "--precise-bn-batches" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run(
+        [sys.executable, "-m", "bnkeras", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.startswith("bnkeras ")
