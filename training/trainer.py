@@ -282,6 +282,33 @@ def _dtype_policy(mixed):
         keras.config.set_dtype_policy(previous)
 
 
+def _multiworker_workarounds(model, strategy, dataset):
+    """Two Keras 3.15 bugs make fit() fail under MultiWorkerMirroredStrategy
+    (tensorflow/tensorflow#72388); both are worked around here, for that strategy only:
+
+    - fit() builds metrics and optimizer from a batch averaged over replicas
+      (`strategy.reduce` of a PerReplica batch), which fails: build once from a
+      local batch instead;
+    - the step's scalar logs are reduced with `strategy.reduce("MEAN", v, axis=0)`,
+      invalid for 0-d values: give every log value shape [1].
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    images, labels = next(iter(dataset))
+    with strategy.scope():
+        model._symbolic_build(data_batch=(images, labels))
+    model._maybe_symbolic_build = lambda *args, **kwargs: None
+
+    def with_vector_logs(step):
+        def wrapped(data):
+            return {name: tf.reshape(value, [1]) for name, value in step(data).items()}
+
+        return wrapped
+
+    model.train_step = with_vector_logs(model.train_step)
+    model.test_step = with_vector_logs(model.test_step)
+
+
 def _final_model(model):
     """An uncompiled copy (no optimizer state) for model.keras."""
     copy = keras.Model.from_config(model.get_config())  # clone_model would recompile
@@ -344,6 +371,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
             if state is not None:
                 model.optimizer.build(model.trainable_variables)
                 model.load_weights(checkpoints.last_path(workdir, state))
+        _multiworker_workarounds(model, strategy, data.eval)
         if chief:
             _truncate_log(workdir, initial_epoch)
         if initial_epoch:

@@ -195,13 +195,6 @@ def test_unwritable_workdir(tiny_config, tmp_path):
         train_and_evaluate(tiny_config(), blocker, **QUIET)
 
 
-def test_mirrored_strategy_with_sync_bn(tiny_config, tmp_path):
-    metrics = train_and_evaluate(
-        tiny_config("train.strategy=mirrored", "norm.sync=true"), tmp_path / "run", **QUIET
-    )
-    assert np.isfinite(metrics["loss"]) and metrics["epochs_completed"] == 1
-
-
 # ------------------------------------------------------------------------ CLI
 
 
