@@ -223,6 +223,19 @@ def plot_curves(workdir):
 # ------------------------------------------------------------------------- model
 
 
+def nan_message(nan_epoch, state, workdir):
+    kept = state["epoch"] if state else None
+    where = (
+        f"The last good checkpoint (epoch {kept}) is kept in {checkpoints.directory(workdir)}; "
+        if kept
+        else "No epoch had completed, so there is no checkpoint; "
+    )
+    return (
+        f"The loss became NaN in epoch {nan_epoch}: training stopped. {where}"
+        "lower --lr (or raise train.warmup_epochs) and rerun to resume."
+    )
+
+
 def compile_model(model, config, steps_per_epoch, num_classes):
     train = config["train"]
     peak = train["lr"] * (train["batch_size"] / 256 if train["lr_scaling"] == "linear" else 1.0)
@@ -401,16 +414,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
                 f"the run already has {initial_epoch} epochs (asked for {epochs}): nothing to train"
             )
         if callback.nan_epoch is not None:
-            kept = callback.state["epoch"] if callback.state else None
-            raise TrainingError(
-                f"The loss became NaN in epoch {callback.nan_epoch}: training stopped. "
-                + (
-                    f"The last good checkpoint (epoch {kept}) is kept in {checkpoints.directory(workdir)}; "
-                    if kept
-                    else "No epoch had completed, so there is no checkpoint; "
-                )
-                + "lower --lr (or raise train.warmup_epochs) and rerun to resume."
-            )
+            raise TrainingError(nan_message(callback.nan_epoch, callback.state, workdir))
         precise = config["train"]["precise_bn_batches"]
         if precise:
             used = recalibrate_batchnorm(model, train_ds, precise)

@@ -265,3 +265,23 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "bnkeras", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.startswith("bnkeras ")
+
+
+def test_nan_after_a_good_epoch_keeps_that_checkpoint(tiny_config, tmp_path):
+    from bnkeras.training.trainer import EpochEnd, nan_message
+
+    workdir = tmp_path / "run"
+    train_and_evaluate(tiny_config(), workdir, **QUIET)
+    state = json.loads((workdir / "checkpoints" / "state.json").read_text())
+    model = keras.saving.load_model(workdir / "model.keras")
+    callback = EpochEnd(workdir, workdir, tiny_config(), state, lambda *_: None, True)
+    callback.set_model(model)
+    callback.on_epoch_begin(1)
+    callback.on_epoch_end(
+        1, {"loss": float("nan"), "accuracy": 0.1, "val_loss": 1.0, "val_accuracy": 0.1}
+    )
+    assert callback.nan_epoch == 2 and model.stop_training
+    assert json.loads((workdir / "checkpoints" / "state.json").read_text())["epoch"] == 1
+    assert [r["epoch"] for r in read_log(workdir)] == [1.0]  # no row for the NaN epoch
+    message = nan_message(callback.nan_epoch, callback.state, workdir)
+    assert "NaN in epoch 2" in message and "last good checkpoint (epoch 1) is kept" in message
