@@ -123,7 +123,7 @@ def test_missing_tfds_dataset_fails_within_seconds(tmp_path):
         DataError, match=r"'mnist' is not prepared under .* network does not answer.*--data-dir"
     ):
         load_data(_config(dataset="mnist", data_dir=str(tmp_path)), 4)
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 60  # TFDS alone would retry downloads for minutes
 
 
 def test_manual_download_dataset_names_the_manual_dir(tmp_path):
