@@ -49,9 +49,12 @@ def train(x, scale, offset, epsilon):
         data_format=_DATA_FORMATS[x.shape.rank],
         is_training=True,
     )
+    static = x.shape[:-1]
+    if static.is_fully_defined():  # one constant multiply instead of five shape ops
+        count = static.num_elements()
+        return y, mean, variance * ((count - 1) / count if count > 1 else 0.0)
     count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
-    variance = tf.math.divide_no_nan(variance * (count - 1.0), count)
-    return y, mean, variance
+    return y, mean, tf.math.divide_no_nan(variance * (count - 1.0), count)
 
 
 def infer(x, scale, offset, mean, variance, epsilon):
