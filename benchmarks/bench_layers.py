@@ -1,8 +1,8 @@
 """Layer speed: bnkeras's BN family against TensorFlow's fused kernel, Keras 3 and tf.keras.
 
 Every candidate runs side by side in this one process, interleaved (one call of
-each in turn, repeated), and the table shows medians and each one's ratio to the
-raw fused kernel (`tf.raw_ops.FusedBatchNormV3`, the floor). A training step is
+each per round, in a fresh random order every round; inference gets 3x the
+rounds), and the table shows medians and each one's ratio to the raw fused kernel (`tf.raw_ops.FusedBatchNormV3`, the floor). A training step is
 forward + backward: the gradients with respect to the input, gamma and beta, fed
 the output gradient directly, so no loss computation is timed. Rows for tf.keras
 appear when the `tf-keras` package is installed.
@@ -115,15 +115,22 @@ def measure(shape, repeats, axis=-1, only=""):
             layer.build(shape)
         steps[name] = make_steps(layer, shape, mode == "dynamic")
     results = {}
-    for phase, index, args in (("train", 0, (x, dy)), ("infer", 1, (x,))):
+    order = np.random.default_rng(0)
+    # Inference calls are short, so they get more rounds; every round runs the
+    # candidates in a new random order, so no one always follows the same neighbour.
+    for phase, index, args, rounds in (
+        ("train", 0, (x, dy), repeats),
+        ("infer", 1, (x,), 3 * repeats),
+    ):
         times = {name: [] for name in steps}
         for fns in steps.values():  # warm up: trace and run twice
             for _ in range(2):
                 _block(fns[index](*args))
-        for _ in range(repeats):
-            for name, fns in steps.items():
+        names = list(steps)
+        for _ in range(rounds):
+            for name in order.permutation(names):
                 start = time.perf_counter()
-                _block(fns[index](*args))
+                _block(steps[name][index](*args))
                 times[name].append(time.perf_counter() - start)
         results[phase] = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
     return results
