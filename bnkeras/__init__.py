@@ -20,3 +20,13 @@ __all__ = [
     "__version__",
     "recalibrate_batchnorm",
 ]
+
+
+def __getattr__(name):
+    # `bnkeras.export.fold_batchnorm(...)` and `bnkeras.training...` work after a plain
+    # `import bnkeras`; the subpackages are imported on first use.
+    if name in ("export", "training"):
+        import importlib
+
+        return importlib.import_module(f"bnkeras.{name}")
+    raise AttributeError(f"module 'bnkeras' has no attribute {name!r}")

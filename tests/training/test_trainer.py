@@ -285,3 +285,57 @@ def test_nan_after_a_good_epoch_keeps_that_checkpoint(tiny_config, tmp_path):
     assert [r["epoch"] for r in read_log(workdir)] == [1.0]  # no row for the NaN epoch
     message = nan_message(callback.nan_epoch, callback.state, workdir)
     assert "NaN in epoch 2" in message and "last good checkpoint (epoch 1) is kept" in message
+
+
+def test_train_from_an_image_folder(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for split, count in (("train", 24), ("val", 8)):
+        for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = np.clip(rng.normal(colour, 20, (24, 20, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    workdir = tmp_path / "run"
+    sets = [f"--set={s}" for s in TINY if not s.startswith("data.")] + [
+        "--set=data.image_size=16",
+        "--set=train.batch_size=8",
+    ]
+    code, out, err = _cli(
+        capsys,
+        "train",
+        "--workdir",
+        str(workdir),
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(root),
+        *sets,
+    )
+    assert code == 0, err
+    assert "image folder" in out and "2 classes" in out
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["train_examples"] == 48 and metrics["eval_examples"] == 16
+
+
+def test_evaluate_a_model_file(tiny_config, shapes_dir, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    train_and_evaluate(tiny_config(), workdir, **QUIET)
+    code, _, err = _cli(capsys, "evaluate", str(workdir / "model.keras"))
+    assert code == 2 and "needs --dataset" in err
+    code, out, err = _cli(
+        capsys,
+        "evaluate",
+        str(workdir / "model.keras"),
+        "--dataset",
+        "bnkeras_shapes",
+        "--data-dir",
+        shapes_dir,
+    )
+    assert code == 0, err
+    assert "(1000 images)" in out
+    code, _, err = _cli(capsys, "evaluate", str(tmp_path / "missing"))
+    assert code == 2 and "neither a training work directory nor a .keras model file" in err
