@@ -29,6 +29,19 @@ def random_batch(rng, shape, mean=1.5, std=2.0):
     return (rng.normal(mean, std, shape)).astype("float32")
 
 
+def training_gradients(layer, x, call=None):
+    """(gradients wrt x and the trainable weights, output) of a weighted sum of the
+    training output; `call(t)` defaults to `layer(t, training=True)`."""
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = call(x) if call is not None else layer(x, training=True)
+        # A weight per element: a per-channel one would make d/dgamma exactly 0.
+        weights = tf.reshape(tf.cos(tf.range(tf.size(y), dtype=y.dtype)), tf.shape(y))
+        loss = tf.reduce_sum(y * weights)
+    return tape.gradient(loss, [x, *layer.trainable_weights]), y
+
+
 def check_config_round_trip(make_layer):
     layer = make_layer(name="norm")
     config = layer.get_config()

@@ -41,17 +41,6 @@ def test_numpy_reference(shape, axis, rng):
     np.testing.assert_allclose(layer.moving_variance, state["moving_variance"], atol=1e-5)
 
 
-def _gradients(layer, x):
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = layer(x, training=True)
-        # A weight per element: a per-channel one would make d/dgamma exactly 0.
-        weights = tf.reshape(tf.cos(tf.range(tf.size(y), dtype=y.dtype)), tf.shape(y))
-        loss = tf.reduce_sum(y * weights)
-    return tape.gradient(loss, [x, *layer.trainable_weights]), y
-
-
 def assert_matches_keras(layer, keras_layer, shape, rng, steps=3, atol=1e-5):
     """Outputs, moving statistics and gradients equal Keras's over several steps."""
     layer.build(shape)
@@ -64,8 +53,8 @@ def assert_matches_keras(layer, keras_layer, shape, rng, steps=3, atol=1e-5):
             w.assign(by_name[w.name])
     for _ in range(steps):
         x = harness.random_batch(rng, shape)
-        grads, y = _gradients(layer, x)
-        keras_grads, keras_y = _gradients(keras_layer, x)
+        grads, y = harness.training_gradients(layer, x)
+        keras_grads, keras_y = harness.training_gradients(keras_layer, x)
         np.testing.assert_allclose(y, keras_y, atol=atol)
         for g, k in zip(grads, keras_grads, strict=True):
             np.testing.assert_allclose(g, k, atol=atol, rtol=1e-5)

@@ -147,16 +147,9 @@ def test_dynamic_batch_matches_static_batch(batch, inner, rng):
     np.testing.assert_allclose(dynamic.moving_variance, state["moving_variance"], atol=1e-5)
 
     # Gradients of both paths agree too.
-    def grads(fn, layer):
-        t = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(t)
-            loss = tf.reduce_sum(
-                fn(t) * tf.reshape(tf.sin(tf.range(tf.size(t), dtype=t.dtype)), t.shape)
-            )
-        return tape.gradient(loss, [t, *layer.trainable_weights])
-
     for a, b in zip(
-        grads(run, dynamic), grads(lambda t: static(t, training=True), static), strict=True
+        harness.training_gradients(dynamic, x, run)[0],
+        harness.training_gradients(static, x)[0],
+        strict=True,
     ):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
