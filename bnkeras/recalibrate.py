@@ -7,26 +7,10 @@ them with the weights frozen, as true averages over N batches: after the call,
 `moving_variance` the mean of the N per-batch variances.
 """
 
-import keras
 import tensorflow as tf
 
 from bnkeras.layers.base import BatchNormBase
-
-_BN_TYPES = (keras.layers.BatchNormalization, BatchNormBase)
-
-
-def _bn_layers(model):
-    layers, stack, seen = [], [model], set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, _BN_TYPES):
-            layers.append(layer)
-        stack.extend(getattr(layer, "layers", []))
-        stack.extend(getattr(layer, "_layers", []))
-    return layers
+from bnkeras.model_layers import bn_layers
 
 
 def recalibrate_batchnorm(model, dataset, num_batches):
@@ -51,7 +35,7 @@ def recalibrate_batchnorm(model, dataset, num_batches):
         raise ValueError(
             f"Argument `num_batches` must be >= 1. Received: num_batches={num_batches}"
         )
-    layers = [layer for layer in _bn_layers(model) if layer.trainable]
+    layers = [layer for layer in bn_layers(model) if layer.trainable]
     if not layers:
         return 0
     recalibrated = {id(layer.moving_mean) for layer in layers} | {
@@ -62,9 +46,15 @@ def recalibrate_batchnorm(model, dataset, num_batches):
     momenta = [layer.momentum for layer in layers]
     # Renorm derives its moving variance from a moving stddev; use plain BN's
     # update so that the result is the mean of the batch variances.
-    renorm = [layer for layer in layers if "_update_moving_statistics" in type(layer).__dict__]
+    plain_update = BatchNormBase._update_moving_statistics
+    renorm = [
+        layer
+        for layer in layers
+        if isinstance(layer, BatchNormBase)
+        and type(layer)._update_moving_statistics is not plain_update
+    ]
     for layer in renorm:
-        layer._update_moving_statistics = BatchNormBase._update_moving_statistics.__get__(layer)
+        layer._update_moving_statistics = plain_update.__get__(layer)
     used = 0
     try:
         for batch in dataset:

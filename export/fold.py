@@ -21,9 +21,8 @@ import keras
 import numpy as np
 
 import bnkeras
-from bnkeras.layers.base import BatchNormBase
+from bnkeras.model_layers import BN_TYPES, bn_layers, iter_layers
 
-BN_TYPES = (keras.layers.BatchNormalization, BatchNormBase)
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
@@ -104,22 +103,8 @@ class FoldResult:
     report: FoldReport
 
 
-def iter_layers(model):
-    """Every layer inside `model`, nested models included (each once)."""
-    seen = set()
-    stack = list(reversed(model.layers))
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        yield layer
-        if isinstance(layer, keras.Model):
-            stack.extend(reversed(layer.layers))
-
-
 def count_bn(model):
-    return sum(isinstance(layer, BN_TYPES) for layer in iter_layers(model))
+    return len(bn_layers(model))
 
 
 def bn_affine(bn):
@@ -385,11 +370,7 @@ def _forward_target(graph, bn, out_tensor):
 
 def _functional_models(model):
     yield model
-    for layer in iter_layers(model):
-        if isinstance(layer, keras.Model):
-            if not _is_functional(layer):
-                continue
-            yield layer
+    yield from (layer for layer in iter_layers(model) if _is_functional(layer))
 
 
 def _is_functional(model):
@@ -514,14 +495,17 @@ def fold_batchnorm(model):
             replaced[id(layer)] = affine
             entries.append(FoldEntry(layer.name, "affine", reason=reason))
 
-    for layer in iter_layers(work):
-        if isinstance(layer, keras.Model) and not _is_functional(layer):
-            for inner in iter_layers(layer):
-                if isinstance(inner, BN_TYPES):
-                    reason = (
-                        f"inside subclassed model {layer.name}, whose graph cannot be inspected"
-                    )
-                    entries.append(FoldEntry(inner.name, "kept", reason=reason))
+    # BNs outside every functional graph (inside a subclassed model or a custom
+    # layer) stay as they are; the report names their outermost container.
+    handled = dropped | set(replaced)  # so far `replaced` holds the BNs made affine
+    for container in iter_layers(work):
+        if _is_functional(container) or isinstance(container, BN_TYPES):
+            continue
+        for inner in bn_layers(container):
+            if id(inner) not in handled:
+                handled.add(id(inner))
+                reason = f"inside {container.name}, a subclassed model or custom layer whose graph cannot be inspected"
+                entries.append(FoldEntry(inner.name, "kept", reason=reason))
 
     for fold in folds.values():
         target = fold["layer"]

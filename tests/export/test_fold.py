@@ -352,3 +352,27 @@ def test_subpackages_reachable_from_a_plain_import():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["fold_batchnorm", "build_config"]
+
+
+def test_bn_outside_any_functional_graph_is_reported_and_kept(rng):
+    class Block(keras.layers.Layer):  # a custom layer holding a conv and a BN
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(3, 1)
+            self.norm = keras.layers.BatchNormalization(name="inner_bn")
+
+        def call(self, x, training=None):
+            return self.norm(self.conv(x), training=training)
+
+    inputs = keras.Input((5, 5, 3))
+    x = Block(name="block")(inputs)
+    model = keras.Model(
+        inputs, keras.layers.BatchNormalization(name="outer_bn")(keras.layers.Conv2D(3, 1)(x))
+    )
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    by_name = {e.bn: e for e in result.report.entries}
+    assert by_name["outer_bn"].action == "folded"
+    assert by_name["inner_bn"].action == "kept" and "inside block" in by_name["inner_bn"].reason
+    assert result.report.bn_before == 2 and result.report.bn_after == 1
+    assert_same_outputs(model, result.model, harness.random_batch(rng, (2, 5, 5, 3)))

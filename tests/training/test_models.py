@@ -3,6 +3,7 @@ import pytest
 
 import bnkeras
 from bnkeras.export import count_bn
+from bnkeras.model_layers import bn_layers
 from bnkeras.training.config import DEFAULTS
 from bnkeras.training.models import MODELS, build_model
 
@@ -30,11 +31,7 @@ def _build(name, norm, zero_init=False, size=32):
 def test_every_model_takes_every_norm(name, norm):
     model = _build(name, norm)
     assert model.output.shape == (None, 7)
-    norms = [
-        layer
-        for layer in model.layers
-        if isinstance(layer, (bnkeras.layers.base.BatchNormBase, keras.layers.BatchNormalization))
-    ]
+    norms = bn_layers(model)
     if norm == "none":
         assert not norms
         assert all(
