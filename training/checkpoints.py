@@ -9,8 +9,9 @@ Only the last and the best checkpoints are kept.
 """
 
 import json
-import os
 from pathlib import Path
+
+from bnkeras.training.files import atomic_save_model, atomic_write_text
 
 FORMAT_VERSION = 1
 STATE = "state.json"
@@ -33,23 +34,12 @@ def read_state(workdir):
     return state
 
 
-def _atomic_write_text(path, text):
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def save(model, workdir, epoch, metric, config, state=None, monitor="val_accuracy"):
     """Saves epoch `epoch` (1-based, completed) and returns the new state."""
     folder = directory(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"epoch_{epoch:04d}.keras"
-    tmp = folder / f".{name}.tmp-{os.getpid()}.keras"
-    model.save(tmp)
-    os.replace(tmp, folder / name)
+    atomic_save_model(model, folder / name)
     state = dict(state or {})
     best_value = state.get("best_value")
     if metric is not None and (best_value is None or metric > best_value):
@@ -57,7 +47,7 @@ def save(model, workdir, epoch, metric, config, state=None, monitor="val_accurac
     state.update(
         format_version=FORMAT_VERSION, epoch=epoch, last=name, monitor=monitor, config=config
     )
-    _atomic_write_text(folder / STATE, json.dumps(state, indent=2) + "\n")
+    atomic_write_text(folder / STATE, json.dumps(state, indent=2) + "\n")
     keep = {state["last"], state.get("best")}
     for path in folder.glob("epoch_*.keras"):
         if path.name not in keep:

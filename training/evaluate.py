@@ -20,9 +20,10 @@ def evaluate(source, *, dataset=None, data_dir=None, batch_size=None, log=print)
     """
     path = Path(source)
     if path.is_dir():
-        data_config = load_run_config(path)["data"]
+        run_config = load_run_config(path)
+        data_config = run_config["data"]
         model = load_workdir_model(path)
-        batch_size = batch_size or load_run_config(path)["train"]["batch_size"]
+        batch_size = batch_size or run_config["train"]["batch_size"]
     elif path.is_file() and path.suffix == ".keras":
         if dataset is None:
             raise TrainingError(

@@ -11,6 +11,7 @@ larger `train.epochs` continues a finished run.
 
 import contextlib
 import csv
+import io
 import json
 import math
 import os
@@ -24,8 +25,9 @@ import tensorflow as tf
 
 from bnkeras.recalibrate import recalibrate_batchnorm
 from bnkeras.training import checkpoints
-from bnkeras.training.config import RESUMABLE_CHANGES, differences, dump
+from bnkeras.training.config import RESUMABLE_CHANGES, differences, dump, load_run_config
 from bnkeras.training.data import load_data
+from bnkeras.training.files import atomic_save_model, atomic_write_text
 from bnkeras.training.models import build_model
 from bnkeras.training.schedules import make_schedule
 
@@ -59,8 +61,6 @@ def _prepare_workdir(workdir, config, overwrite, log):
     _check_writable(workdir)
     existing = workdir / "config.yaml"
     if existing.is_file():
-        from bnkeras.training.config import load_run_config
-
         changes = [
             c
             for c in differences(load_run_config(workdir), config)
@@ -78,7 +78,7 @@ def _prepare_workdir(workdir, config, overwrite, log):
                 (workdir / name).unlink(missing_ok=True)
             for name in RUN_DIRS:
                 shutil.rmtree(workdir / name, ignore_errors=True)
-    (workdir / "config.yaml").write_text(dump(config))
+    atomic_write_text(workdir / "config.yaml", dump(config))
 
 
 # ------------------------------------------------------------------------ strategy
@@ -187,12 +187,15 @@ def read_log(workdir):
 
 def _truncate_log(workdir, epochs):
     """Drops rows of epochs after the last checkpoint (a run killed in between)."""
-    rows = [r for r in read_log(workdir) if r["epoch"] <= epochs]
-    path = Path(workdir) / "log.csv"
-    if path.exists():
-        path.unlink()
-    for row in rows:
-        append_log(workdir, {k: (int(v) if k == "epoch" else v) for k, v in row.items()})
+    rows = read_log(workdir)
+    kept = [r for r in rows if r["epoch"] <= epochs]
+    if len(kept) == len(rows):
+        return
+    text = io.StringIO()
+    writer = csv.DictWriter(text, LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows({k: (int(v) if k == "epoch" else v) for k, v in row.items()} for row in kept)
+    atomic_write_text(Path(workdir) / "log.csv", text.getvalue())
 
 
 def plot_curves(workdir):
@@ -329,12 +332,6 @@ def _final_model(model):
     return copy
 
 
-def _atomic_save(model, path):
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------- run
 
 
@@ -436,8 +433,8 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
         "seconds": round(time.perf_counter() - started, 1),
     }
     if chief:
-        _atomic_save(_final_model(model), workdir / "model.keras")
-        (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_save_model(_final_model(model), workdir / "model.keras")
+        atomic_write_text(workdir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         plot_curves(workdir)
     else:
         shutil.rmtree(checkpoint_root, ignore_errors=True)

@@ -339,3 +339,24 @@ def test_evaluate_a_model_file(tiny_config, shapes_dir, tmp_path, capsys):
     assert "(1000 images)" in out
     code, _, err = _cli(capsys, "evaluate", str(tmp_path / "missing"))
     assert code == 2 and "neither a training work directory nor a .keras model file" in err
+
+
+def test_log_rows_past_the_last_checkpoint_are_dropped_on_resume(tiny_config, tmp_path):
+    """Killed between writing an epoch's log row and its checkpoint: the row goes."""
+    from bnkeras.training.trainer import append_log
+
+    workdir = tmp_path / "run"
+    train_and_evaluate(tiny_config(), workdir, **QUIET)
+    row = {
+        "epoch": 2,
+        "lr": 0.1,
+        "loss": 1.0,
+        "accuracy": 0.5,
+        "val_loss": 1.0,
+        "val_accuracy": 0.5,
+        "seconds": 1.0,
+    }
+    append_log(workdir, row)
+    train_and_evaluate(tiny_config(), workdir, **QUIET)
+    assert [r["epoch"] for r in read_log(workdir)] == [1.0]
+    assert not list(workdir.glob(".*.tmp-*"))
