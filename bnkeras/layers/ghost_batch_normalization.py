@@ -8,6 +8,16 @@ from bnkeras.layers._utils import all_reduce_sum, as_int, replica_context_to_syn
 from bnkeras.layers.base import BatchNormBase, Moments
 
 
+def _pooled(parts, weights):
+    """(outputs, mean, variance) of consecutive parts of a batch: the outputs
+    concatenated, the statistics weighted by each part's share of the batch."""
+    return (
+        tf.concat([part[0] for part in parts], 0),
+        tf.add_n([w * part[1] for w, part in zip(weights, parts, strict=True)]),
+        tf.add_n([w * part[2] for w, part in zip(weights, parts, strict=True)]),
+    )
+
+
 @keras.saving.register_keras_serializable(package="bnkeras")
 class GhostBatchNormalization(BatchNormBase):
     """Ghost batch normalization (Hoffer et al., 2017).
@@ -85,12 +95,7 @@ class GhostBatchNormalization(BatchNormBase):
         results = [
             _fused.train(part, scale, offset, self.epsilon) for part in tf.split(inputs, sizes)
         ]
-        weights = [n / batch for n in sizes]
-        return (
-            tf.concat([r[0] for r in results], 0),
-            tf.add_n([w * r[1] for w, r in zip(weights, results, strict=True)]),
-            tf.add_n([w * r[2] for w, r in zip(weights, results, strict=True)]),
-        )
+        return _pooled(results, [n / batch for n in sizes])
 
     def _fused_dynamic_batch(self, inputs, scale, offset):
         # The batch size is known only at run time (e.g. inside fit): whole ghost
@@ -110,11 +115,7 @@ class GhostBatchNormalization(BatchNormBase):
             head = _fused.train_ghost_batches(inputs[:whole], size, scale, offset, epsilon)
             tail = _fused.train(inputs[whole:], scale, offset, epsilon)
             weight = tf.cast(whole, tf.float32) / tf.cast(batch, tf.float32)
-            return (
-                tf.concat([head[0], tail[0]], 0),
-                weight * head[1] + (1.0 - weight) * tail[1],
-                weight * head[2] + (1.0 - weight) * tail[2],
-            )
+            return _pooled([head, tail], [weight, 1.0 - weight])
 
         return tf.cond(
             tf.equal(batch % size, 0),
