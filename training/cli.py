@@ -79,9 +79,7 @@ class _Train:
 
         try:
             train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
-        except ValueError as error:  # TrainingError, DataError, ConfigError: clean messages
-            return _fail("train", error)
-        except RuntimeError as error:
+        except (ValueError, RuntimeError) as error:  # Training/Data/ConfigError: clean messages
             return _fail("train", error)
         return 0
 

@@ -230,9 +230,8 @@ def _tfds_data(config, batch_size, epochs):
     for split in (train_split, eval_split):
         if split is None or split.split("[")[0] not in splits:
             raise DataError(f"Dataset {name!r} has no split {split!r}; it has {', '.join(splits)}.")
-    read = {"shuffle_files": False}
-    train = builder.as_dataset(split=train_split, as_supervised=True, read_config=None, **read)
-    evaluation = builder.as_dataset(split=eval_split, as_supervised=True, **read)
+    train = builder.as_dataset(split=train_split, as_supervised=True, shuffle_files=False)
+    evaluation = builder.as_dataset(split=eval_split, as_supervised=True, shuffle_files=False)
     train, evaluation = _pipelines(train, evaluation, config, num_classes, batch_size, epochs)
     return Data(
         train=train,
