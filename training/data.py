@@ -21,7 +21,6 @@ Sources (`data.dataset`):
 
 import contextlib
 import dataclasses
-import glob
 import hashlib
 import logging
 import math
@@ -66,8 +65,9 @@ class Data:
     `train` holds the batches of the epochs asked for, one epoch after the other
     (`steps_per_epoch` batches each); `train_epochs(first, last)` builds the same
     batches for any other epoch range (cheaply: start-up does not grow with the
-    range). `eval` is one pass over the evaluation split. `files` are the record
-    files read (TFDS) or the image folder, named when reading fails.
+    range). `eval` is one pass over the evaluation split. `files` are the
+    (record file, record count) pairs read (TFDS) or (image folder, None), named
+    when reading fails.
     """
 
     train: tf.data.Dataset | None
@@ -283,9 +283,12 @@ def _prepare(builder, name, data_dir):
 
 
 def _split_files(builder, split):
-    """The record files a TFDS split (e.g. "train[:64]") reads."""
-    base = split.split("[")[0]
-    return tuple(sorted(glob.glob(os.path.join(builder.data_dir, f"*-{base}.tfrecord*"))))
+    """(record file, record count) of each file of a TFDS split (e.g. "train[:64]")."""
+    info = builder.info.splits[split.split("[")[0]]
+    return tuple(
+        (os.path.join(builder.data_dir, name), count)
+        for name, count in zip(info.filenames, info.shard_lengths, strict=True)
+    )
 
 
 def _tfds_data(config, batch_size, with_train):
@@ -466,7 +469,7 @@ def _folder_data(config, batch_size, with_train):
         f"{len(classes)} classes)",
         skipped_files=skipped,
         train_epochs=train_epochs,
-        files=(str(root),),
+        files=((str(root), None),),
     )
 
 
@@ -544,12 +547,16 @@ _RECORD_ERROR = re.compile(
 
 
 def _damaged_file(files):
-    """The first of `files` (TFRecord files) that cannot be read to the end, or None."""
-    for path in files:
+    """The first TFRecord file of `files` ((path, record count) pairs) that cannot be
+    read to the end or holds fewer records than its dataset info says, or None."""
+    for path, expected in files:
+        if ".tfrecord" not in path:
+            continue
         try:
-            for _ in tf.data.TFRecordDataset(path):
-                pass
-        except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
+            count = int(tf.data.TFRecordDataset(path).reduce(0, lambda n, _: n + 1))
+        except (tf.errors.DataLossError, tf.errors.NotFoundError):
+            return path
+        if expected is not None and count != expected:
             return path
     return None
 
@@ -571,10 +578,10 @@ def read_errors(data):
         found = _RECORD_ERROR.search(str(error))
         if found is None:
             raise
-        records = [f for f in data.files if ".tfrecord" in f]
-        damaged = _damaged_file(records) if records else None
-        where = f"the file {damaged}" if damaged else "a file among " + ", ".join(data.files[:3])
-        folder = os.path.dirname(damaged or data.files[0]) if data.files else "its folder"
+        damaged = _damaged_file(data.files)
+        paths = [path for path, _ in data.files]
+        where = f"the file {damaged}" if damaged else "a file among " + ", ".join(paths[:3])
+        folder = os.path.dirname(damaged or paths[0]) if paths else "its folder"
         raise DataError(
             f"Reading {data.description} failed: {where} is truncated or corrupt "
             f"({found.group(0)}). Delete {folder} and prepare the dataset again (the embedded "
