@@ -350,6 +350,7 @@ RESUMABLE_CHANGES = (
     "train.precise_bn_batches",
     "train.strategy",
     "norm.sync",
+    "train.jit_compile",
 )
 
 

@@ -233,3 +233,20 @@ def test_first_run_generation_is_quiet_and_leaves_the_global_random_state(tmp_pa
     for text in (output.out, output.err):
         assert "Downloading and preparing" not in text and "examples/s" not in text
         assert "\x1b[" not in text
+
+
+def test_verification_batch_is_the_first_evaluation_batch(shapes_dir, tmp_path):
+    from bnkeras.training.config import build_config, dump
+    from bnkeras.training.data import verification_batch
+
+    config = build_config(
+        "demo",
+        ["data.image_size=16", "data.train_split=train[:64]", "data.eval_split=test[:24]"],
+        {"data.data_dir": shapes_dir},
+    )
+    (tmp_path / "config.yaml").write_text(dump(config))
+    images = verification_batch(tmp_path, 8)
+    expected = next(iter(load_data(config["data"], 8, train=False).eval))[0].numpy()
+    assert images.shape == (8, 16, 16, 3)
+    np.testing.assert_array_equal(images, expected)
+    assert verification_batch(tmp_path / "missing", 8) is None
