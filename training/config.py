@@ -157,15 +157,12 @@ class ClipBound:
     low: float
 
     def __call__(self, key, value):
-        if value == "warmup":
+        if value == "warmup" or value == math.inf:  # the paper's schedule, or no clipping
             return value
-        valid = f"'warmup' or a number >= {self.low:g}"
-        if value == math.inf:  # no clipping
-            return math.inf
         try:
             return Number(low=self.low)(key, value)
         except ConfigError:
-            raise _error(key, valid, value) from None
+            raise _error(key, f"'warmup' or a number >= {self.low:g}", value) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +271,9 @@ class DataConfig(Section):
     holdout_fraction: float = key(
         0.1, Number(low=0.0, high=1.0, open_low=True, open_high=True), "folders without val/"
     )
-    mean: list = key(IMAGENET_MEAN, Numbers(Number(), length=CHANNELS), "per channel, in [0, 1]")
+    mean: list = key(
+        IMAGENET_MEAN, Numbers(Number(), length=CHANNELS), "per channel, on the 0-1 pixel scale"
+    )
     std: list = key(
         IMAGENET_STD, Numbers(Number(low=0.0, open_low=True), length=CHANNELS), "per channel"
     )

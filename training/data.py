@@ -29,6 +29,7 @@ import random
 import re
 import socket
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -78,7 +79,7 @@ class Data:
     description: str
     skipped_files: int = 0
     steps_per_epoch: int = 0
-    train_epochs: object = None
+    train_epochs: Callable[[int, int], tf.data.Dataset] | None = None
     files: tuple = ()
 
     def train_batches(self, count, first_epoch=0):
