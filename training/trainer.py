@@ -361,7 +361,6 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
         data = load_data(
             config["data"],
             config["train"]["batch_size"],
-            log,
             (initial_epoch, max(epochs, initial_epoch + 1)),
         )
         options = tf.data.Options()
