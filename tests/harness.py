@@ -183,6 +183,42 @@ def check_xla_equals_graph(make_layer, rng, batches=(8, 10, 3), inner=IMAGE_SHAP
             np.testing.assert_allclose(infer(x), layers[0](x), atol=1e-5, rtol=1e-5)
 
 
+def check_integer_inputs(make_layer, rng):
+    """uint8/int32 inputs are normalized in float32, as by Keras's BatchNormalization."""
+    x = rng.integers(0, 256, (8, *IMAGE_SHAPE))
+    for dtype in ("uint8", "int32"):
+        layer, reference = make_layer(), make_layer()
+        for each in (layer, reference):
+            each.build(x.shape)
+        randomize_statistics(reference, rng)
+        layer.set_weights(reference.get_weights())
+        for training in (True, False):
+            out = layer(x.astype(dtype), training=training)
+            assert out.dtype == "float32"
+            expected = reference(x.astype("float32"), training=training)
+            np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-6)
+
+
+def check_empty_batch(make_layer):
+    """An empty training batch does what Keras's BatchNormalization does with one: an
+    empty output and NaN moving statistics (static and run-time batch size)."""
+    for inner in (IMAGE_SHAPE, (6, 3)):
+        x = np.zeros((0, *inner), "float32")
+        expected = keras.layers.BatchNormalization()
+        expected(x, training=True)
+        for signature in ((0, *inner), (None, *inner)):
+            layer = make_layer()
+            step = tf.function(
+                lambda t, layer=layer: layer(t, training=True),
+                input_signature=[tf.TensorSpec(signature)],
+            )
+            assert tuple(step(x).shape) == x.shape
+            for name in ("moving_mean", "moving_variance"):
+                np.testing.assert_array_equal(
+                    getattr(layer, name), getattr(expected, name), err_msg=f"{signature} {name}"
+                )
+
+
 def check_mixed_precision(make_layer, rng, policy="mixed_float16"):
     x = random_batch(rng, (8, *IMAGE_SHAPE))
     reference = make_layer()
@@ -303,6 +339,8 @@ def run_all(make_layer, tmp_path, rng, trainable=2, non_trainable=2, sync_contro
     check_xla_fit(make_layer, rng)
     check_xla_equals_graph(make_layer, rng)
     check_xla_equals_graph(make_layer, rng, inner=(6, 3), masked=True)
+    check_integer_inputs(make_layer, rng)
+    check_empty_batch(make_layer)
     check_mixed_precision(make_layer, rng)
     check_mixed_precision(make_layer, rng, "mixed_bfloat16")
     check_masking(make_layer, rng)
