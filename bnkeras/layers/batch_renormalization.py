@@ -64,7 +64,8 @@ class BatchRenormalization(BatchNormBase):
     the inference standard deviation is averaged rather than the variance:
     `sqrt(moving_variance + epsilon)` is the moving average of `sigma_B`.
     Unlike Keras, no separate `moving_stddev` weight is kept (it is
-    `sqrt(moving_variance + epsilon)`), `rmin` is always `1 / rmax`, and a
+    `sqrt(moving_variance)` before the first training step, as Keras initializes
+    it, and `sqrt(moving_variance + epsilon)` after), `rmin` is always `1 / rmax`, and a
     `renorm_step` counter (int64) records the training steps that drive the
     schedules; it is saved with the weights, so resumed training continues the
     warm-up where it stopped.
@@ -106,10 +107,10 @@ class BatchRenormalization(BatchNormBase):
 
     def _build_extra_state(self, shape):
         variance_init = _clone_initializer(self.moving_variance_initializer)
-        epsilon = self.epsilon
 
         def stddev_initializer(shape, dtype=None):
-            return tf.sqrt(variance_init(shape, dtype=dtype) + epsilon)
+            # sqrt(variance) without epsilon, as Keras initializes its stddevs.
+            return tf.sqrt(variance_init(shape, dtype=dtype))
 
         self.renorm_mean = self._add_state(
             "renorm_mean", shape, _clone_initializer(self.moving_mean_initializer)
@@ -149,7 +150,11 @@ class BatchRenormalization(BatchNormBase):
         self._assign_moving_average(self.renorm_mean, batch_mean, self.renorm_momentum)
         self._assign_moving_average(self.renorm_stddev, stddev, self.renorm_momentum)
         self._assign_moving_average(self.moving_mean, batch_mean, self.momentum)
-        moving_stddev = tf.sqrt(self.moving_variance + self.epsilon)
+        # Keras keeps a moving_stddev weight that starts at sqrt(moving_variance) and
+        # later equals sqrt(moving_variance + epsilon); so does this stddev.
+        moving_stddev = tf.sqrt(
+            self.moving_variance + tf.where(self.renorm_step == 0, 0.0, self.epsilon)
+        )
         new_stddev = moving_stddev * self.momentum + tf.cast(stddev, moving_stddev.dtype) * (
             1.0 - self.momentum
         )

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from bnkeras.layers import _fused
-from bnkeras.layers._utils import all_reduce_sum, as_int, replica_context_to_sync
+from bnkeras.layers._utils import all_reduce_sum, as_int, mask_weights, replica_context_to_sync
 from bnkeras.layers.base import BatchNormBase, Moments
 
 
@@ -16,6 +16,12 @@ def _pooled(parts, weights):
         tf.add_n([w * part[1] for w, part in zip(weights, parts, strict=True)]),
         tf.add_n([w * part[2] for w, part in zip(weights, parts, strict=True)]),
     )
+
+
+def _unless_empty(count, *weights):
+    """The weights, cut from the gradient when a fused call gets `count` == 0 rows:
+    XLA's gradient of an empty batch's scale is 0 * NaN (its statistics are NaN)."""
+    return [tf.where(count > 0, w, tf.stop_gradient(w)) for w in weights]
 
 
 @keras.saving.register_keras_serializable(package="bnkeras")
@@ -89,47 +95,46 @@ class GhostBatchNormalization(BatchNormBase):
         # fused call; measured faster than one call on ghost batches folded into
         # the channels (see benchmarks/bench_layers.py).
         batch, size = inputs.shape[0], self.virtual_batch_size
-        sizes = [size] * (batch // size) + ([batch % size] if batch % size else [])
-        if len(sizes) == 1:
+        if batch <= size:  # one ghost batch (or an empty batch): plain BN
             return _fused.train(inputs, scale, offset, self.epsilon)
+        sizes = [size] * (batch // size) + ([batch % size] if batch % size else [])
         results = [
             _fused.train(part, scale, offset, self.epsilon) for part in tf.split(inputs, sizes)
         ]
         return _pooled(results, [n / batch for n in sizes])
 
     def _fused_dynamic_batch(self, inputs, scale, offset):
-        # The batch size is known only at run time (e.g. inside fit): whole ghost
-        # batches go through one fused call folded into the channels, and a
-        # remainder (the last batch of an epoch) gets its own call.
+        # The batch size is known only at run time (e.g. inside fit): the whole
+        # ghost batches go through one fused call folded into the channels, the
+        # remainder (the last batch of an epoch) through another. No tf.cond: both
+        # calls always run, the one on an empty part costs nothing, and the graph
+        # compiles under XLA for every batch size.
         size, epsilon = self.virtual_batch_size, self.epsilon
         batch = tf.shape(inputs)[0]
         whole = batch // size * size
+        # As 4-D (N, D*H, W, C): the kernel's gradient of an empty 5-D input has a
+        # wrong rank.
+        inner = inputs.shape[1:-1]
+        flat = tf.reshape(inputs, [batch, inner[:-1].num_elements(), inner[-1], inputs.shape[-1]])
+        head, tail = tf.split(flat, tf.stack([whole, batch - whole]))
+        head = _fused.train_ghost_batches(head, size, *_unless_empty(whole, scale, offset), epsilon)
+        tail = _fused.train(tail, *_unless_empty(batch - whole, scale, offset), epsilon)
+        outputs = tf.reshape(tf.concat([head[0], tail[0]], 0), tf.shape(inputs))
+        # Statistics of an empty part are NaN: weigh them out, except that an empty
+        # batch gives NaN statistics as BatchNormalization's do.
+        weight = tf.cast(whole, tf.float32) / tf.cast(batch, tf.float32)
 
-        def all_whole():
-            return _fused.train_ghost_batches(inputs, size, scale, offset, epsilon)
+        def pool(head_stat, tail_stat):
+            pooled = weight * head_stat + (1.0 - weight) * tail_stat
+            return tf.where(whole == 0, tail_stat, tf.where(whole == batch, head_stat, pooled))
 
-        def only_remainder():
-            return _fused.train(inputs, scale, offset, epsilon)
-
-        def whole_and_remainder():
-            head = _fused.train_ghost_batches(inputs[:whole], size, scale, offset, epsilon)
-            tail = _fused.train(inputs[whole:], scale, offset, epsilon)
-            weight = tf.cast(whole, tf.float32) / tf.cast(batch, tf.float32)
-            return _pooled([head, tail], [weight, 1.0 - weight])
-
-        return tf.cond(
-            tf.equal(batch % size, 0),
-            all_whole,
-            lambda: tf.cond(whole > 0, whole_and_remainder, only_remainder),
-        )
+        return outputs, pool(head[1], tail[1]), pool(head[2], tail[2])
 
     def _batch_moments(self, x, mask):
         ctx = replica_context_to_sync(self.synchronized)
         size = self.virtual_batch_size
         spatial = [a for a in range(1, self._rank) if a != self._channel_axis]
-        weights = None
-        if mask is not None:
-            weights = tf.broadcast_to(tf.cast(mask, x.dtype)[..., None], tf.shape(x))
+        weights = mask_weights(mask, x)
         # Per-example sums over the spatial axes: shape (n, channels).
         sums = tf.reduce_sum(x if weights is None else x * weights, spatial)
         if weights is None:
@@ -154,10 +159,12 @@ class GhostBatchNormalization(BatchNormBase):
         variance = self._per_example(
             tf.gather(tf.math.divide_no_nan(group_squares, group_counts), ids)
         )
-        # Pooled over ghost batches, each weighted by its size.
+        # Pooled over ghost batches, each weighted by its size. An empty batch gives
+        # NaN as in BatchNormalization (0 when every position is masked, as there).
         total = tf.reduce_sum(group_counts, 0)
-        batch_mean = tf.math.divide_no_nan(tf.reduce_sum(group_sums, 0), total)
-        batch_variance = tf.math.divide_no_nan(tf.reduce_sum(group_squares, 0), total)
+        divide = tf.math.divide if weights is None else tf.math.divide_no_nan
+        batch_mean = divide(tf.reduce_sum(group_sums, 0), total)
+        batch_variance = divide(tf.reduce_sum(group_squares, 0), total)
         return Moments(mean, variance, batch_mean, batch_variance)
 
     @staticmethod
