@@ -1,0 +1,98 @@
+"""`precise-bn`: Wu & Johnson (2021), EMA statistics vs precise BN, per epoch.
+
+The VGG-like CNN with BN trains on bnkeras_shapes at a high constant learning
+rate. After each epoch the test accuracy is measured twice: with the moving
+averages (EMA) of training, and with precise statistics from
+`bnkeras.recalibrate_batchnorm` over a number of training batches with the
+weights frozen (the EMA statistics are put back before training goes on).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bnkeras.experiments import data, models, probes, report, training
+
+NAME = "precise-bn"
+CLAIM = (
+    "Wu & Johnson 2021 (Rethinking 'Batch' in BatchNorm, section 3): the EMA of batch "
+    "statistics is a poor estimate of the population statistics when the weights change fast "
+    "(high learning rate, early training); precise BN (true averages over ~100 batches with "
+    "frozen weights) gives higher, more stable validation accuracy."
+)
+FIGURES = ("precise_bn.png",)
+COMPARISONS = (
+    ("final test accuracy, precise - EMA", "precise_final", "ema_final", +1),
+    ("epoch-1 test accuracy, precise - EMA", "precise_epoch1", "ema_epoch1", +1),
+    ("mean accuracy over epochs, precise - EMA", "precise_mean", "ema_mean", +1),
+)
+
+
+def settings(quick):
+    if quick:
+        return {"train": 512, "test": 256, "epochs": 2, "batch_size": 32, "lr": 0.1,
+                "momentum": 0.9, "precise_batches": 8, "widths": [8, 16]}
+    return {"train": None, "test": None, "epochs": 6, "batch_size": 64, "lr": 0.1,
+            "momentum": 0.9, "precise_batches": 100, "widths": [16, 32, 64]}
+
+
+def setup_text(s):
+    return (
+        f"bnkeras_shapes ({s['train'] or 6000} train / {s['test'] or 1000} test, 32x32), VGG-like "
+        f"CNN {'/'.join(map(str, s['widths']))} with BN (momentum 0.99), SGD lr {s['lr']} "
+        f"momentum {s['momentum']} (constant), batch {s['batch_size']}, {s['epochs']} epochs; "
+        f"after each epoch test accuracy with EMA statistics vs recalibrate_batchnorm over "
+        f"{s['precise_batches']} training batches."
+    )
+
+
+def run_seed(seed, s):
+    shapes = data.shapes(s["train"], s["test"])
+    keras.utils.set_random_seed(seed)
+    model = models.vgg(shapes.x_train.shape[1:], shapes.num_classes, "bn", widths=s["widths"])
+    rng = np.random.default_rng(seed + 10_000)
+    batches = (
+        tf.constant(shapes.x_train[index])
+        for index in training.shuffled_batches(len(shapes.x_train), s["batch_size"], rng)
+    )
+
+    def precise_accuracy(step):
+        with probes.precise_bn(model, batches, s["precise_batches"]):
+            return {"precise_accuracy": training.evaluate(model, shapes.x_test, shapes.y_test)[0]}
+
+    steps_per_epoch = len(shapes.x_train) // s["batch_size"]
+    curve = training.train(
+        model, shapes, steps=s["epochs"] * steps_per_epoch, batch_size=s["batch_size"],
+        lr=s["lr"], momentum=s["momentum"], seed=seed, eval_every=steps_per_epoch,
+        on_eval=precise_accuracy, name=f"precise-bn seed {seed}",
+    )
+    ema, precise = curve["test_accuracy"], curve["precise_accuracy"]
+    metrics = {
+        "ema_epoch1": ema[0],
+        "precise_epoch1": precise[0],
+        "ema_final": ema[-1],
+        "precise_final": precise[-1],
+        "ema_mean": float(np.mean(ema)),
+        "precise_mean": float(np.mean(precise)),
+    }
+    return {"metrics": metrics, "curves": curve}
+
+
+def result_text(record):
+    m = {name: entry["mean"] for name, entry in record["metrics"].items()}
+    return (
+        f"epoch 1: EMA {m['ema_epoch1']:.3f} vs precise {m['precise_epoch1']:.3f}; "
+        f"end: EMA {m['ema_final']:.3f} vs precise {m['precise_final']:.3f}; "
+        f"mean over epochs: EMA {m['ema_mean']:.3f} vs precise {m['precise_mean']:.3f}."
+    )
+
+
+def plot(record, workdir):
+    curves = [record["seeds"][key]["curves"] for key in sorted(record["seeds"], key=int)]
+    fig, (ax,) = report.figure(1)
+    epochs = np.arange(1, len(curves[0]["test_accuracy"]) + 1)
+    report.mean_band(ax, epochs, [c["test_accuracy"] for c in curves], "EMA statistics")
+    report.mean_band(ax, epochs, [c["precise_accuracy"] for c in curves], "precise BN")
+    ax.set(xlabel="epoch", ylabel="test accuracy", title="EMA vs precise BN statistics")
+    ax.legend()
+    return [report.save_figure(fig, workdir, FIGURES[0])]
