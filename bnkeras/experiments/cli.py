@@ -15,9 +15,7 @@ def add_arguments(parser):
     parser.add_argument(
         "--workdir", required=True, help="results directory; rerunning skips completed seeds"
     )
-    parser.add_argument(
-        "--seeds", type=int, help="number of seeds (default: 3, or 1 with --quick)"
-    )
+    parser.add_argument("--seeds", type=int, help="number of seeds (default: 3, or 1 with --quick)")
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes, 1 seed unless --seeds: a smoke test"
     )

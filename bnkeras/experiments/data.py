@@ -43,7 +43,7 @@ def mnist1d():
             raise
         raise ReproduceError(
             "This experiment needs MNIST-1D: install the science extra with "
-            "`pip install \"bnkeras[science]\"` (or `pip install mnist1d`). "
+            '`pip install "bnkeras[science]"` (or `pip install mnist1d`). '
             "Received: missing module 'mnist1d'"
         ) from None
     # make_dataset() generates the data; get_dataset() would download it instead.

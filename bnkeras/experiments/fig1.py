@@ -21,17 +21,37 @@ FIGURES = ("fig1.png",)
 ARMS = ("bn", "none")
 COMPARISONS = (
     ("final test accuracy, BN - no BN", "accuracy_bn", "accuracy_none", +1),
-    ("drift of the median sigmoid input (in 15-85 widths), BN - no BN",
-     "drift_bn", "drift_none", -1),
+    (
+        "drift of the median sigmoid input (in 15-85 widths), BN - no BN",
+        "drift_bn",
+        "drift_none",
+        -1,
+    ),
 )
 
 
 def settings(quick):
     if quick:
-        return {"steps": 200, "eval_every": 50, "batch_size": 60, "lr": 0.1, "width": 100,
-                "depth": 3, "init_std": 0.1, "unit": 0}
-    return {"steps": 20000, "eval_every": 500, "batch_size": 60, "lr": 0.1, "width": 100,
-            "depth": 3, "init_std": 0.1, "unit": 0}
+        return {
+            "steps": 200,
+            "eval_every": 50,
+            "batch_size": 60,
+            "lr": 0.1,
+            "width": 100,
+            "depth": 3,
+            "init_std": 0.1,
+            "unit": 0,
+        }
+    return {
+        "steps": 20000,
+        "eval_every": 500,
+        "batch_size": 60,
+        "lr": 0.1,
+        "width": 100,
+        "depth": 3,
+        "init_std": 0.1,
+        "unit": 0,
+    }
 
 
 def setup_text(s):
@@ -58,11 +78,19 @@ def _run_arm(seed, s, norm, mnist):
     def percentiles(step):
         _, sigmoid_input = probe(mnist.x_test, training=False)
         values = np.asarray(sigmoid_input)[:, s["unit"]]
-        return dict(zip(("p15", "p50", "p85"), np.percentile(values, [15, 50, 85]).tolist()))
+        quantiles = np.percentile(values, [15, 50, 85]).tolist()
+        return dict(zip(("p15", "p50", "p85"), quantiles, strict=True))
 
     return training.train(
-        model, mnist, steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], seed=seed,
-        eval_every=s["eval_every"], on_eval=percentiles, name=f"fig1 seed {seed} {norm}",
+        model,
+        mnist,
+        steps=s["steps"],
+        batch_size=s["batch_size"],
+        lr=s["lr"],
+        seed=seed,
+        eval_every=s["eval_every"],
+        on_eval=percentiles,
+        name=f"fig1 seed {seed} {norm}",
     )
 
 

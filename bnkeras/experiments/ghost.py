@@ -32,25 +32,59 @@ ARMS = {
     "large_ghost_longer": ("large", "ghost", "longer"),
 }
 COMPARISONS = (
-    ("final test accuracy, large batch: ghost BN - BN", "accuracy_large_ghost",
-     "accuracy_large_bn", +1),
-    ("final test accuracy, small - large batch (the gap)", "accuracy_small_bn",
-     "accuracy_large_bn", +1),
-    ("final test accuracy, large batch trained longer - same epochs (BN)",
-     "accuracy_large_bn_longer", "accuracy_large_bn", +1),
-    ("final test accuracy, large batch longer: ghost BN - BN", "accuracy_large_ghost_longer",
-     "accuracy_large_bn_longer", +1),
+    (
+        "final test accuracy, large batch: ghost BN - BN",
+        "accuracy_large_ghost",
+        "accuracy_large_bn",
+        +1,
+    ),
+    (
+        "final test accuracy, small - large batch (the gap)",
+        "accuracy_small_bn",
+        "accuracy_large_bn",
+        +1,
+    ),
+    (
+        "final test accuracy, large batch trained longer - same epochs (BN)",
+        "accuracy_large_bn_longer",
+        "accuracy_large_bn",
+        +1,
+    ),
+    (
+        "final test accuracy, large batch longer: ghost BN - BN",
+        "accuracy_large_ghost_longer",
+        "accuracy_large_bn_longer",
+        +1,
+    ),
 )
 
 
 def settings(quick):
     if quick:
-        return {"train": 500, "test": 200, "small_batch": 25, "large_batch": 100,
-                "virtual_batch_size": 25, "epochs": 2, "longer": 2, "lr": 0.05,
-                "momentum": 0.9, "channels": 8}
-    return {"train": None, "test": None, "small_batch": 125, "large_batch": 2000,
-            "virtual_batch_size": 125, "epochs": 30, "longer": 4, "lr": 0.05, "momentum": 0.9,
-            "channels": 32}
+        return {
+            "train": 500,
+            "test": 200,
+            "small_batch": 25,
+            "large_batch": 100,
+            "virtual_batch_size": 25,
+            "epochs": 2,
+            "longer": 2,
+            "lr": 0.05,
+            "momentum": 0.9,
+            "channels": 8,
+        }
+    return {
+        "train": None,
+        "test": None,
+        "small_batch": 125,
+        "large_batch": 2000,
+        "virtual_batch_size": 125,
+        "epochs": 30,
+        "longer": 4,
+        "lr": 0.05,
+        "momentum": 0.9,
+        "channels": 32,
+    }
 
 
 def setup_text(s):
@@ -71,12 +105,20 @@ def _run_arm(seed, s, mnist, name):
     epochs = s["epochs"] * (s["longer"] if epochs == "longer" else epochs)
     keras.utils.set_random_seed(seed)
     options = {"virtual_batch_size": s["virtual_batch_size"]}
-    model = models.cnn1d(mnist.x_train.shape[1:], mnist.num_classes, norm, options,
-                         channels=s["channels"])
+    model = models.cnn1d(
+        mnist.x_train.shape[1:], mnist.num_classes, norm, options, channels=s["channels"]
+    )
     steps = epochs * (len(mnist.x_train) // batch_size)
     curve = training.train(
-        model, mnist, steps=steps, batch_size=batch_size, lr=lr, momentum=s["momentum"],
-        seed=seed, eval_every=max(1, steps // 5), name=f"ghost seed {seed} {name}",
+        model,
+        mnist,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        momentum=s["momentum"],
+        seed=seed,
+        eval_every=max(1, steps // 5),
+        name=f"ghost seed {seed} {name}",
     )
     curve["final_train_loss"] = training.evaluate(model, mnist.x_train, mnist.y_train)[1]
     return curve
@@ -105,12 +147,12 @@ def result_text(record):
         for name in ("large_ghost", "large_bn_longer", "large_ghost_longer")
     }
     closed_text = ", ".join(
-        f"{name.replace('_', ' ')} {value:.0%}" for name, value in closed.items()
+        f"{name.replace('_', ' ')} {value:.0%}"
+        for name, value in closed.items()
         if value is not None
     )
-    return (
-        f"final test accuracy: {rows}."
-        + (f" Share of the small/large gap closed: {closed_text}." if closed_text else "")
+    return f"final test accuracy: {rows}." + (
+        f" Share of the small/large gap closed: {closed_text}." if closed_text else ""
     )
 
 

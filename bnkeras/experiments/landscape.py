@@ -27,8 +27,12 @@ MEASURES = ("loss_variation", "gradient_predictiveness", "beta_smoothness")
 ARMS = ("bn", "none", "noisy-bn")
 COMPARISONS = (
     ("loss variation, BN - no BN", "loss_variation_bn", "loss_variation_none", -1),
-    ("gradient predictiveness (change), BN - no BN", "gradient_predictiveness_bn",
-     "gradient_predictiveness_none", -1),
+    (
+        "gradient predictiveness (change), BN - no BN",
+        "gradient_predictiveness_bn",
+        "gradient_predictiveness_none",
+        -1,
+    ),
     ("effective beta-smoothness, BN - no BN", "beta_smoothness_bn", "beta_smoothness_none", -1),
     ("final test accuracy, noisy BN - no BN", "accuracy_noisy-bn", "accuracy_none", +1),
     ("final test accuracy, noisy BN - BN", "accuracy_noisy-bn", "accuracy_bn", +1),
@@ -37,11 +41,28 @@ COMPARISONS = (
 
 def settings(quick):
     if quick:
-        return {"train": 256, "test": 128, "steps": 10, "measure_every": 5, "batch_size": 32,
-                "lr": 0.05, "step_multipliers": [0.5, 2.0, 4.0], "noise": 0.5, "widths": [8, 16]}
-    return {"train": None, "test": None, "steps": 600, "measure_every": 50, "batch_size": 64,
-            "lr": 0.05, "step_multipliers": np.linspace(0.5, 4.0, 8).tolist(), "noise": 0.5,
-            "widths": [16, 32, 64]}
+        return {
+            "train": 256,
+            "test": 128,
+            "steps": 10,
+            "measure_every": 5,
+            "batch_size": 32,
+            "lr": 0.05,
+            "step_multipliers": [0.5, 2.0, 4.0],
+            "noise": 0.5,
+            "widths": [8],
+        }
+    return {
+        "train": None,
+        "test": None,
+        "steps": 600,
+        "measure_every": 50,
+        "batch_size": 64,
+        "lr": 0.05,
+        "step_multipliers": np.linspace(0.5, 4.0, 8).tolist(),
+        "noise": 0.5,
+        "widths": [16, 32, 64],
+    }
 
 
 def setup_text(s):
@@ -83,13 +104,21 @@ def run_seed(seed, s):
     for arm in ARMS:
         keras.utils.set_random_seed(seed)
         options = {"noise": s["noise"], "seed": seed} if arm == "noisy-bn" else None
-        model = models.vgg(shapes.x_train.shape[1:], shapes.num_classes, arm, options,
-                           widths=s["widths"])
+        model = models.vgg(
+            shapes.x_train.shape[1:], shapes.num_classes, arm, options, widths=s["widths"]
+        )
         measured = {}
         on_step = None if arm == "noisy-bn" else _measurer(model, s, measured)
         curve = training.train(
-            model, shapes, steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"], seed=seed,
-            eval_every=max(1, s["steps"] // 6), on_step=on_step, name=f"landscape seed {seed} {arm}",
+            model,
+            shapes,
+            steps=s["steps"],
+            batch_size=s["batch_size"],
+            lr=s["lr"],
+            seed=seed,
+            eval_every=max(1, s["steps"] // 6),
+            on_step=on_step,
+            name=f"landscape seed {seed} {arm}",
         )
         curve.update(measured)
         curves[arm] = curve

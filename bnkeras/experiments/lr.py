@@ -30,10 +30,22 @@ COMPARISONS = (
 
 def settings(quick):
     if quick:
-        return {"train": 256, "test": 128, "steps": 12, "batch_size": 32, "base_lr": 0.01,
-                "widths": [8, 16]}
-    return {"train": None, "test": None, "steps": 600, "batch_size": 64, "base_lr": 0.01,
-            "widths": [16, 32, 64]}
+        return {
+            "train": 256,
+            "test": 128,
+            "steps": 12,
+            "batch_size": 32,
+            "base_lr": 0.01,
+            "widths": [8],
+        }
+    return {
+        "train": None,
+        "test": None,
+        "steps": 600,
+        "batch_size": 64,
+        "base_lr": 0.01,
+        "widths": [16, 32, 64],
+    }
 
 
 def setup_text(s):
@@ -51,12 +63,18 @@ def run_seed(seed, s):
     for norm in NORMS:
         for multiplier in MULTIPLIERS:
             keras.utils.set_random_seed(seed)
-            model = models.vgg(shapes.x_train.shape[1:], shapes.num_classes, norm,
-                               widths=s["widths"])
+            model = models.vgg(
+                shapes.x_train.shape[1:], shapes.num_classes, norm, widths=s["widths"]
+            )
             key = f"{norm}_x{multiplier}"
             curve = training.train(
-                model, shapes, steps=s["steps"], batch_size=s["batch_size"],
-                lr=s["base_lr"] * multiplier, seed=seed, eval_every=max(1, s["steps"] // 6),
+                model,
+                shapes,
+                steps=s["steps"],
+                batch_size=s["batch_size"],
+                lr=s["base_lr"] * multiplier,
+                seed=seed,
+                eval_every=max(1, s["steps"] // 6),
                 name=f"lr seed {seed} {key}",
             )
             metrics[f"accuracy_{key}"] = curve["test_accuracy"][-1]
@@ -69,9 +87,7 @@ def result_text(record):
     m = record["metrics"]
     parts = []
     for norm, label in (("bn", "with BN"), ("none", "without BN")):
-        accuracies = " / ".join(
-            f"{m[f'accuracy_{norm}_x{k}']['mean']:.3f}" for k in MULTIPLIERS
-        )
+        accuracies = " / ".join(f"{m[f'accuracy_{norm}_x{k}']['mean']:.3f}" for k in MULTIPLIERS)
         diverged = ", ".join(
             f"x{k}: {int(np.nansum(m[f'diverged_{norm}_x{k}']['per_seed']))}" for k in MULTIPLIERS
         )
@@ -82,7 +98,9 @@ def result_text(record):
 def plot(record, workdir):
     m = record["metrics"]
     fig, (ax,) = report.figure(1)
-    for offset, (norm, label) in zip((-0.03, 0.03), (("bn", "with BN"), ("none", "without BN"))):
+    for offset, (norm, label) in zip(
+        (-0.03, 0.03), (("bn", "with BN"), ("none", "without BN")), strict=True
+    ):
         x = np.array(MULTIPLIERS, float) * (1 + offset)
         means = [m[f"accuracy_{norm}_x{k}"]["mean"] for k in MULTIPLIERS]
         sds = [m[f"accuracy_{norm}_x{k}"]["sd"] or 0.0 for k in MULTIPLIERS]
@@ -93,7 +111,10 @@ def plot(record, workdir):
                 ax.annotate(f"{count} NaN", (xi, 0.1), ha="center", fontsize=8)
     ax.set_xscale("log")
     ax.set_xticks(MULTIPLIERS, [f"x{k}" for k in MULTIPLIERS])
-    ax.set(xlabel="learning rate (times the base rate)", ylabel="final test accuracy",
-           title="accuracy vs learning rate")
+    ax.set(
+        xlabel="learning rate (times the base rate)",
+        ylabel="final test accuracy",
+        title="accuracy vs learning rate",
+    )
     ax.legend()
     return [report.save_figure(fig, workdir, FIGURES[0])]

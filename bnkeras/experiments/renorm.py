@@ -30,10 +30,13 @@ ARMS = {
     "renorm_noniid": ("renorm", None, True),
 }
 COMPARISONS = (
-    ("microbatches: renorm - BN (test accuracy)", "accuracy_renorm_micro",
-     "accuracy_bn_micro", +1),
-    ("non-i.i.d. batches: renorm - BN (test accuracy)", "accuracy_renorm_noniid",
-     "accuracy_bn_noniid", +1),
+    ("microbatches: renorm - BN (test accuracy)", "accuracy_renorm_micro", "accuracy_bn_micro", +1),
+    (
+        "non-i.i.d. batches: renorm - BN (test accuracy)",
+        "accuracy_renorm_noniid",
+        "accuracy_bn_noniid",
+        +1,
+    ),
     ("BN on the whole batch - BN on microbatches", "accuracy_bn_full", "accuracy_bn_micro", +1),
 )
 # HOOK: when BatchRenormalization gains a documented start-up option for its
@@ -44,12 +47,32 @@ COMPARISONS = (
 
 def settings(quick):
     if quick:
-        return {"train": 256, "test": 128, "steps": 12, "batch_size": 8, "microbatch": 4,
-                "lr": 0.02, "momentum": 0.9, "rmax": 1.5, "dmax": 0.5,
-                "renorm_momentum": 0.99, "widths": [8, 16]}
-    return {"train": None, "test": None, "steps": 500, "batch_size": 32, "microbatch": 4,
-            "lr": 0.02, "momentum": 0.9, "rmax": 1.5, "dmax": 0.5, "renorm_momentum": 0.99,
-            "widths": [16, 32, 64]}
+        return {
+            "train": 256,
+            "test": 128,
+            "steps": 12,
+            "batch_size": 8,
+            "microbatch": 4,
+            "lr": 0.02,
+            "momentum": 0.9,
+            "rmax": 1.5,
+            "dmax": 0.5,
+            "renorm_momentum": 0.99,
+            "widths": [8],
+        }
+    return {
+        "train": None,
+        "test": None,
+        "steps": 500,
+        "batch_size": 32,
+        "microbatch": 4,
+        "lr": 0.02,
+        "momentum": 0.9,
+        "rmax": 1.5,
+        "dmax": 0.5,
+        "renorm_momentum": 0.99,
+        "widths": [16, 32, 64],
+    }
 
 
 def setup_text(s):
@@ -84,16 +107,28 @@ def run_seed(seed, s):
     metrics, curves = {}, {}
     for name, (norm, micro, non_iid) in ARMS.items():
         keras.utils.set_random_seed(seed)
-        model = models.vgg(shapes.x_train.shape[1:], shapes.num_classes, norm,
-                           _norm_options(s, norm, micro), widths=s["widths"])
+        model = models.vgg(
+            shapes.x_train.shape[1:],
+            shapes.num_classes,
+            norm,
+            _norm_options(s, norm, micro),
+            widths=s["widths"],
+        )
         rng = np.random.default_rng(seed)
         batches = (
             training.two_class_batches(shapes.y_train, s["batch_size"], rng) if non_iid else None
         )
         curve = training.train(
-            model, shapes, steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"],
-            momentum=s["momentum"], seed=seed, eval_every=max(1, s["steps"] // 5),
-            batches=batches, name=f"renorm seed {seed} {name}",
+            model,
+            shapes,
+            steps=s["steps"],
+            batch_size=s["batch_size"],
+            lr=s["lr"],
+            momentum=s["momentum"],
+            seed=seed,
+            eval_every=max(1, s["steps"] // 5),
+            batches=batches,
+            name=f"renorm seed {seed} {name}",
         )
         metrics[f"accuracy_{name}"] = curve["test_accuracy"][-1]
         curves[name] = curve
@@ -127,6 +162,8 @@ def plot(record, workdir):
     colours = ["C0", "C1", "C2", "C1", "C2"]
     ax.bar(positions, means, yerr=sds, capsize=3, color=colours)
     ax.set_xticks(positions, [n.replace("_", "\n") for n in names], fontsize=8)
-    ax.set(ylabel="test accuracy (moving statistics)",
-           title="(a) microbatches          (b) non-i.i.d. batches")
+    ax.set(
+        ylabel="test accuracy (moving statistics)",
+        title="(a) microbatches          (b) non-i.i.d. batches",
+    )
     return [report.save_figure(fig, workdir, FIGURES[0])]

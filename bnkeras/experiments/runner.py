@@ -129,9 +129,7 @@ def reproduce(name, workdir, seeds=3, quick=False):
         raise ReproduceError(f"--seeds must be an integer >= 1. Received: seeds={seeds!r}")
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
-        raise ReproduceError(
-            f"--workdir must be a directory. Received: workdir={str(workdir)!r}"
-        )
+        raise ReproduceError(f"--workdir must be a directory. Received: workdir={str(workdir)!r}")
     settings = json.loads(json.dumps(experiment.settings(quick)))  # as stored in JSON
     workdir.mkdir(parents=True, exist_ok=True)
     record = _open_results(workdir, experiment, settings)

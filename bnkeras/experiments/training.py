@@ -72,8 +72,21 @@ def evaluate(model, x, y, batch_size=1000):
     return correct / len(x), total_loss / len(x)
 
 
-def train(model, data, *, steps, batch_size, lr, seed, eval_every, momentum=0.0, batches=None,
-          on_eval=None, on_step=None, name="run"):
+def train(
+    model,
+    data,
+    *,
+    steps,
+    batch_size,
+    lr,
+    seed,
+    eval_every,
+    momentum=0.0,
+    batches=None,
+    on_eval=None,
+    on_step=None,
+    name="run",
+):
     """Trains `model` with SGD on `data` for `steps` steps and records a test curve.
 
     Args:
@@ -117,7 +130,11 @@ def train(model, data, *, steps, batch_size, lr, seed, eval_every, momentum=0.0,
                 curve.setdefault(key, []).append(value)
             logger.info(
                 "%s: step %d/%d, train loss %.4g, test accuracy %.4f",
-                name, step, steps, curve["train_loss"][-1], accuracy,
+                name,
+                step,
+                steps,
+                curve["train_loss"][-1],
+                accuracy,
             )
         if diverged_at:
             break
