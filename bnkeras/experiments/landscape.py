@@ -55,7 +55,7 @@ def settings(quick):
     return {
         "train": None,
         "test": None,
-        "steps": 600,
+        "steps": 500,
         "measure_every": 50,
         "batch_size": 64,
         "lr": 0.05,

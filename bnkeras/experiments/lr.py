@@ -41,7 +41,7 @@ def settings(quick):
     return {
         "train": None,
         "test": None,
-        "steps": 600,
+        "steps": 300,
         "batch_size": 64,
         "base_lr": 0.01,
         "widths": [16, 32, 64],

@@ -63,7 +63,7 @@ def settings(quick):
     return {
         "train": None,
         "test": None,
-        "steps": 500,
+        "steps": 400,
         "batch_size": 32,
         "microbatch": 4,
         "lr": 0.02,

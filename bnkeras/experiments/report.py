@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 from bnkeras.training.files import atomic_write_text
 
-__all__ = ["atomic_write_text", "figure", "save_figure", "summary_markdown", "to_json"]
+__all__ = ["atomic_write_text", "figure", "mean_band", "save_figure", "summary_markdown", "to_json"]
 
 
 def _finite_or_none(value):
