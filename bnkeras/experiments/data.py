@@ -72,3 +72,11 @@ def shapes(train=None, test=None):
     mean = x_train.mean(axis=(0, 1, 2))
     std = x_train.std(axis=(0, 1, 2))
     return Data((x_train - mean) / std, y_train, (x_test - mean) / std, y_test)
+
+
+def describe_shapes_vgg(s):
+    """Setup text of the bnkeras_shapes experiments: data sizes and the VGG-like CNN's widths."""
+    return (
+        f"bnkeras_shapes ({s['train'] or 6000} train / {s['test'] or 1000} test, 32x32 RGB), "
+        f"VGG-like CNN {'/'.join(map(str, s['widths']))} (2 conv per stage)"
+    )

@@ -30,28 +30,17 @@ COMPARISONS = (
 )
 
 
-def settings(quick):
-    if quick:
-        return {
-            "steps": 200,
-            "eval_every": 50,
-            "batch_size": 60,
-            "lr": 0.1,
-            "width": 100,
-            "depth": 3,
-            "init_std": 0.1,
-            "unit": 0,
-        }
-    return {
-        "steps": 20000,
-        "eval_every": 500,
-        "batch_size": 60,
-        "lr": 0.1,
-        "width": 100,
-        "depth": 3,
-        "init_std": 0.1,
-        "unit": 0,
-    }
+DEFAULT = {
+    "steps": 20000,
+    "eval_every": 500,
+    "batch_size": 60,
+    "lr": 0.1,
+    "width": 100,
+    "depth": 3,
+    "init_std": 0.1,
+    "unit": 0,
+}
+QUICK = {"steps": 200, "eval_every": 50}
 
 
 def setup_text(s):
@@ -81,16 +70,14 @@ def _run_arm(seed, s, norm, mnist):
         quantiles = np.percentile(values, [15, 50, 85]).tolist()
         return dict(zip(("p15", "p50", "p85"), quantiles, strict=True))
 
-    return training.train(
+    return training.train_with_settings(
         model,
         mnist,
-        steps=s["steps"],
-        batch_size=s["batch_size"],
-        lr=s["lr"],
-        seed=seed,
+        s,
+        seed,
+        f"fig1 seed {seed} {norm}",
         eval_every=s["eval_every"],
         on_eval=percentiles,
-        name=f"fig1 seed {seed} {norm}",
     )
 
 
@@ -117,7 +104,7 @@ def run_seed(seed, s):
 
 
 def result_text(record):
-    m = {name: entry["mean"] for name, entry in record["metrics"].items()}
+    m = report.means(record)
     speedup = m["bn_speedup_to_baseline_final"]
     return (
         f"final test accuracy BN {m['accuracy_bn']:.3f} vs no BN {m['accuracy_none']:.3f}; "
@@ -129,7 +116,7 @@ def result_text(record):
 
 
 def plot(record, workdir):
-    seeds = [record["seeds"][key]["curves"] for key in sorted(record["seeds"], key=int)]
+    seeds = report.seed_curves(record)
     fig, axes = report.figure(3, width=4.2)
     for norm, label in (("none", "without BN"), ("bn", "with BN")):
         steps = seeds[0][norm]["steps"]

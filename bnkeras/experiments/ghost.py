@@ -11,7 +11,6 @@ training set tells optimization apart from generalization.
 import math
 
 import keras
-import numpy as np
 
 from bnkeras.experiments import data, models, report, training
 
@@ -59,32 +58,28 @@ COMPARISONS = (
 )
 
 
-def settings(quick):
-    if quick:
-        return {
-            "train": 500,
-            "test": 200,
-            "small_batch": 25,
-            "large_batch": 100,
-            "virtual_batch_size": 25,
-            "epochs": 2,
-            "longer": 2,
-            "lr": 0.05,
-            "momentum": 0.9,
-            "channels": 8,
-        }
-    return {
-        "train": None,
-        "test": None,
-        "small_batch": 125,
-        "large_batch": 2000,
-        "virtual_batch_size": 125,
-        "epochs": 30,
-        "longer": 4,
-        "lr": 0.05,
-        "momentum": 0.9,
-        "channels": 32,
-    }
+DEFAULT = {
+    "train": None,
+    "test": None,
+    "small_batch": 125,
+    "large_batch": 2000,
+    "virtual_batch_size": 125,
+    "epochs": 30,
+    "longer": 4,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "channels": 32,
+}
+QUICK = {
+    "train": 500,
+    "test": 200,
+    "small_batch": 25,
+    "large_batch": 100,
+    "virtual_batch_size": 25,
+    "epochs": 2,
+    "longer": 2,
+    "channels": 8,
+}
 
 
 def setup_text(s):
@@ -135,7 +130,7 @@ def run_seed(seed, s):
 
 
 def result_text(record):
-    m = {name: entry["mean"] for name, entry in record["metrics"].items()}
+    m = report.means(record)
     rows = ", ".join(
         f"{name.replace('_', ' ')} {m[f'accuracy_{name}']:.3f} (train loss "
         f"{m[f'train_loss_{name}']:.3f})"
@@ -157,14 +152,7 @@ def result_text(record):
 
 
 def plot(record, workdir):
-    m = record["metrics"]
     fig, (ax,) = report.figure(1, width=6.0)
-    names = list(ARMS)
-    means = [m[f"accuracy_{name}"]["mean"] for name in names]
-    sds = [m[f"accuracy_{name}"]["sd"] or 0.0 for name in names]
-    ax.bar(np.arange(len(names)), means, yerr=sds, capsize=3, color=[f"C{i}" for i in range(5)])
-    ax.set_xticks(np.arange(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
-    low = min(means) - 2 * max(sds) - 0.05
-    ax.set_ylim(max(0.0, low), 1.0)
+    report.accuracy_bars(ax, record, list(ARMS))
     ax.set(ylabel="final test accuracy", title="small vs large batch, BN vs ghost BN")
     return [report.save_figure(fig, workdir, FIGURES[0])]

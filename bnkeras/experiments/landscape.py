@@ -39,37 +39,32 @@ COMPARISONS = (
 )
 
 
-def settings(quick):
-    if quick:
-        return {
-            "train": 256,
-            "test": 128,
-            "steps": 10,
-            "measure_every": 5,
-            "batch_size": 32,
-            "lr": 0.05,
-            "step_multipliers": [0.5, 2.0, 4.0],
-            "noise": 0.5,
-            "widths": [8],
-        }
-    return {
-        "train": None,
-        "test": None,
-        "steps": 500,
-        "measure_every": 50,
-        "batch_size": 64,
-        "lr": 0.05,
-        "step_multipliers": np.linspace(0.5, 4.0, 8).tolist(),
-        "noise": 0.5,
-        "widths": [16, 32, 64],
-    }
+DEFAULT = {
+    "train": None,
+    "test": None,
+    "steps": 500,
+    "measure_every": 50,
+    "batch_size": 64,
+    "lr": 0.05,
+    "step_multipliers": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0],
+    "noise": 0.5,
+    "widths": [16, 32, 64],
+}
+QUICK = {
+    "train": 256,
+    "test": 128,
+    "steps": 10,
+    "measure_every": 5,
+    "batch_size": 32,
+    "step_multipliers": [0.5, 2.0, 4.0],
+    "widths": [8],
+}
 
 
 def setup_text(s):
     etas = ", ".join(f"{m:g}" for m in s["step_multipliers"])
     return (
-        f"bnkeras_shapes ({s['train'] or 6000} train / {s['test'] or 1000} test), VGG-like CNN "
-        f"{'/'.join(map(str, s['widths']))} with BN, without BN, and noisy BN (per-channel scale "
+        data.describe_shapes_vgg(s) + f" with BN, without BN, and noisy BN (per-channel scale "
         f"exp({s['noise']} z1), shift {s['noise']} z2 after each BN, resampled each step); plain "
         f"SGD lr {s['lr']}, batch {s['batch_size']}, {s['steps']} steps; every "
         f"{s['measure_every']} steps, loss and gradient at w - eta g for eta = lr x ({etas})."
@@ -109,16 +104,8 @@ def run_seed(seed, s):
         )
         measured = {}
         on_step = None if arm == "noisy-bn" else _measurer(model, s, measured)
-        curve = training.train(
-            model,
-            shapes,
-            steps=s["steps"],
-            batch_size=s["batch_size"],
-            lr=s["lr"],
-            seed=seed,
-            eval_every=max(1, s["steps"] // 6),
-            on_step=on_step,
-            name=f"landscape seed {seed} {arm}",
+        curve = training.train_with_settings(
+            model, shapes, s, seed, f"landscape seed {seed} {arm}", on_step=on_step
         )
         curve.update(measured)
         curves[arm] = curve
@@ -129,7 +116,7 @@ def run_seed(seed, s):
 
 
 def result_text(record):
-    m = {name: entry["mean"] for name, entry in record["metrics"].items()}
+    m = report.means(record)
     return (
         f"BN vs no BN (means over training): loss variation {m['loss_variation_bn']:.3g} vs "
         f"{m['loss_variation_none']:.3g}, gradient change {m['gradient_predictiveness_bn']:.3g} "
@@ -141,7 +128,7 @@ def result_text(record):
 
 
 def plot(record, workdir):
-    seeds = [record["seeds"][key]["curves"] for key in sorted(record["seeds"], key=int)]
+    seeds = report.seed_curves(record)
     fig, axes = report.figure(4, width=3.6)
     for arm, label in (("bn", "with BN"), ("none", "without BN")):
         steps = seeds[0][arm]["measured_steps"]

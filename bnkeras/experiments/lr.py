@@ -28,30 +28,20 @@ COMPARISONS = (
 )
 
 
-def settings(quick):
-    if quick:
-        return {
-            "train": 256,
-            "test": 128,
-            "steps": 12,
-            "batch_size": 32,
-            "base_lr": 0.01,
-            "widths": [8],
-        }
-    return {
-        "train": None,
-        "test": None,
-        "steps": 300,
-        "batch_size": 64,
-        "base_lr": 0.01,
-        "widths": [16, 32, 64],
-    }
+DEFAULT = {
+    "train": None,
+    "test": None,
+    "steps": 300,
+    "batch_size": 64,
+    "base_lr": 0.01,
+    "widths": [16, 32, 64],
+}
+QUICK = {"train": 256, "test": 128, "steps": 12, "batch_size": 32, "widths": [8]}
 
 
 def setup_text(s):
     return (
-        f"bnkeras_shapes ({s['train'] or 6000} train / {s['test'] or 1000} test), VGG-like CNN "
-        f"{'/'.join(map(str, s['widths']))} (2 conv per stage) with vs without BN, plain SGD, "
+        data.describe_shapes_vgg(s) + " with vs without BN, plain SGD, "
         f"base lr {s['base_lr']} times {' / '.join(map(str, MULTIPLIERS))}, batch "
         f"{s['batch_size']}, {s['steps']} steps; a non-finite loss counts as a divergence."
     )
@@ -67,15 +57,8 @@ def run_seed(seed, s):
                 shapes.x_train.shape[1:], shapes.num_classes, norm, widths=s["widths"]
             )
             key = f"{norm}_x{multiplier}"
-            curve = training.train(
-                model,
-                shapes,
-                steps=s["steps"],
-                batch_size=s["batch_size"],
-                lr=s["base_lr"] * multiplier,
-                seed=seed,
-                eval_every=max(1, s["steps"] // 6),
-                name=f"lr seed {seed} {key}",
+            curve = training.train_with_settings(
+                model, shapes, s, seed, f"lr seed {seed} {key}", lr=s["base_lr"] * multiplier
             )
             metrics[f"accuracy_{key}"] = curve["test_accuracy"][-1]
             metrics[f"diverged_{key}"] = float(curve["diverged"])

@@ -28,34 +28,29 @@ COMPARISONS = (
 )
 
 
-def settings(quick):
-    if quick:
-        return {
-            "train": 512,
-            "test": 256,
-            "epochs": 2,
-            "batch_size": 32,
-            "lr": 0.1,
-            "momentum": 0.9,
-            "precise_batches": 8,
-            "widths": [8],
-        }
-    return {
-        "train": None,
-        "test": None,
-        "epochs": 6,
-        "batch_size": 64,
-        "lr": 0.1,
-        "momentum": 0.9,
-        "precise_batches": 100,
-        "widths": [16, 32, 64],
-    }
+DEFAULT = {
+    "train": None,
+    "test": None,
+    "epochs": 6,
+    "batch_size": 64,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "precise_batches": 100,
+    "widths": [16, 32, 64],
+}
+QUICK = {
+    "train": 512,
+    "test": 256,
+    "epochs": 2,
+    "batch_size": 32,
+    "precise_batches": 8,
+    "widths": [8],
+}
 
 
 def setup_text(s):
     return (
-        f"bnkeras_shapes ({s['train'] or 6000} train / {s['test'] or 1000} test, 32x32), VGG-like "
-        f"CNN {'/'.join(map(str, s['widths']))} with BN (momentum 0.99), SGD lr {s['lr']} "
+        data.describe_shapes_vgg(s) + f" with BN (momentum 0.99), SGD lr {s['lr']} "
         f"momentum {s['momentum']} (constant), batch {s['batch_size']}, {s['epochs']} epochs; "
         f"after each epoch test accuracy with EMA statistics vs recalibrate_batchnorm over "
         f"{s['precise_batches']} training batches."
@@ -102,7 +97,7 @@ def run_seed(seed, s):
 
 
 def result_text(record):
-    m = {name: entry["mean"] for name, entry in record["metrics"].items()}
+    m = report.means(record)
     return (
         f"epoch 1: EMA {m['accuracy_ema_epoch1']:.3f} vs precise {m['accuracy_precise_epoch1']:.3f}; "
         f"end: EMA {m['accuracy_ema_final']:.3f} vs precise {m['accuracy_precise_final']:.3f}; "
@@ -111,7 +106,7 @@ def result_text(record):
 
 
 def plot(record, workdir):
-    curves = [record["seeds"][key]["curves"] for key in sorted(record["seeds"], key=int)]
+    curves = report.seed_curves(record)
     fig, (ax,) = report.figure(1)
     epochs = np.arange(1, len(curves[0]["test_accuracy"]) + 1)
     report.mean_band(ax, epochs, [c["test_accuracy"] for c in curves], "EMA statistics")

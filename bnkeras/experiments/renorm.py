@@ -45,34 +45,20 @@ COMPARISONS = (
 # that option in `_norm_options`, and a comparison against the plain arms.
 
 
-def settings(quick):
-    if quick:
-        return {
-            "train": 256,
-            "test": 128,
-            "steps": 12,
-            "batch_size": 8,
-            "microbatch": 4,
-            "lr": 0.02,
-            "momentum": 0.9,
-            "rmax": 1.5,
-            "dmax": 0.5,
-            "renorm_momentum": 0.99,
-            "widths": [8],
-        }
-    return {
-        "train": None,
-        "test": None,
-        "steps": 400,
-        "batch_size": 32,
-        "microbatch": 4,
-        "lr": 0.02,
-        "momentum": 0.9,
-        "rmax": 1.5,
-        "dmax": 0.5,
-        "renorm_momentum": 0.99,
-        "widths": [16, 32, 64],
-    }
+DEFAULT = {
+    "train": None,
+    "test": None,
+    "steps": 400,
+    "batch_size": 32,
+    "microbatch": 4,
+    "lr": 0.02,
+    "momentum": 0.9,
+    "rmax": 1.5,
+    "dmax": 0.5,
+    "renorm_momentum": 0.99,
+    "widths": [16, 32, 64],
+}
+QUICK = {"train": 256, "test": 128, "steps": 12, "batch_size": 8, "widths": [8]}
 
 
 def setup_text(s):
@@ -82,8 +68,7 @@ def setup_text(s):
         else "one BatchRenormalization applied to each microbatch in turn"
     )
     return (
-        f"bnkeras_shapes ({s['train'] or 6000} train / {s['test'] or 1000} test), VGG-like CNN "
-        f"{'/'.join(map(str, s['widths']))}, SGD lr {s['lr']} momentum {s['momentum']}, batch "
+        data.describe_shapes_vgg(s) + f", SGD lr {s['lr']} momentum {s['momentum']}, batch "
         f"{s['batch_size']}, {s['steps']} steps; renorm rmax {s['rmax']}, dmax {s['dmax']}, "
         f"renorm momentum {s['renorm_momentum']} from step 0. (a) microbatches of "
         f"{s['microbatch']}: GhostBatchNormalization vs renorm ({microbatches}) vs BN at "
@@ -118,17 +103,8 @@ def run_seed(seed, s):
         batches = (
             training.two_class_batches(shapes.y_train, s["batch_size"], rng) if non_iid else None
         )
-        curve = training.train(
-            model,
-            shapes,
-            steps=s["steps"],
-            batch_size=s["batch_size"],
-            lr=s["lr"],
-            momentum=s["momentum"],
-            seed=seed,
-            eval_every=max(1, s["steps"] // 5),
-            batches=batches,
-            name=f"renorm seed {seed} {name}",
+        curve = training.train_with_settings(
+            model, shapes, s, seed, f"renorm seed {seed} {name}", batches=batches
         )
         metrics[f"accuracy_{name}"] = curve["test_accuracy"][-1]
         curves[name] = curve
@@ -141,7 +117,7 @@ def _closed(m, better, worse, reference):
 
 
 def result_text(record):
-    m = {name: entry["mean"] for name, entry in record["metrics"].items()}
+    m = report.means(record)
     closed = _closed(m, "accuracy_renorm_micro", "accuracy_bn_micro", "accuracy_bn_full")
     return (
         f"(a) BN at full batch {m['accuracy_bn_full']:.3f}, BN on microbatches "
@@ -153,15 +129,9 @@ def result_text(record):
 
 
 def plot(record, workdir):
-    m = record["metrics"]
     fig, (ax,) = report.figure(1, width=6.0)
-    names = list(ARMS)
-    means = [m[f"accuracy_{name}"]["mean"] for name in names]
-    sds = [m[f"accuracy_{name}"]["sd"] or 0.0 for name in names]
-    positions = np.array([0, 1, 2, 3.5, 4.5])
     colours = ["C0", "C1", "C2", "C1", "C2"]
-    ax.bar(positions, means, yerr=sds, capsize=3, color=colours)
-    ax.set_xticks(positions, [n.replace("_", "\n") for n in names], fontsize=8)
+    report.accuracy_bars(ax, record, list(ARMS), [0, 1, 2, 3.5, 4.5], colours)
     ax.set(
         ylabel="test accuracy (moving statistics)",
         title="(a) microbatches          (b) non-i.i.d. batches",

@@ -8,7 +8,17 @@ from matplotlib.figure import Figure
 
 from bnkeras.training.files import atomic_write_text
 
-__all__ = ["atomic_write_text", "figure", "mean_band", "save_figure", "summary_markdown", "to_json"]
+__all__ = [
+    "accuracy_bars",
+    "atomic_write_text",
+    "figure",
+    "mean_band",
+    "means",
+    "save_figure",
+    "seed_curves",
+    "summary_markdown",
+    "to_json",
+]
 
 
 def _finite_or_none(value):
@@ -108,3 +118,25 @@ def mean_band(ax, steps, curves, label, **kwargs):
         sd = np.nanstd(values, axis=0, ddof=1)
         ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
     return line
+
+
+def means(record):
+    """metric name -> mean over seeds."""
+    return {name: entry["mean"] for name, entry in record["metrics"].items()}
+
+
+def seed_curves(record):
+    """The `curves` of every seed, in seed order."""
+    return [record["seeds"][key]["curves"] for key in sorted(record["seeds"], key=int)]
+
+
+def accuracy_bars(ax, record, names, positions=None, colours=None):
+    """Bars of the mean final accuracy `accuracy_NAME` of each arm, ±1 sd over seeds."""
+    metrics = record["metrics"]
+    positions = np.arange(len(names)) if positions is None else np.asarray(positions)
+    means_ = [metrics[f"accuracy_{name}"]["mean"] for name in names]
+    sds = [metrics[f"accuracy_{name}"]["sd"] or 0.0 for name in names]
+    colours = colours or [f"C{i}" for i in range(len(names))]
+    ax.bar(positions, means_, yerr=sds, capsize=3, color=colours)
+    ax.set_xticks(positions, [name.replace("_", "\n") for name in names], fontsize=8)
+    ax.set_ylim(max(0.0, min(means_) - 2 * max(sds) - 0.05), 1.0)

@@ -130,7 +130,8 @@ def reproduce(name, workdir, seeds=3, quick=False):
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ReproduceError(f"--workdir must be a directory. Received: workdir={str(workdir)!r}")
-    settings = json.loads(json.dumps(experiment.settings(quick)))  # as stored in JSON
+    settings = {**experiment.DEFAULT, **(experiment.QUICK if quick else {})}
+    settings = json.loads(json.dumps(settings))  # as stored in JSON
     workdir.mkdir(parents=True, exist_ok=True)
     record = _open_results(workdir, experiment, settings)
     record.update(

@@ -141,3 +141,18 @@ def train(
     curve["diverged"] = diverged_at is not None
     curve["diverged_at"] = diverged_at
     return curve
+
+
+def train_with_settings(model, data, s, seed, name, evaluations=5, **overrides):
+    """`train` with `steps`, `batch_size`, `lr` and `momentum` (default 0) from settings
+    `s`, evaluating `evaluations` times; keyword arguments override any of them."""
+    arguments = {
+        "steps": s["steps"],
+        "batch_size": s["batch_size"],
+        "lr": s.get("lr"),
+        "momentum": s.get("momentum", 0.0),
+        "eval_every": max(1, s["steps"] // evaluations),
+        "seed": seed,
+        "name": name,
+    }
+    return train(model, data, **{**arguments, **overrides})
