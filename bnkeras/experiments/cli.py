@@ -5,8 +5,6 @@ import sys
 
 from bnkeras.experiments import EXPERIMENTS, ReproduceError
 
-HELP = "re-measure the batch-normalization papers' claims (MNIST-1D, embedded shapes)"
-
 
 def add_arguments(parser):
     parser.add_argument(

@@ -146,8 +146,25 @@ def result_text(record):
         for name, value in closed.items()
         if value is not None
     )
-    return f"final test accuracy: {rows}." + (
-        f" Share of the small/large gap closed: {closed_text}." if closed_text else ""
+    return (
+        f"final test accuracy: {rows}."
+        + (f" Share of the small/large gap closed: {closed_text}." if closed_text else "")
+        + " "
+        + _diagnosis(m)
+    )
+
+
+def _diagnosis(m):
+    """What the training losses say about the large-batch gap."""
+    small, large = m["train_loss_small_bn"], m["train_loss_large_bn"]
+    if large > small:
+        return (
+            f"The large batch also fits the training set worse (train loss {large:.3f} vs "
+            f"{small:.3f}): at least part of its gap is too few updates, not generalization."
+        )
+    return (
+        f"The large batch fits the training set as well (train loss {large:.3f} vs "
+        f"{small:.3f}): its gap is one of generalization."
     )
 
 

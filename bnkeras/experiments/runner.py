@@ -5,6 +5,16 @@ skips the seeds it holds; the summary and figures are rewritten at the end. The
 command only writes files it created: an existing results.json must be one of
 its own for the same experiment and settings, and an existing summary or figure
 must be listed in it.
+
+results.json holds: `format`, `experiment`, `claim` (the paper's, as text),
+`setup` (ours, as text), `settings`, `quick`, `versions`; `seeds`: per seed
+`metrics` (name -> number), `curves` (what was recorded during training) and
+`wall_seconds`; `metrics`: per metric `per_seed`, `mean`, `sd`;
+`comparisons`: per compared pair the means, sds, `effect`,
+`effect_over_spread`, Welch's `t`, `df`, `p` and a `verdict`; `verdict` (of
+the first comparison, the paper's main claim); `result` (ours, as text);
+`files` (what the command wrote besides results.json). Non-finite numbers
+(diverged runs) are null.
 """
 
 import importlib
