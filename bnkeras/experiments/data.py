@@ -39,7 +39,7 @@ def mnist1d():
     try:
         from mnist1d.data import make_dataset
     except ModuleNotFoundError as error:
-        if error.name != "mnist1d":
+        if (error.name or "").split(".")[0] != "mnist1d":
             raise
         raise ReproduceError(
             "This experiment needs MNIST-1D: install the science extra with "
@@ -69,8 +69,8 @@ def shapes(train=None, test=None):
     """
     x_train, y_train = _shapes_split("train", train)
     x_test, y_test = _shapes_split("test", test)
-    mean = x_train.mean(axis=(0, 1, 2))
-    std = x_train.std(axis=(0, 1, 2))
+    mean = x_train.mean(axis=(0, 1, 2), dtype=np.float64)
+    std = x_train.std(axis=(0, 1, 2), dtype=np.float64)
     return Data((x_train - mean) / std, y_train, (x_test - mean) / std, y_test)
 
 
