@@ -126,8 +126,8 @@ def plot(record, workdir):
     axes[0].legend()
     for ax, norm, title in ((axes[1], "none", "(b) without BN"), (axes[2], "bn", "(c) with BN")):
         curve = seeds[0][norm]
-        for key in ("p15", "p50", "p85"):
-            ax.plot(curve["steps"], curve[key], color="C0" if key == "p50" else "C1", label=key)
+        ax.fill_between(curve["steps"], curve["p15"], curve["p85"], alpha=0.3, label="15-85th")
+        ax.plot(curve["steps"], curve["p50"], label="median")
         ax.set(xlabel="training step", ylabel="sigmoid input (seed 0)", title=title)
         ax.legend()
     return [report.save_figure(fig, workdir, FIGURES[0])]
