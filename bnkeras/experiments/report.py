@@ -10,6 +10,7 @@ from bnkeras.training.files import atomic_write_text
 
 __all__ = [
     "accuracy_bars",
+    "all_summary_markdown",
     "atomic_write_text",
     "figure",
     "mean_band",
@@ -36,6 +37,10 @@ def _finite_or_none(value):
 def to_json(record):
     """JSON text of `record`; NaN and infinities (diverged runs) become null."""
     return json.dumps(_finite_or_none(record), indent=1, allow_nan=False) + "\n"
+
+
+def _cell(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _number(value, digits=3):
@@ -65,10 +70,10 @@ def summary_markdown(record):
         "",
         "| | |",
         "|---|---|",
-        f"| Paper's claim | {record['claim']} |",
-        f"| Our setup | {record['setup']} |",
-        f"| Our result | {record['result']} |",
-        f"| Verdict | {record['verdict']} |",
+        f"| Paper's claim | {_cell(record['claim'])} |",
+        f"| Our setup | {_cell(record['setup'])} |",
+        f"| Our result | {_cell(record['result'])} |",
+        f"| Verdict | {_cell(record['verdict'])} |",
         "",
         f"Mode {mode}; {len(seeds)} seed(s); {wall:.0f} s of training in total; {versions}.",
         "",
@@ -91,6 +96,27 @@ def summary_markdown(record):
         )
     lines.append("")
     lines += [f"![{name}]({name})" for name in record["files"] if name.endswith(".png")]
+    return "\n".join(lines) + "\n"
+
+
+ALL_MARKER = "<!-- written by `bnkeras reproduce all` -->"
+
+
+def all_summary_markdown(records):
+    """One table row per experiment (claim, setup, result, verdict), linking to its directory."""
+    lines = [
+        ALL_MARKER,
+        "# `bnkeras reproduce all`",
+        "",
+        "| experiment | paper's claim | our setup | our result | verdict | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, record in records.items():
+        lines.append(
+            f"| [{name}]({name}/summary.md) | {_cell(record['claim'])} | "
+            f"{_cell(record['setup'])} | {_cell(record['result'])} | "
+            f"{_cell(record['verdict'])} | {len(record['seeds'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -168,8 +168,20 @@ def reproduce(name, workdir, seeds=3, quick=False):
 
 
 def reproduce_all(workdir, seeds=3, quick=False):
-    """Every experiment, each in `workdir/NAME`."""
-    return {
-        name: reproduce(name, Path(workdir) / name, seeds=seeds, quick=quick)
-        for name in EXPERIMENTS
+    """Every experiment, each in `workdir/NAME`, and `workdir/summary.md`: one row each.
+
+    Returns:
+        experiment name -> its results record.
+    """
+    workdir = Path(workdir)
+    summary = workdir / SUMMARY
+    if summary.exists() and not summary.read_text().startswith(report.ALL_MARKER):
+        raise ReproduceError(
+            f"{summary} exists and was not written by `bnkeras reproduce all`; choose another "
+            f"--workdir. Received: workdir={str(workdir)!r}"
+        )
+    records = {
+        name: reproduce(name, workdir / name, seeds=seeds, quick=quick) for name in EXPERIMENTS
     }
+    report.atomic_write_text(summary, report.all_summary_markdown(records))
+    return records

@@ -40,11 +40,17 @@ COMPARISON_FIELDS = {
 }
 
 
-@pytest.fixture(scope="module", params=list(EXPERIMENTS))
-def quick_run(request, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp(request.param)
-    runner.reproduce(request.param, workdir, seeds=1, quick=True)
-    return request.param, workdir
+@pytest.fixture(scope="module")
+def all_quick(tmp_path_factory):
+    """`bnkeras reproduce all --quick` once: every experiment in workdir/NAME."""
+    workdir = tmp_path_factory.mktemp("science")
+    assert cli.main(["reproduce", "all", "--workdir", str(workdir), "--quick"]) == 0
+    return workdir
+
+
+@pytest.fixture(params=list(EXPERIMENTS))
+def quick_run(request, all_quick):
+    return request.param, all_quick / request.param
 
 
 def _finite_numbers(value):
@@ -89,6 +95,13 @@ def test_rerun_skips_completed_seeds(quick_run, caplog):
     assert json.loads((workdir / "results.json").read_text())["seeds"] == before
 
 
+def test_all_writes_one_row_per_experiment(all_quick):
+    text = (all_quick / "summary.md").read_text()
+    for name in EXPERIMENTS:
+        assert f"| [{name}]({name}/summary.md) |" in text
+    assert text.count("undetermined (needs >= 2 seeds per arm)") == len(EXPERIMENTS)
+
+
 def test_refuses_results_of_other_settings(quick_run):
     name, workdir = quick_run
     text = (workdir / "results.json").read_text()
@@ -108,6 +121,9 @@ def test_never_overwrites_foreign_files(tmp_path):
     with pytest.raises(ReproduceError, match="not written by `bnkeras reproduce`"):
         runner.reproduce("lr", other, quick=True)
     assert (other / "results.json").read_text() == '{"some": "file"}'
+    with pytest.raises(ReproduceError, match="not written by `bnkeras reproduce all`"):
+        runner.reproduce_all(tmp_path, quick=True)
+    assert (tmp_path / "summary.md").read_text() == "mine"
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
