@@ -60,7 +60,8 @@ class MicrobatchRenorm(keras.layers.Layer):
     microbatches and the shared layer normalizes each with its own statistics;
     the layer's statistics are then updated once per microbatch, so its momenta
     are set to `momentum ** (1 / groups)` to keep the per-step averaging of a
-    single update. Inference is the layer's inference.
+    single update; its `renorm_step` advances once per microbatch, so use constant
+    clips rather than step schedules. Inference is the layer's inference.
     """
 
     def __init__(self, virtual_batch_size, groups, momentum=0.99, renorm_momentum=0.99, **kw):

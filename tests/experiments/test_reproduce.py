@@ -44,7 +44,13 @@ COMPARISON_FIELDS = {
 def all_quick(tmp_path_factory):
     """`bnkeras reproduce all --quick` once: every experiment in workdir/NAME."""
     workdir = tmp_path_factory.mktemp("science")
-    assert cli.main(["reproduce", "all", "--workdir", str(workdir), "--quick"]) == 0
+    logger = logging.getLogger("bnkeras")
+    handlers, level = list(logger.handlers), logger.level
+    try:  # the CLI shows progress through the `bnkeras` logger
+        assert cli.main(["reproduce", "all", "--workdir", str(workdir), "--quick"]) == 0
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
     return workdir
 
 
