@@ -6,6 +6,8 @@ accuracy over training and the 15th / 50th / 85th percentiles (over the test
 set) of the input of one sigmoid of the last hidden layer.
 """
 
+import math
+
 import keras
 import numpy as np
 
@@ -109,7 +111,7 @@ def result_text(record):
     return (
         f"final test accuracy BN {m['accuracy_bn']:.3f} vs no BN {m['accuracy_none']:.3f}; "
         f"BN reaches the no-BN final accuracy "
-        + ("never" if speedup is None else f"{speedup:.1f}x sooner")
+        + ("never" if math.isnan(speedup) else f"{speedup:.1f}x sooner")
         + f"; median sigmoid input drifts {m['drift_bn']:.2f} (BN) vs {m['drift_none']:.2f} "
         "(no BN) of its 15-85 width."
     )

@@ -147,8 +147,11 @@ def mean_band(ax, steps, curves, label, **kwargs):
 
 
 def means(record):
-    """metric name -> mean over seeds."""
-    return {name: entry["mean"] for name, entry in record["metrics"].items()}
+    """metric name -> mean over seeds (NaN when no seed gave a finite value)."""
+    return {
+        name: math.nan if entry["mean"] is None else entry["mean"]
+        for name, entry in record["metrics"].items()
+    }
 
 
 def seed_curves(record):

@@ -86,30 +86,36 @@ def welch_t(a, b):
     return {"t": t, "df": df, "p": student_t_two_sided_p(t, df)}
 
 
+def _finite(values):
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
 def compare(label, a_name, a, b_name, b, claimed_sign):
     """The effect mean(a) - mean(b) against the seed spread, and what it says of a claim.
 
     Args:
         label: What is compared, e.g. "final test accuracy, BN - no BN".
         a_name, b_name: Names of the two arms.
-        a, b: Per-seed values of the two arms.
+        a, b: Per-seed values of the two arms; None and non-finite values
+            (diverged runs) are left out.
         claimed_sign: +1 if the paper claims a > b, -1 if it claims a < b.
 
     Returns:
         A JSON-ready dict: means, sds, `effect`, `effect_over_spread` (the effect
         in units of the pooled seed sd), Welch's `t`, `df`, `p` and `verdict`.
     """
+    a, b = _finite(a), _finite(b)
     (mean_a, sd_a), (mean_b, sd_b) = mean_sd(a), mean_sd(b)
-    effect = mean_a - mean_b
-    test = welch_t(a, b)
+    effect = None if mean_a is None or mean_b is None else mean_a - mean_b
+    test = welch_t(a, b) if effect is not None else {"t": None, "df": None, "p": None}
     spread = None
     if sd_a is not None and sd_b is not None:
         spread = math.sqrt((sd_a**2 + sd_b**2) / 2.0)
     ratio = None if not spread else effect / spread
-    if test["p"] is None:
-        verdict = "undetermined (needs >= 2 seeds per arm)"
-    elif not math.isfinite(effect):
-        verdict = "undetermined (non-finite values)"
+    if effect is None:
+        verdict = "undetermined (no finite values: diverged runs)"
+    elif test["p"] is None:
+        verdict = "undetermined (needs >= 2 finite seeds per arm)"
     elif test["p"] >= ALPHA:
         verdict = f"not significant (p = {test['p']:.2g}): effect within seed noise"
     elif effect * claimed_sign > 0:

@@ -105,7 +105,7 @@ def test_all_writes_one_row_per_experiment(all_quick):
     text = (all_quick / "summary.md").read_text()
     for name in EXPERIMENTS:
         assert f"| [{name}]({name}/summary.md) |" in text
-    assert text.count("undetermined (needs >= 2 seeds per arm)") == len(EXPERIMENTS)
+    assert text.count("undetermined (needs >= 2 finite seeds per arm)") == len(EXPERIMENTS)
 
 
 def test_refuses_results_of_other_settings(quick_run):

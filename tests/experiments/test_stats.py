@@ -56,3 +56,11 @@ def test_compare_verdicts():
     noise = stats.compare("x", "a", [0.5, 0.7, 0.6], "b", [0.55, 0.65, 0.62], +1)
     assert noise["verdict"].startswith("not significant")
     assert stats.compare("x", "a", [0.8], "b", [0.5], +1)["verdict"].startswith("undetermined")
+
+
+def test_compare_leaves_out_diverged_seeds():
+    with_nan = stats.compare("x", "a", [0.8, None, 0.82, math.nan], "b", [0.5, 0.52], +1)
+    assert with_nan["mean_a"] == pytest.approx(0.81) and with_nan["p"] is not None
+    none_left = stats.compare("x", "a", [None, math.nan], "b", [0.5, 0.52], +1)
+    assert none_left["effect"] is None
+    assert none_left["verdict"] == "undetermined (no finite values: diverged runs)"
