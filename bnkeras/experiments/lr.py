@@ -66,30 +66,32 @@ def run_seed(seed, s):
     return {"metrics": metrics, "curves": curves}
 
 
+def _divergences(record, key):
+    return int(sum(value or 0 for value in record["metrics"][f"diverged_{key}"]["per_seed"]))
+
+
 def result_text(record):
-    m = record["metrics"]
+    m = report.means(record)
     parts = []
     for norm, label in (("bn", "with BN"), ("none", "without BN")):
-        accuracies = " / ".join(f"{m[f'accuracy_{norm}_x{k}']['mean']:.3f}" for k in MULTIPLIERS)
-        diverged = ", ".join(
-            f"x{k}: {int(np.nansum(m[f'diverged_{norm}_x{k}']['per_seed']))}" for k in MULTIPLIERS
-        )
+        accuracies = " / ".join(f"{m[f'accuracy_{norm}_x{k}']:.3f}" for k in MULTIPLIERS)
+        diverged = ", ".join(f"x{k}: {_divergences(record, f'{norm}_x{k}')}" for k in MULTIPLIERS)
         parts.append(f"{label} {accuracies} at x1 / x5 / x30 (diverged runs {diverged})")
     return f"test accuracy {'; '.join(parts)}; {len(record['seeds'])} seed(s)."
 
 
 def plot(record, workdir):
-    m = record["metrics"]
+    m, means = record["metrics"], report.means(record)
     fig, (ax,) = report.figure(1)
     for offset, (norm, label) in zip(
         (-0.03, 0.03), (("bn", "with BN"), ("none", "without BN")), strict=True
     ):
         x = np.array(MULTIPLIERS, float) * (1 + offset)
-        means = [m[f"accuracy_{norm}_x{k}"]["mean"] for k in MULTIPLIERS]
+        accuracies = [means[f"accuracy_{norm}_x{k}"] for k in MULTIPLIERS]
         sds = [m[f"accuracy_{norm}_x{k}"]["sd"] or 0.0 for k in MULTIPLIERS]
-        ax.errorbar(x, means, yerr=sds, marker="o", capsize=3, label=label)
+        ax.errorbar(x, accuracies, yerr=sds, marker="o", capsize=3, label=label)
         for xi, k in zip(x, MULTIPLIERS, strict=True):
-            count = int(np.nansum(m[f"diverged_{norm}_x{k}"]["per_seed"]))
+            count = _divergences(record, f"{norm}_x{k}")
             if count:
                 ax.annotate(f"{count} NaN", (xi, 0.1), ha="center", fontsize=8)
     ax.set_xscale("log")

@@ -163,9 +163,10 @@ def accuracy_bars(ax, record, names, positions=None, colours=None):
     """Bars of the mean final accuracy `accuracy_NAME` of each arm, ±1 sd over seeds."""
     metrics = record["metrics"]
     positions = np.arange(len(names)) if positions is None else np.asarray(positions)
-    means_ = [metrics[f"accuracy_{name}"]["mean"] for name in names]
+    means_ = [means(record)[f"accuracy_{name}"] for name in names]
     sds = [metrics[f"accuracy_{name}"]["sd"] or 0.0 for name in names]
     colours = colours or [f"C{i}" for i in range(len(names))]
     ax.bar(positions, means_, yerr=sds, capsize=3, color=colours)
     ax.set_xticks(positions, [name.replace("_", "\n") for name in names], fontsize=8)
-    ax.set_ylim(max(0.0, min(means_) - 2 * max(sds) - 0.05), 1.0)
+    low = np.nanmin(means_) - 2 * max(sds) - 0.05
+    ax.set_ylim(max(0.0, low) if np.isfinite(low) else 0.0, 1.0)

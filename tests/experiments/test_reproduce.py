@@ -1,6 +1,7 @@
 import json
 import logging
 import math
+import shutil
 
 import pytest
 
@@ -143,3 +144,17 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["reproduce", "fig2", "--workdir", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_resume_with_a_diverged_seed(all_quick, tmp_path):
+    # A diverged run stores null (JSON has no NaN); resuming must still summarize.
+    workdir = tmp_path / "lr"
+    shutil.copytree(all_quick / "lr", workdir)
+    record = json.loads((workdir / "results.json").read_text())
+    record["seeds"]["0"]["metrics"]["accuracy_none_x1"] = None
+    (workdir / "results.json").write_text(json.dumps(record))
+    runner.reproduce("lr", workdir, seeds=1, quick=True)
+    record = json.loads((workdir / "results.json").read_text())
+    assert record["metrics"]["accuracy_none_x1"] == {"per_seed": [None], "mean": None, "sd": None}
+    assert record["comparisons"][0]["verdict"] == "undetermined (no finite values: diverged runs)"
+    assert "nan" in record["result"]
