@@ -32,6 +32,7 @@ DEFAULTS = {
         "rmax": "warmup",
         "dmax": "warmup",
         "renorm_momentum": 0.99,
+        "total_steps": None,  # renorm "warmup" laid out over this many steps (None: the run's)
     },
     "data": {
         "dataset": "bnkeras_shapes",
@@ -223,6 +224,14 @@ def validate(config):
     if config["norm"]["name"] not in NORMS:
         raise ConfigError(
             f"Unknown norm {config['norm']['name']!r}: valid norms are {', '.join(NORMS)}."
+        )
+    total_steps = config["norm"]["total_steps"]
+    if total_steps is not None and (
+        isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1
+    ):
+        raise ConfigError(
+            f"norm.total_steps must be null (the run's length) or an integer >= 1. "
+            f"Received: norm.total_steps={total_steps!r}"
         )
     train = config["train"]
     for key in ("epochs", "batch_size"):
