@@ -61,23 +61,27 @@ def test_short_run_renormalizes(rng):
 GHOST_SHAPES = [((16, 3, 3, 4), -1), ((14, 4, 3, 3), 1), ((10, 5), -1)]
 
 
+def _assert_trains_alike(layer, other, shape, rng, steps=3):
+    """Equal training outputs and gradients over `steps` steps, from random weights."""
+    layer.build(shape)
+    harness.randomize_statistics(layer, rng)
+    _with_weights(other, layer, shape)
+    for _ in range(steps):
+        x = harness.random_batch(rng, shape)
+        (grads, out), (other_grads, other_out) = (
+            harness.training_gradients(layer, x),
+            harness.training_gradients(other, x),
+        )
+        np.testing.assert_allclose(out, other_out, atol=1e-5)
+        for a, b in zip(grads, other_grads, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 @pytest.mark.parametrize("shape,axis", GHOST_SHAPES)
 def test_ghost_renorm_with_closed_clips_is_ghost_bn(shape, axis, rng):
     layer = bnkeras.BatchRenormalization(rmax=1.0, dmax=0.0, virtual_batch_size=4, axis=axis)
-    layer.build(shape)
-    harness.randomize_statistics(layer, rng)
-    ghost = _with_weights(
-        bnkeras.GhostBatchNormalization(virtual_batch_size=4, axis=axis), layer, shape
-    )
-    for _ in range(3):
-        x = harness.random_batch(rng, shape)
-        (grads, out), (ghost_grads, ghost_out) = (
-            harness.training_gradients(layer, x),
-            harness.training_gradients(ghost, x),
-        )
-        np.testing.assert_allclose(out, ghost_out, atol=1e-5)
-        for a, b in zip(grads, ghost_grads, strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-5)
+    ghost = bnkeras.GhostBatchNormalization(virtual_batch_size=4, axis=axis)
+    _assert_trains_alike(layer, ghost, shape, rng)
     np.testing.assert_allclose(layer.moving_mean, ghost.moving_mean, atol=1e-5)
 
 
@@ -85,18 +89,8 @@ def test_ghost_renorm_with_closed_clips_is_ghost_bn(shape, axis, rng):
 def test_ghost_renorm_with_one_ghost_batch_is_renorm(shape, axis, rng):
     options = {"rmax": 1.5, "dmax": 0.5, "renorm_momentum": 0.8, "axis": axis}
     layer = bnkeras.BatchRenormalization(virtual_batch_size=shape[0], **options)
-    layer.build(shape)
-    harness.randomize_statistics(layer, rng)
-    plain = _with_weights(bnkeras.BatchRenormalization(**options), layer, shape)
-    for _ in range(3):
-        x = harness.random_batch(rng, shape)
-        (grads, out), (plain_grads, plain_out) = (
-            harness.training_gradients(layer, x),
-            harness.training_gradients(plain, x),
-        )
-        np.testing.assert_allclose(out, plain_out, atol=1e-5)
-        for a, b in zip(grads, plain_grads, strict=True):
-            np.testing.assert_allclose(a, b, atol=1e-5)
+    plain = bnkeras.BatchRenormalization(**options)
+    _assert_trains_alike(layer, plain, shape, rng)
     for a, b in zip(layer.weights, plain.weights, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=a.name)
 
