@@ -71,12 +71,13 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
     warm-up where it stopped.
 
     With `virtual_batch_size`, training splits the batch into ghost batches as
-    `bnkeras.GhostBatchNormalization` does (renorm over microbatches, as in
-    the paper's small-minibatch experiment): each ghost batch is normalized with its own statistics
-    and corrected with its own `r` and `d`. The renorm and moving statistics are
-    updated once per call with the batch mean and the mean of the ghost batches'
-    stddevs (each weighted by its size). With `rmax=1, dmax=0` the training
-    output is exactly ghost BN's; with one ghost batch it is exactly renorm.
+    `bnkeras.GhostBatchNormalization` does (renorm over microbatches, as in the
+    paper's small-minibatch experiment): each ghost batch is normalized with its
+    own statistics and corrected with its own `r` and `d`. The renorm and moving
+    statistics are updated once per call with the batch mean and the mean of the
+    ghost batches' stddevs (each weighted by its size). With `rmax=1, dmax=0` the
+    training output is exactly ghost BN's; with one ghost batch it is exactly
+    renorm.
 
     Args:
         rmax: Upper clip of `r` (>= 1): a number, `"warmup"` (default: the
