@@ -33,6 +33,7 @@ DEFAULTS = {
         "dmax": "warmup",
         "renorm_momentum": 0.99,
         "total_steps": None,  # renorm "warmup" laid out over this many steps (None: the run's)
+        "renorm_bias_correction": False,
     },
     "data": {
         "dataset": "bnkeras_shapes",

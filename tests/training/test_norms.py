@@ -31,6 +31,7 @@ def test_config_steps_win_over_the_run():
     norm = {**DEFAULTS["norm"], "name": "renorm"}
     assert norm_from_config(norm, total_steps=744)().total_steps == 744
     assert norm_from_config({**norm, "total_steps": 130_000}, 744)().rmax == WARMUP["rmax"]
+    assert norm_from_config({**norm, "renorm_bias_correction": True})().renorm_bias_correction
     with pytest.raises(ConfigError, match=r"norm.total_steps.*Received: norm.total_steps=0"):
         build_config("demo", ["norm.total_steps=0"])
 

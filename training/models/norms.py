@@ -29,6 +29,7 @@ def get_norm(
     dmax="warmup",
     renorm_momentum=0.99,
     total_steps=None,
+    renorm_bias_correction=False,
 ):
     """A norm-layer maker for `name`; None for "none" (models then give convs a bias).
 
@@ -45,7 +46,13 @@ def get_norm(
     if name == "keras":
         return functools.partial(keras.layers.BatchNormalization, **common)
     if name == "renorm":
-        options = {"rmax": rmax, "dmax": dmax, "renorm_momentum": renorm_momentum, **common}
+        options = {
+            "rmax": rmax,
+            "dmax": dmax,
+            "renorm_momentum": renorm_momentum,
+            "renorm_bias_correction": renorm_bias_correction,
+            **common,
+        }
         if "warmup" in (rmax, dmax):
             options["total_steps"] = total_steps
         make = functools.partial(bnkeras.BatchRenormalization, **options)
