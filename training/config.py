@@ -33,7 +33,7 @@ DEFAULTS = {
         "dmax": "warmup",
         "renorm_momentum": 0.99,
         "total_steps": None,  # renorm "warmup" laid out over this many steps (None: the run's)
-        "renorm_bias_correction": False,
+        "renorm_bias_correction": True,  # the layer's default is False, as Keras
     },
     "data": {
         "dataset": "bnkeras_shapes",

@@ -19,7 +19,7 @@ def test_renorm_warmup_over_the_run_is_logged(caplog):
         layer = get_norm("renorm", total_steps=744)()
     assert layer.rmax == warmup("rmax", 744) and layer.dmax == warmup("dmax", 744)
     assert (
-        "batch renorm clipping (a run of 744 steps): rmax 1 until step 29, then linear to 3 "
+        "batch renorm clipping (warm-up over a run of 744 steps): rmax 1 until step 29, then linear to 3 "
         "at step 229; dmax 0 until step 29, then linear to 5 at step 143"
     ) in caplog.text
     # Explicit clips take no run length; without one the paper's absolute steps.
@@ -31,7 +31,9 @@ def test_config_steps_win_over_the_run():
     norm = {**DEFAULTS["norm"], "name": "renorm"}
     assert norm_from_config(norm, total_steps=744)().total_steps == 744
     assert norm_from_config({**norm, "total_steps": 130_000}, 744)().rmax == WARMUP["rmax"]
-    assert norm_from_config({**norm, "renorm_bias_correction": True})().renorm_bias_correction
+    # The trainer's renorm corrects the start-up bias of its statistics unless told not to.
+    assert norm_from_config(norm)().renorm_bias_correction
+    assert not norm_from_config({**norm, "renorm_bias_correction": False})().renorm_bias_correction
     with pytest.raises(ConfigError, match=r"norm.total_steps.*Received: norm.total_steps=0"):
         build_config("demo", ["norm.total_steps=0"])
 

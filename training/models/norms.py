@@ -56,7 +56,7 @@ def get_norm(
         if "warmup" in (rmax, dmax):
             options["total_steps"] = total_steps
         make = functools.partial(bnkeras.BatchRenormalization, **options)
-        _log_renorm_schedule(make(), total_steps)
+        _log_renorm_schedule(make())
         return make
     if name == "ghost":
         return functools.partial(
@@ -65,11 +65,11 @@ def get_norm(
     raise ValueError(f"Unknown norm {name!r}: valid norms are {', '.join(NORMS)}.")
 
 
-def _log_renorm_schedule(layer, total_steps):
-    run = f"a run of {total_steps} steps" if total_steps else "absolute steps"
+def _log_renorm_schedule(layer):
+    steps = layer.total_steps
     logger.info(
         "batch renorm clipping (%s): %s; %s",
-        run,
+        f"warm-up over a run of {steps} steps" if steps else "steps of the layer",
         describe("rmax", layer.rmax),
         describe("dmax", layer.dmax),
     )
