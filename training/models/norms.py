@@ -68,8 +68,10 @@ def get_norm(
 def _log_renorm_schedule(layer):
     steps = layer.total_steps
     logger.info(
-        "batch renorm clipping (%s): %s; %s",
-        f"warm-up over a run of {steps} steps" if steps else "steps of the layer",
+        "batch renorm clipping (%s): %s; %s; renorm_momentum %g%s",
+        f"warm-up over a run of {steps} steps" if steps else "absolute steps",
         describe("rmax", layer.rmax),
         describe("dmax", layer.dmax),
+        layer.renorm_momentum,
+        ", bias-corrected" if layer.renorm_bias_correction else "",
     )
