@@ -92,6 +92,24 @@ class Number:
 
 
 @dataclasses.dataclass(frozen=True)
+class OrNull:
+    """`check`, or null."""
+
+    check: object
+
+    def describe(self):
+        return f"{self.check.describe()} or null"
+
+    def __call__(self, key, value):
+        if value is None:
+            return None
+        try:
+            return self.check(key, value)
+        except ConfigError:
+            raise _error(key, self.describe(), value) from None
+
+
+@dataclasses.dataclass(frozen=True)
 class Boolean:
     def describe(self):
         return "true or false"
@@ -256,6 +274,12 @@ class NormConfig(Section):
     rmax: object = key("warmup", ClipBound(1.0), "renorm: upper clip of r")
     dmax: object = key("warmup", ClipBound(0.0), "renorm: clip of |d|")
     renorm_momentum: float = key(0.99, UNIT)
+    total_steps: int | None = key(
+        None, OrNull(COUNT), "renorm: steps the 'warmup' schedule spans (null: the run's)"
+    )
+    renorm_bias_correction: bool = key(
+        True, Boolean(), "renorm: bias-corrected r/d statistics (the layer's default: false)"
+    )
 
 
 @dataclasses.dataclass

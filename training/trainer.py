@@ -375,7 +375,13 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
             f"{config['norm']['name']}; {replicas} replica(s)"
         )
         with strategy.scope():
-            model = build_model(config["model"], config["norm"], data.num_classes, (size, size, 3))
+            model = build_model(
+                config["model"],
+                config["norm"],
+                data.num_classes,
+                (size, size, 3),
+                total_steps=epochs * steps,
+            )
             compile_model(model, config, steps, data.num_classes)
             if state is not None:
                 model.optimizer.build(model.trainable_variables)

@@ -264,6 +264,13 @@ class BatchNormBase(keras.layers.Layer):
         """Scale and offset applied to the normalized input in training (renorm: r, d)."""
         return gamma, beta
 
+    # True while `bnkeras.recalibrate_batchnorm` recomputes the moving statistics:
+    # training is then plain BN on the variant's batch statistics, with BN's update
+    # of `moving_mean` and `moving_variance` (the means of the batch means and
+    # variances). Variants that override `_training_affine` or
+    # `_update_moving_statistics` (renorm) must honour it.
+    _recalibrating = False
+
     def _update_moving_statistics(self, batch_mean, batch_variance):
         self._assign_moving_average(self.moving_mean, batch_mean, self.momentum)
         self._assign_moving_average(self.moving_variance, batch_variance, self.momentum)

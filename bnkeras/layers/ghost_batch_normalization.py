@@ -24,113 +24,25 @@ def _unless_empty(count, *weights):
     return [tf.where(count > 0, w, tf.stop_gradient(w)) for w in weights]
 
 
-@keras.saving.register_keras_serializable(package="bnkeras")
-class GhostBatchNormalization(BatchNormBase):
-    """Ghost batch normalization (Hoffer et al., 2017).
+class GhostBatches:
+    """Batch statistics over ghost batches: consecutive groups of
+    `self.virtual_batch_size` examples, the last one holding the remainder.
 
-    In training, the batch is split into "ghost" batches of `virtual_batch_size`
-    consecutive examples (contiguous groups: examples `0..V-1`, `V..2V-1`, ...;
-    tf.keras's `virtual_batch_size` used strided groups), and every example is
-    normalized with the mean and variance of its own ghost batch:
-    `y = gamma * (x - mean_g) / sqrt(var_g + epsilon) + beta`. A batch whose size is
-    not a multiple of `virtual_batch_size` (the last batch of an epoch) ends with one
-    smaller ghost batch of the remaining examples. With `virtual_batch_size` at
-    least the batch size this is exactly `BatchNormalization`.
-
-    The moving statistics are updated once per call with the ghost statistics
-    pooled over the batch: the mean of the ghost means and the mean of the ghost
-    variances, each ghost batch weighted by its size (so the mean is the batch
-    mean, and the variance is the within-ghost variance that training normalized
-    with). Inference is BN on the moving statistics at any batch size. The weights
-    have exactly BN's shapes, so a ghost model and a BN model load each other's
-    weights.
-
-    Args:
-        virtual_batch_size: Positive int, the size of a ghost batch.
-        **kwargs: Every argument of `bnkeras.BatchNormalization` (axis,
-            momentum, epsilon, center, scale, initializers, regularizers,
-            constraints, synchronized, name, dtype). The axis must not be the
-            batch axis. With `synchronized=True` under `tf.distribute`, ghost
-            batches are cut from the global batch (replica 0's examples first),
-            so a ghost batch may span replicas, and the result equals
-            single-device ghost BN on the global batch.
-
-    Call arguments:
-        inputs: Input tensor of rank >= 2, batch first.
-        training: Python bool. True normalizes each ghost batch with its own
-            statistics and updates the moving statistics; False/None uses the
-            moving statistics. A layer with `trainable=False` always runs in
-            inference mode.
-        mask: Optional boolean tensor with one dimension less than `inputs`;
-            masked positions are left out of the ghost statistics.
-
-    Reference:
-        - [Hoffer et al., 2017](https://arxiv.org/abs/1705.08741).
+    Shared by the `BatchNormBase` variants that split the batch
+    (`GhostBatchNormalization`, `BatchRenormalization(virtual_batch_size=...)`).
     """
 
-    def __init__(self, virtual_batch_size=32, **kwargs):
-        super().__init__(**kwargs)
-        self.virtual_batch_size = as_int("virtual_batch_size", virtual_batch_size, minimum=1)
-
-    def build(self, input_shape):
-        super().build(input_shape)
+    def _check_batch_axis(self, input_shape):
         if self._channel_axis == 0:
             raise ValueError(
-                "GhostBatchNormalization splits the batch axis into ghost batches, so it "
+                f"{type(self).__name__} splits the batch axis into ghost batches, so it "
                 f"cannot normalize over axis 0 of input shape {tuple(input_shape)}. "
                 f"Received: axis={self.axis}"
             )
 
-    def _fused_training_outputs(self, inputs):
-        scale, offset = self._fused_scale_offset(*self._gamma_beta(tf.float32))
-        if inputs.shape[0] is None:
-            outputs, mean, variance = self._fused_dynamic_batch(inputs, scale, offset)
-        else:
-            outputs, mean, variance = self._fused_static_batch(inputs, scale, offset)
-        self._update_moving_statistics(mean, variance)
-        return outputs
-
-    def _fused_static_batch(self, inputs, scale, offset):
-        # Each ghost batch is a zero-copy slice along the batch axis with its own
-        # fused call; measured faster than one call on ghost batches folded into
-        # the channels (see benchmarks/bench_layers.py).
-        batch, size = inputs.shape[0], self.virtual_batch_size
-        if batch <= size:  # one ghost batch (or an empty batch): plain BN
-            return _fused.train(inputs, scale, offset, self.epsilon)
-        sizes = [size] * (batch // size) + ([batch % size] if batch % size else [])
-        results = [
-            _fused.train(part, scale, offset, self.epsilon) for part in tf.split(inputs, sizes)
-        ]
-        return _pooled(results, [n / batch for n in sizes])
-
-    def _fused_dynamic_batch(self, inputs, scale, offset):
-        # The batch size is known only at run time (e.g. inside fit): the whole
-        # ghost batches go through one fused call folded into the channels, the
-        # remainder (the last batch of an epoch) through another. No tf.cond: both
-        # calls always run, the one on an empty part costs nothing, and the graph
-        # compiles under XLA for every batch size.
-        size, epsilon = self.virtual_batch_size, self.epsilon
-        batch = tf.shape(inputs)[0]
-        whole = batch // size * size
-        # As 4-D (N, D*H, W, C): the kernel's gradient of an empty 5-D input has a
-        # wrong rank.
-        inner = inputs.shape[1:-1]
-        flat = tf.reshape(inputs, [batch, inner[:-1].num_elements(), inner[-1], inputs.shape[-1]])
-        head, tail = tf.split(flat, tf.stack([whole, batch - whole]))
-        head = _fused.train_ghost_batches(head, size, *_unless_empty(whole, scale, offset), epsilon)
-        tail = _fused.train(tail, *_unless_empty(batch - whole, scale, offset), epsilon)
-        outputs = tf.reshape(tf.concat([head[0], tail[0]], 0), tf.shape(inputs))
-        # Statistics of an empty part are NaN: weigh them out, except that an empty
-        # batch gives NaN statistics as BatchNormalization's do.
-        weight = tf.cast(whole, tf.float32) / tf.cast(batch, tf.float32)
-
-        def pool(head_stat, tail_stat):
-            pooled = weight * head_stat + (1.0 - weight) * tail_stat
-            return tf.where(whole == 0, tail_stat, tf.where(whole == batch, head_stat, pooled))
-
-        return outputs, pool(head[1], tail[1]), pool(head[2], tail[2])
-
-    def _batch_moments(self, x, mask):
+    def _ghost_moments(self, x, mask):
+        """Moments of the ghost batches: `mean`/`variance` per example (its ghost
+        batch's), `batch_mean`/`batch_variance` pooled over the ghost batches."""
         ctx = replica_context_to_sync(self.synchronized)
         size = self.virtual_batch_size
         spatial = [a for a in range(1, self._rank) if a != self._channel_axis]
@@ -187,6 +99,111 @@ class GhostBatchNormalization(BatchNormBase):
         shape = [-1] + [1] * (self._rank - 1)
         shape[self._channel_axis] = values.shape[-1]
         return tf.reshape(values, shape)
+
+
+@keras.saving.register_keras_serializable(package="bnkeras")
+class GhostBatchNormalization(GhostBatches, BatchNormBase):
+    """Ghost batch normalization (Hoffer et al., 2017).
+
+    In training, the batch is split into "ghost" batches of `virtual_batch_size`
+    consecutive examples (contiguous groups: examples `0..V-1`, `V..2V-1`, ...;
+    tf.keras's `virtual_batch_size` used strided groups), and every example is
+    normalized with the mean and variance of its own ghost batch:
+    `y = gamma * (x - mean_g) / sqrt(var_g + epsilon) + beta`. A batch whose size is
+    not a multiple of `virtual_batch_size` (the last batch of an epoch) ends with one
+    smaller ghost batch of the remaining examples. With `virtual_batch_size` at
+    least the batch size this is exactly `BatchNormalization`.
+
+    The moving statistics are updated once per call with the ghost statistics
+    pooled over the batch: the mean of the ghost means and the mean of the ghost
+    variances, each ghost batch weighted by its size (so the mean is the batch
+    mean, and the variance is the within-ghost variance that training normalized
+    with). Inference is BN on the moving statistics at any batch size. The weights
+    have exactly BN's shapes, so a ghost model and a BN model load each other's
+    weights.
+
+    Args:
+        virtual_batch_size: Positive int, the size of a ghost batch.
+        **kwargs: Every argument of `bnkeras.BatchNormalization` (axis,
+            momentum, epsilon, center, scale, initializers, regularizers,
+            constraints, synchronized, name, dtype). The axis must not be the
+            batch axis. With `synchronized=True` under `tf.distribute`, ghost
+            batches are cut from the global batch (replica 0's examples first),
+            so a ghost batch may span replicas, and the result equals
+            single-device ghost BN on the global batch.
+
+    Call arguments:
+        inputs: Input tensor of rank >= 2, batch first.
+        training: Python bool. True normalizes each ghost batch with its own
+            statistics and updates the moving statistics; False/None uses the
+            moving statistics. A layer with `trainable=False` always runs in
+            inference mode.
+        mask: Optional boolean tensor with one dimension less than `inputs`;
+            masked positions are left out of the ghost statistics.
+
+    Reference:
+        - [Hoffer et al., 2017](https://arxiv.org/abs/1705.08741).
+    """
+
+    def __init__(self, virtual_batch_size=32, **kwargs):
+        super().__init__(**kwargs)
+        self.virtual_batch_size = as_int("virtual_batch_size", virtual_batch_size, minimum=1)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._check_batch_axis(input_shape)
+
+    def _fused_training_outputs(self, inputs):
+        scale, offset = self._fused_scale_offset(*self._gamma_beta(tf.float32))
+        if inputs.shape[0] is None:
+            outputs, mean, variance = self._fused_dynamic_batch(inputs, scale, offset)
+        else:
+            outputs, mean, variance = self._fused_static_batch(inputs, scale, offset)
+        self._update_moving_statistics(mean, variance)
+        return outputs
+
+    def _fused_static_batch(self, inputs, scale, offset):
+        # Each ghost batch is a zero-copy slice along the batch axis with its own
+        # fused call; measured faster than one call on ghost batches folded into
+        # the channels (see benchmarks/bench_layers.py).
+        batch, size = inputs.shape[0], self.virtual_batch_size
+        if batch <= size:  # one ghost batch (or an empty batch): plain BN
+            return _fused.train(inputs, scale, offset, self.epsilon)
+        sizes = [size] * (batch // size) + ([batch % size] if batch % size else [])
+        results = [
+            _fused.train(part, scale, offset, self.epsilon) for part in tf.split(inputs, sizes)
+        ]
+        return _pooled(results, [n / batch for n in sizes])
+
+    def _fused_dynamic_batch(self, inputs, scale, offset):
+        # The batch size is known only at run time (e.g. inside fit): the whole
+        # ghost batches go through one fused call folded into the channels, the
+        # remainder (the last batch of an epoch) through another. No tf.cond: both
+        # calls always run, the one on an empty part costs nothing, and the graph
+        # compiles under XLA for every batch size.
+        size, epsilon = self.virtual_batch_size, self.epsilon
+        batch = tf.shape(inputs)[0]
+        whole = batch // size * size
+        # As 4-D (N, D*H, W, C): the kernel's gradient of an empty 5-D input has a
+        # wrong rank.
+        inner = inputs.shape[1:-1]
+        flat = tf.reshape(inputs, [batch, inner[:-1].num_elements(), inner[-1], inputs.shape[-1]])
+        head, tail = tf.split(flat, tf.stack([whole, batch - whole]))
+        head = _fused.train_ghost_batches(head, size, *_unless_empty(whole, scale, offset), epsilon)
+        tail = _fused.train(tail, *_unless_empty(batch - whole, scale, offset), epsilon)
+        outputs = tf.reshape(tf.concat([head[0], tail[0]], 0), tf.shape(inputs))
+        # Statistics of an empty part are NaN: weigh them out, except that an empty
+        # batch gives NaN statistics as BatchNormalization's do.
+        weight = tf.cast(whole, tf.float32) / tf.cast(batch, tf.float32)
+
+        def pool(head_stat, tail_stat):
+            pooled = weight * head_stat + (1.0 - weight) * tail_stat
+            return tf.where(whole == 0, tail_stat, tf.where(whole == batch, head_stat, pooled))
+
+        return outputs, pool(head[1], tail[1]), pool(head[2], tail[2])
+
+    def _batch_moments(self, x, mask):
+        return self._ghost_moments(x, mask)
 
     def get_config(self):
         return {**super().get_config(), "virtual_batch_size": self.virtual_batch_size}
