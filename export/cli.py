@@ -2,7 +2,13 @@
 
 import sys
 
-from bnkeras.export.pipeline import DEFAULT_OPSET, FORMATS, ExportError, export_model
+from bnkeras.export.pipeline import (
+    DEFAULT_FORMATS,
+    DEFAULT_OPSET,
+    FORMATS,
+    ExportError,
+    export_model,
+)
 
 HELP = "Fold BN into conv/dense weights, write .keras / SavedModel / ONNX and verify each."
 
@@ -10,12 +16,15 @@ HELP = "Fold BN into conv/dense weights, write .keras / SavedModel / ONNX and ve
 def add_arguments(parser):
     parser.add_argument("source", help="a .keras model file or a training work directory")
     parser.add_argument(
-        "--out", required=True, help="output directory (must not exist unless --overwrite)"
+        "--out",
+        required=True,
+        help="output directory: new, or with --overwrite an empty one or a previous export",
     )
     parser.add_argument(
         "--formats",
-        default=",".join(FORMATS),
-        help=f"comma-separated formats to write (default: {','.join(FORMATS)})",
+        default=",".join(DEFAULT_FORMATS),
+        help=f"comma-separated formats to write, of {','.join(FORMATS)} "
+        f"(default: {','.join(DEFAULT_FORMATS)})",
     )
     parser.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
@@ -30,7 +39,9 @@ def add_arguments(parser):
         "--batch-size", type=int, default=8, help="batch used for verification and timing"
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output directory"
+        "--overwrite",
+        action="store_true",
+        help="replace a previous export (or an empty directory) at --out",
     )
 
 

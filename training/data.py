@@ -382,13 +382,14 @@ def load_data(config, batch_size, log=print, epochs=(0, 1)):
 
 
 def verification_batch(workdir, batch_size):
-    """A batch of evaluation images for the run in `workdir`, or None when unavailable."""
+    """A batch of evaluation images for the run in `workdir`.
+
+    Raises what reading the run's config or data raises (`ConfigError`/`DataError`,
+    `OSError`, `tf.errors.OpError`) so that the caller can say why.
+    """
     from bnkeras.training.config import load_run_config
 
-    try:
-        config = load_run_config(workdir)
-        data = load_data(config["data"], batch_size, log=lambda *_: None)
-        images, _ = next(iter(data.eval))
-        return images.numpy()
-    except Exception:
-        return None
+    config = load_run_config(workdir)
+    data = load_data(config["data"], batch_size, log=lambda *_: None)
+    images, _ = next(iter(data.eval))
+    return images.numpy()

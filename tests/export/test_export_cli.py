@@ -151,17 +151,6 @@ def test_unregistered_custom_layer_is_named(tmp_path, capsys):
     assert "not registered: Unregistered" in err
 
 
-def test_existing_output_is_kept_unless_overwrite(tmp_path, rng, capsys):
-    _, path = _conv_bn_model(tmp_path, rng)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "precious.txt").write_text("keep me")
-    assert "already exists" in _error(capsys, ["export", str(path), "--out", str(out)])
-    assert (out / "precious.txt").read_text() == "keep me"
-    assert main(["export", str(path), "--out", str(out), "--overwrite", "--formats", "keras"]) == 0
-    assert not (out / "precious.txt").exists() and (out / "model_folded.keras").is_file()
-
-
 def test_bad_options(tmp_path, rng, capsys):
     _, path = _conv_bn_model(tmp_path, rng)
     assert "Unsupported ONNX opset 99" in _error(
