@@ -13,7 +13,6 @@ same network without BN (its convs get a bias).
 import argparse
 import os
 import platform
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -21,6 +20,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bnkeras._timing import interleaved_times  # noqa: E402
 from bnkeras.training.models.resnet_cifar import cifar_resnet  # noqa: E402
 
 
@@ -86,13 +86,14 @@ def main():
     for model in models.values():  # trace and warm up
         for _ in range(2):
             model.train_on_batch(x, y)
-    rates = {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name, model in models.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                model.train_on_batch(x, y)
-            rates[name].append(args.batch_size * args.steps / (time.perf_counter() - start))
+
+    def steps(model):
+        for _ in range(args.steps):
+            model.train_on_batch(x, y)
+
+    candidates = {name: (lambda model=model: steps(model)) for name, model in models.items()}
+    times = interleaved_times(candidates, args.rounds, warmup=0)
+    rates = {name: args.batch_size * args.steps / np.asarray(t) for name, t in times.items()}
     print(
         f"ResNet-20 training throughput, batch {args.batch_size}, 32x32x3: TensorFlow "
         f"{tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}, "

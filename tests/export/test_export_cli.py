@@ -184,3 +184,16 @@ def test_multiple_inputs_and_outputs_export(tmp_path, rng):
     assert result.passed
     assert len(result.report["verification"]["formats"][0]["outputs"]) == 2
     np.testing.assert_equal(result.report["fold"]["bn_after"], 0)
+
+
+def test_converter_noise_goes_to_the_export_log(tmp_path, capfd):
+    model = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), weights=None, classes=4, include_preprocessing=False
+    )
+    model.save(tmp_path / "v3.keras")
+    argv = ["export", str(tmp_path / "v3.keras"), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--formats", "onnx"]) == 0
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    assert "tf2onnx" not in captured.out + captured.err
+    assert "Failed to apply optimize_transpose" in (tmp_path / "out" / "export.log").read_text()
