@@ -6,6 +6,7 @@ sleep in the product code); disks are real tmpfs mounts (root only, skipped othe
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import bnkeras
 from bnkeras.cli import main
 from bnkeras.export import outdir
 from tests.export.test_export_outdir import tree_hashes
+from tests.training.conftest import shapes_dir  # noqa: F401 - fixture
 
 
 def _save_model(path, units=4, dense=2):
@@ -172,3 +174,31 @@ def test_read_only_disk_is_one_line_and_keeps_the_previous_export(tmpfs, tmp_pat
     assert f"--out {tmpfs / 'new'}: Read-only file system" in _one_line_error(capsys)
     assert tree_hashes(out) == before
     assert sorted(p.name for p in tmpfs.iterdir()) == ["export"]
+
+
+def test_export_says_why_a_runs_data_could_not_be_read(shapes_dir, tmp_path, capsys):  # noqa: F811
+    from bnkeras.training import train_and_evaluate
+    from bnkeras.training.config import build_config
+    from tests.training.conftest import TINY
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(shapes_dir, data_dir)
+    workdir = tmp_path / "run"
+    train_and_evaluate(build_config("demo", TINY, {"data.data_dir": str(data_dir)}), workdir)
+    capsys.readouterr()
+    assert _export(workdir, tmp_path / "with_data") == 0
+    assert "verification inputs: a batch of 8 from the run's evaluation data" in (
+        capsys.readouterr().out
+    )
+    shutil.rmtree(data_dir)
+    data_dir.write_text("a file where the data folder was")  # not regenerated
+    assert _export(workdir, tmp_path / "without_data") == 0
+    printed = capsys.readouterr().out
+    line = [x for x in printed.splitlines() if x.startswith("verification inputs")][0]
+    assert line.startswith(
+        "verification inputs: random normal inputs, batch 8, because the run's data could not "
+        "be read ("
+    )
+    assert str(data_dir) in line
+    report = json.loads((tmp_path / "without_data" / "report.json").read_text())
+    assert report["inputs"].startswith("random inputs (the run's data could not be read")
