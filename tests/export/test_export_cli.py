@@ -151,19 +151,6 @@ def test_unregistered_custom_layer_is_named(tmp_path, capsys):
     assert "not registered: Unregistered" in err
 
 
-def test_bad_options(tmp_path, rng, capsys):
-    _, path = _conv_bn_model(tmp_path, rng)
-    assert "Unsupported ONNX opset 99" in _error(
-        capsys, ["export", str(path), "--out", str(tmp_path / "o"), "--opset", "99"]
-    )
-    assert "Unknown export format tflite" in _error(
-        capsys, ["export", str(path), "--out", str(tmp_path / "o"), "--formats", "keras,tflite"]
-    )
-    assert "--batch-size must be >= 1" in _error(
-        capsys, ["export", str(path), "--out", str(tmp_path / "o"), "--batch-size", "0"]
-    )
-
-
 def test_export_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "--help"])

@@ -7,10 +7,9 @@ import os
 import keras
 import pytest
 
-import bnkeras
 from bnkeras.cli import main
 from bnkeras.export import outdir
-from tests.export.test_fold import randomize
+from tests.export.test_export_cli import _conv_bn_model
 
 
 def tree_hashes(root):
@@ -27,16 +26,7 @@ def run_dir(tmp_path, rng):
     """A training work directory with a small conv+BN model and the run's other files."""
     run = tmp_path / "runs" / "demo"
     (run / "checkpoints").mkdir(parents=True)
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 3)),
-            keras.layers.Conv2D(4, 3),
-            bnkeras.BatchNormalization(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(2),
-        ]
-    )
-    randomize(model, rng)
+    model, _ = _conv_bn_model(tmp_path, rng)
     model.save(run / "model.keras")
     (run / "checkpoints" / "epoch_0001.weights.h5").write_bytes(b"checkpoint bytes")
     (run / "log.csv").write_text("epoch,loss\n0,1.0\n")
