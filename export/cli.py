@@ -39,6 +39,17 @@ def add_arguments(parser):
         "--batch-size", type=int, default=8, help="batch used for verification and timing"
     )
     parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write model_int8.tflite (post-training int8, calibrated on the run's data)",
+    )
+    parser.add_argument(
+        "--int8-max-drop",
+        type=float,
+        default=1.0,
+        help="largest accepted top-1 accuracy drop of the int8 model, in points (default 1)",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace a previous export (or an empty directory) at --out",
@@ -56,6 +67,8 @@ def run(args):
             atol=args.atol,
             batch_size=args.batch_size,
             overwrite=args.overwrite,
+            int8=args.int8,
+            int8_max_drop=args.int8_max_drop,
         )
     except ExportError as error:
         print(f"bnkeras export: error: {error}", file=sys.stderr)

@@ -29,7 +29,13 @@ import tensorflow as tf
 from bnkeras._timing import interleaved_times, paired_ratio
 from bnkeras.export import outdir
 from bnkeras.export.fold import FoldError, fold_batchnorm
-from bnkeras.export.litert import check_litert, write_litert
+from bnkeras.export.litert import (
+    check_int8,
+    check_litert,
+    compare_speed,
+    write_litert,
+    write_litert_int8,
+)
 from bnkeras.export.verify import FormatCheck, verify
 
 logger = logging.getLogger(__name__)
@@ -43,6 +49,8 @@ FILENAMES = {
     "litert": "model.tflite",
 }
 LOG_NAME = "export.log"  # what the converters print
+INT8_NAME = "model_int8.tflite"
+_DATA_ERRORS = (ValueError, OSError, StopIteration, tf.errors.OpError)  # reading a run's data
 _NOISY_LOGGERS = ("tf2onnx", "absl", "tensorflow")
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 13, 18, 17
 _UNKNOWN_SIZE = 32  # fills undefined spatial input dimensions of random inputs
@@ -59,7 +67,8 @@ class ExportResult:
 
     @property
     def passed(self):
-        return self.report["verification"]["passed"]
+        int8 = self.report.get("int8") or {"passed": True}
+        return self.report["verification"]["passed"] and int8["passed"]
 
 
 def load_source(source):
@@ -181,7 +190,7 @@ def check_batch_size(batch_size):
 
 
 def _check_out(source, out_dir, overwrite):
-    known = (*FILENAMES.values(), LOG_NAME)
+    known = (*FILENAMES.values(), LOG_NAME, INT8_NAME)
     try:
         return outdir.check_out_dir(source, out_dir, overwrite, known)
     except outdir.OutDirError as error:
@@ -199,6 +208,9 @@ def export_model(
     batch_size=8,
     overwrite=False,
     inputs=None,
+    int8=False,
+    int8_max_drop=1.0,
+    calibration_batches=16,
     log=print,
 ):
     """Folds the model of `source`, writes each format into `out_dir` and verifies it.
@@ -210,6 +222,12 @@ def export_model(
     before anything is written; so does a full or read-only disk, after removing
     what this export had written. With `overwrite=True` a previous export is
     replaced atomically (see `bnkeras.export.outdir`).
+
+    With `int8=True` (a classifier with one output) also writes `model_int8.tflite`,
+    calibrated on `calibration_batches` batches of the run's training data, and
+    fails when its top-1 accuracy on the run's evaluation set is more than
+    `int8_max_drop` points below the float LiteRT model's (without a run's data:
+    when more than `int8_max_drop` percent of top-1 predictions change).
     """
     started = time.perf_counter()
     formats = check_formats(formats)
@@ -217,8 +235,13 @@ def export_model(
         check_opset(opset)
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     check_batch_size(batch_size)
+    if int8:
+        int8_max_drop = check_tolerance("int8-max-drop", int8_max_drop)
+        formats = formats if "litert" in formats else [*formats, "litert"]
     out = _check_out(source, out_dir, overwrite)
     model, workdir = load_source(source)
+    if int8:
+        check_classifier(model)
     inputs, input_kind = _verification_inputs(model, workdir, inputs, batch_size, log)
     result = _fold(model, log)
     with _disk_errors(out_dir), outdir.partial_dir(out) as partial:
@@ -226,19 +249,25 @@ def export_model(
         outdir._pause("after_write")
         report = _verify(model, inputs, paths, failures, rtol, atol)
         log(str(report))
+        quantized = None
+        if int8 and "litert" in paths:
+            data = _int8_data(workdir, batch_size, calibration_batches, inputs)
+            quantized = _export_int8(model, result.model, paths["litert"], data, int8_max_drop)
+            log(quantized["line"])
         latency = measure_latency(model, result.model, inputs)
         log(latency.pop("line"))
         summary = {
             outdir.EXPORT_FIELD: outdir.EXPORT_VERSION,
             "source": str(source),
             "formats": {fmt: FILENAMES[fmt] for fmt in formats},
-            "files": [FILENAMES[fmt] for fmt in formats] + [LOG_NAME],
+            "files": [FILENAMES[fmt] for fmt in formats] + [LOG_NAME] + [INT8_NAME] * int8,
             "opset": opset if "onnx" in formats else None,
             "inputs": input_kind,
             "batch_size": batch_size,
             "fold": result.report.to_dict(),
             "verification": report.to_dict(),
             "latency": latency,
+            "int8": quantized,
             "peak_rss_mb": round(peak_rss_mb()),
             "seconds": round(time.perf_counter() - started, 2),
         }
@@ -327,11 +356,64 @@ def _verification_inputs(model, workdir, inputs, batch_size, log):
             batch = verification_batch(workdir, batch_size)
             log(f"verification inputs: a batch of {batch_size} from the run's evaluation data")
             return batch, "dataset batch"
-        except (ValueError, OSError, StopIteration, tf.errors.OpError) as error:
+        except _DATA_ERRORS as error:
             reason = f"the run's data could not be read ({type(error).__name__}: {error})"
             reason = reason.splitlines()[0]
     log(f"verification inputs: random normal inputs, batch {batch_size}, because {reason}")
     return random_inputs(model, batch_size), f"random inputs ({reason})"
+
+
+def check_classifier(model):
+    """int8 is judged by top-1: the model must have one (batch, classes) output."""
+    shapes = [tuple(t.shape) for t in model.outputs]
+    if len(shapes) != 1 or len(shapes[0]) != 2:
+        raise ExportError(
+            "--int8 is checked by top-1 accuracy and needs a classifier with one output of "
+            f"shape (batch, classes). Received: outputs={shapes}. Export without --int8."
+        )
+
+
+def _int8_data(workdir, batch_size, calibration_batches, inputs):
+    """(calibration batches, [(inputs, labels)], description) for the int8 model."""
+    reason = "the source is a .keras file"
+    if workdir is not None:
+        try:
+            from bnkeras.training.config import load_run_config
+            from bnkeras.training.data import load_data
+
+            data = load_data(load_run_config(workdir)["data"], batch_size, log=lambda *_: None)
+            calibration = [x.numpy() for x, _ in data.train.take(calibration_batches)]
+            evaluation = [(x.numpy(), y.numpy().argmax(-1)) for x, y in data.eval]
+            return calibration, evaluation, "run's training data / evaluation set"
+        except _DATA_ERRORS as error:
+            reason = f"the run's data could not be read ({type(error).__name__}: {error})"
+    return [inputs], [(inputs, None)], f"verification inputs ({reason.splitlines()[0]})"
+
+
+def _export_int8(model, folded, float_path, data, max_drop):
+    """Writes and checks `model_int8.tflite` beside the float `float_path`: a report entry."""
+    calibration, evaluation, description = data
+    int8_path = float_path.parent / INT8_NAME
+    with quiet_output(float_path.parent / LOG_NAME):
+        write_litert_int8(folded, int8_path, calibration)
+        check = check_int8(model, float_path, int8_path, evaluation, max_drop)
+        speed = compare_speed(model, float_path, int8_path, evaluation[0][0])
+    size = int8_path.stat().st_size / float_path.stat().st_size
+    check.update(speed, data=description, size_ratio=size)
+    if "accuracy_drop_points" in check:
+        verdict = (
+            f"accuracy {100 * check['accuracy_float']:.2f}% -> "
+            f"{100 * check['accuracy_int8']:.2f}% ({check['accuracy_drop_points']:.2f} points "
+            f"drop, limit {max_drop:g})"
+        )
+    else:
+        verdict = f"top-1 agreement {100 * check['top1_agreement']:.1f}% (no labels)"
+    check["line"] = (
+        f"int8 LiteRT ({check['examples']} examples of the {description}): {verdict}, "
+        f"{'PASSED' if check['passed'] else 'FAILED'}; size {size:.2f}x of float, "
+        f"speed {check['int8_speedup']:.2f}x of float (indicative)"
+    )
+    return check
 
 
 def measure_latency(model, folded, inputs, budget_seconds=5.0):
