@@ -394,10 +394,16 @@ def _export_int8(model, folded, float_path, data, max_drop):
     """Writes and checks `model_int8.tflite` beside the float `float_path`: a report entry."""
     calibration, evaluation, description = data
     int8_path = float_path.parent / INT8_NAME
-    with quiet_output(float_path.parent / LOG_NAME):
-        write_litert_int8(folded, int8_path, calibration)
-        check = check_int8(model, float_path, int8_path, evaluation, max_drop)
-        speed = compare_speed(model, float_path, int8_path, evaluation[0][0])
+    try:
+        with quiet_output(float_path.parent / LOG_NAME):
+            write_litert_int8(folded, int8_path, calibration)
+            check = check_int8(model, float_path, int8_path, evaluation, max_drop)
+            speed = compare_speed(model, float_path, int8_path, evaluation[0][0])
+    except Exception as error:  # a failed int8 model fails the export, not a traceback
+        if disk_error(error):
+            raise
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        return {"passed": False, "error": message, "line": f"int8 LiteRT FAILED: {message}"}
     size = int8_path.stat().st_size / float_path.stat().st_size
     check.update(speed, data=description, size_ratio=size)
     if "accuracy_drop_points" in check:
