@@ -209,8 +209,7 @@ def replace_by_renames(partial, out):
 
 @contextlib.contextmanager
 def partial_dir(out):
-    """Cleans leftovers of `out`, yields a new partial directory, removes it on any exit."""
-    clean_leftovers(out)
+    """Yields a new partial directory for `out` and removes it on any exit."""
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = make_partial(out)
     try:

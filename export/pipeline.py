@@ -190,7 +190,10 @@ def check_batch_size(batch_size):
 
 
 def _check_out(source, out_dir, overwrite):
+    """The real path of `out_dir`, after cleaning what killed exports left beside it."""
     known = (*FILENAMES.values(), LOG_NAME, INT8_NAME)
+    with _disk_errors(out_dir):
+        outdir.clean_leftovers(Path(os.path.realpath(out_dir)))
     try:
         return outdir.check_out_dir(source, out_dir, overwrite, known)
     except outdir.OutDirError as error:
