@@ -340,7 +340,9 @@ def _verify(model, inputs, paths, failures, rtol, atol):
         atol=atol,
     )
     if "litert" in paths:
-        report.checks.append(check_litert(model, inputs, paths["litert"], report.rtol, report.atol))
+        with quiet_output(paths["litert"].parent / LOG_NAME):  # the interpreter's notices
+            check = check_litert(model, inputs, paths["litert"], report.rtol, report.atol)
+        report.checks.append(check)
     report.checks.extend(FormatCheck(fmt, [], error=message) for fmt, message in failures.items())
     del reloaded
     release_memory()
