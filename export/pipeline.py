@@ -448,10 +448,7 @@ def measure_latency(model, folded, inputs, budget_seconds=5.0):
     times = interleaved_times(candidates, rounds, warmup=0)
     ratio, (low, high) = paired_ratio(times["unfolded"], times["folded"])
     medians = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
-    if low <= 1.0 <= high:
-        verdict = f"no measurable difference (ratio {low:.2f}-{high:.2f})"
-    else:
-        verdict = f"folded {ratio:.2f}x the speed of unfolded (interquartile {low:.2f}-{high:.2f})"
+    verdict = latency_verdict(ratio, low, high)
     line = (
         f"inference latency (indicative; batch {len(tf.nest.flatten(inputs)[0])}, medians of "
         f"{rounds} interleaved rounds): unfolded {medians['unfolded']:.2f} ms, folded "
@@ -504,6 +501,13 @@ def release_memory():
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to hand back
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def latency_verdict(ratio, low, high):
+    """Words for a speed-up `ratio` whose round-by-round interquartile range is low-high."""
+    if low <= 1.0 <= high:
+        return f"no measurable difference (ratio {low:.2f}-{high:.2f})"
+    return f"folded {ratio:.2f}x the speed of unfolded (interquartile {low:.2f}-{high:.2f})"
 
 
 def peak_rss_mb():
