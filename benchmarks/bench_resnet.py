@@ -15,7 +15,6 @@ same network without BN (its convs get a bias). The script runs unchanged on a G
 import argparse
 import os
 import platform
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,6 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bnkeras._timing import interleaved_times  # noqa: E402
 from bnkeras.training.models.resnet_cifar import cifar_resnet  # noqa: E402
 
 
@@ -123,15 +123,14 @@ def main():
     for model in models.values():  # trace and warm up
         for _ in range(2):
             model.train_on_batch(x, y)
-    rates = {key: [] for key in models}
-    order = list(models)
-    for _ in range(args.rounds):
-        rng.shuffle(order)
-        for key in order:
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                models[key].train_on_batch(x, y)
-            rates[key].append(args.batch_size * args.steps / (time.perf_counter() - start))
+
+    def steps(model):
+        for _ in range(args.steps):
+            model.train_on_batch(x, y)
+
+    candidates = {name: (lambda model=model: steps(model)) for name, model in models.items()}
+    times = interleaved_times(candidates, args.rounds, warmup=0)
+    rates = {name: args.batch_size * args.steps / np.asarray(t) for name, t in times.items()}
     print(
         f"ResNet-20 training throughput, batch {args.batch_size}, 32x32x3, on {device()}: "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "

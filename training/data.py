@@ -592,15 +592,16 @@ def read_errors(data):
 
 
 def verification_batch(workdir, batch_size):
-    """A batch of evaluation images for the run in `workdir`, or None when unavailable."""
+    """A batch of evaluation images for the run in `workdir`.
+
+    Raises what reading the run's config or data raises (`ConfigError`/`DataError`,
+    `OSError`, `tf.errors.OpError`) so that the caller can say why.
+    """
     from bnkeras.training.config import load_run_config
 
-    try:
-        config = load_run_config(workdir)
-        # No cache: a cached pipeline read only in part makes TensorFlow warn.
-        data_config = {**config["data"], "cache": False}
-        data = load_data(data_config, batch_size, train=False)
-        images, _ = next(iter(data.eval.take(1)))
-        return images.numpy()
-    except Exception:
-        return None
+    config = load_run_config(workdir)
+    # No cache: a cached pipeline read only in part makes TensorFlow warn.
+    data_config = {**config["data"], "cache": False}
+    data = load_data(data_config, batch_size, train=False)
+    images, _ = next(iter(data.eval.take(1)))
+    return images.numpy()
