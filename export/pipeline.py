@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from bnkeras.export.fold import FoldError, fold_batchnorm
 from bnkeras.export.verify import FormatCheck, verify
+from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
 
 FORMATS = ("keras", "saved_model", "onnx")
 FILENAMES = {"keras": "model_folded.keras", "saved_model": "saved_model", "onnx": "model.onnx"}
@@ -88,36 +89,6 @@ def random_inputs(model, batch_size, seed=0):
         else:
             batch.append(rng.normal(size=shape).astype(tensor.dtype))
     return batch[0] if len(batch) == 1 else batch
-
-
-def _input_signature(model):
-    return [
-        tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=f"input_{i}")
-        for i, t in enumerate(model.inputs)
-    ]
-
-
-def write_keras(model, path):
-    model.save(path)
-
-
-def write_saved_model(model, path):
-    model.export(str(path), format="tf_saved_model", verbose=False)
-
-
-def write_onnx(model, path, opset):
-    try:
-        import tf2onnx
-    except ImportError as error:  # pragma: no cover - a declared dependency
-        raise ImportError("ONNX export needs tf2onnx: pip install tf2onnx") from error
-
-    @tf.function
-    def serve(*inputs):
-        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
-
-    tf2onnx.convert.from_function(
-        serve, input_signature=_input_signature(model), opset=opset, output_path=str(path)
-    )
 
 
 def _interleaved_latency(models, inputs, repeats=10):
