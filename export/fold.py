@@ -306,6 +306,28 @@ def keras_misplaces_channels_first_bias():
     return bool(np.asarray(out)[0, 0, 1] != 0.0)
 
 
+def _misplaced_bias(layer, output_shape):
+    """Why a bias folded into `layer` could land on the wrong axis, or None.
+
+    A channels_first conv whose output's last axis has (or may have, when it is
+    only known at run time) as many entries as there are channels hits the bias
+    quirk of `keras_misplaces_channels_first_bias` for some inputs."""
+    rank = len(output_shape)
+    if getattr(layer, "data_format", None) != "channels_first" or rank <= 2:
+        return None
+    channels, last = output_shape[1], output_shape[-1]
+    if last is not None and last != channels:
+        return None
+    if not keras_misplaces_channels_first_bias():
+        return None
+    size = "a run-time size" if last is None else "the same size"
+    return (
+        f"{layer.name} is channels_first with {channels} channels and a last axis of {size}, "
+        "where this Keras adds a conv bias along the last axis when the sizes match "
+        "(keras.ops.add -> tf.nn.bias_add NHWC): a folded bias would be misplaced"
+    )
+
+
 def _channel_axis(layer, rank):
     if _kind(layer) == "dense":
         return rank - 1
@@ -331,23 +353,15 @@ def _backward_target(graph, bn, tensor):
     rank = len(tensor.shape)
     if bn.axis % rank != _channel_axis(producer, rank):
         return None, f"it normalizes axis {bn.axis}, not the channel axis of {producer.name}"
-    channels_first = getattr(producer, "data_format", None) == "channels_first"
-    if (
-        channels_first
-        and rank > 2
-        and tensor.shape[-1] == tensor.shape[1]
-        and keras_misplaces_channels_first_bias()
-    ):
-        return None, (
-            f"{producer.name} is channels_first with {tensor.shape[1]} channels and a last axis of "
-            "the same size, where this Keras adds a conv bias along the last axis "
-            "(keras.ops.add -> tf.nn.bias_add NHWC): a folded bias would be misplaced"
-        )
+    collision = _misplaced_bias(producer, tensor.shape)
+    if collision:
+        return None, collision
     return producer, None
 
 
 def _forward_target(graph, bn, out_tensor):
-    """A single conv/dense reading `bn`'s output where folding forward is exact, else None."""
+    """(layer, how) for the single conv/dense reading `bn`'s output where folding forward
+    is exact, else (None, why not or None)."""
     consumers = graph.consumers.get(id(out_tensor), [])
     if len(consumers) != 1 or isinstance(consumers[0], str):
         return None, None
@@ -362,6 +376,9 @@ def _forward_target(graph, bn, out_tensor):
         return layer, "dense layer"
     if getattr(layer, "groups", 1) != 1:
         return None, None
+    collision = _misplaced_bias(layer, graph.calls_of(layer)[0].outputs[0].shape)
+    if collision:
+        return None, f"not folded forward: {collision}"
     one_by_one = all(k == 1 for k in layer.kernel_size)
     if layer.padding == "valid" or (one_by_one and layer.padding == "same"):
         return layer, "1x1 kernel" if one_by_one else "valid padding"
@@ -484,6 +501,8 @@ def fold_batchnorm(model):
                     )
                 )
                 continue
+            if how is not None:
+                reason = f"{reason}; {how}"
             affine = bnkeras.ChannelAffine(
                 axis=layer.axis, name=layer.name, dtype=layer.dtype_policy
             )

@@ -376,3 +376,51 @@ def test_bn_outside_any_functional_graph_is_reported_and_kept(rng):
     assert by_name["inner_bn"].action == "kept" and "inside block" in by_name["inner_bn"].reason
     assert result.report.bn_before == 2 and result.report.bn_after == 1
     assert_same_outputs(model, result.model, harness.random_batch(rng, (2, 5, 5, 3)))
+
+
+def test_forward_fold_into_channels_first_conv_with_colliding_width_is_refused(rng):
+    """ReLU -> BN(axis=1) -> Conv2D(16, 1, channels_first) on 8x16x16: the conv's output
+    has 16 channels and a last axis of 16, where a folded bias would be misplaced."""
+    from bnkeras.export.fold import keras_misplaces_channels_first_bias
+
+    model = _chain(
+        keras.layers.ReLU(),
+        keras.layers.BatchNormalization(axis=1, name="bn"),
+        keras.layers.Conv2D(16, 1, data_format="channels_first", name="next"),
+        shape=(8, 16, 16),
+    )
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    (entry,) = result.report.entries
+    if keras_misplaces_channels_first_bias():
+        assert entry.action == "affine" and "bias would be misplaced" in entry.reason
+    assert_same_outputs(model, result.model, harness.random_batch(rng, (2, 8, 16, 16)))
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_channels_first_fold_with_dynamic_width_holds_for_every_width(use_bias, rng):
+    """With Input((8, None, None)) the width is known only at run time; the fold must be
+    right for a width equal to the channel count (16) as well as for any other."""
+    inputs = keras.Input((8, None, None))
+    conv = keras.layers.Conv2D(
+        16, 3, padding="same", data_format="channels_first", use_bias=use_bias, name="conv"
+    )
+    model = keras.Model(inputs, keras.layers.BatchNormalization(axis=1, name="bn")(conv(inputs)))
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    for height, width in [(16, 16), (12, 16), (16, 12), (9, 7)]:
+        x = harness.random_batch(rng, (2, 8, height, width))
+        assert_same_outputs(model, result.model, x)
+
+
+def test_forward_fold_into_channels_first_conv_with_dynamic_width(rng):
+    model = _chain(
+        keras.layers.ReLU(),
+        keras.layers.BatchNormalization(axis=1, name="bn"),
+        keras.layers.Conv2D(16, 1, data_format="channels_first", name="next"),
+        shape=(8, None, None),
+    )
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    for width in (16, 5):
+        assert_same_outputs(model, result.model, harness.random_batch(rng, (2, 8, 6, width)))
