@@ -19,13 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from bnkeras.export.fold import FoldError, fold_batchnorm
-from bnkeras.export.verify import FormatCheck, verify
+from bnkeras.export.verify import FormatCheck, random_inputs, verify
 from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
 
 FORMATS = ("keras", "saved_model", "onnx")
 FILENAMES = {"keras": "model_folded.keras", "saved_model": "saved_model", "onnx": "model.onnx"}
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 13, 18, 17
-_UNKNOWN_SIZE = 32  # fills undefined spatial input dimensions of random inputs
 
 
 class ExportError(ValueError):
@@ -76,19 +75,6 @@ def load_source(source):
     if not isinstance(model, keras.Model):
         raise ExportError(f"{path} holds a {type(model).__name__}, not a Keras model.")
     return model, workdir
-
-
-def random_inputs(model, batch_size, seed=0):
-    """A random batch matching the model's inputs (list for several inputs)."""
-    rng = np.random.default_rng(seed)
-    batch = []
-    for tensor in model.inputs:
-        shape = [batch_size] + [_UNKNOWN_SIZE if d is None else d for d in tensor.shape[1:]]
-        if "int" in str(tensor.dtype):
-            batch.append(np.zeros(shape, tensor.dtype))
-        else:
-            batch.append(rng.normal(size=shape).astype(tensor.dtype))
-    return batch[0] if len(batch) == 1 else batch
 
 
 def _interleaved_latency(models, inputs, repeats=10):
@@ -201,6 +187,7 @@ def export_model(
             onnx=paths.get("onnx"),
             rtol=rtol,
             atol=atol,
+            fold_report=result.report,
         )
         report.checks.extend(
             FormatCheck(fmt, [], error=message) for fmt, message in failures.items()
