@@ -50,6 +50,7 @@ class OutputCheck:
     atol: float = 0.0
     inputs: str = ""
     note: str | None = None
+    peak: float = 0.0  # the reference's largest magnitude
 
 
 @dataclasses.dataclass
@@ -297,7 +298,8 @@ def compare_output(name, reference, candidate, rtol, atol, across_batch=True):
     )
     note = _uninformative(reference, atol, across_batch)
     passed = bool(np.all(diff <= atol + rtol * np.abs(reference)))
-    return OutputCheck(name, max_abs, max_rel, passed, atol, note=note)
+    peak = float(np.abs(reference).max())
+    return OutputCheck(name, max_abs, max_rel, passed, atol, note=note, peak=peak)
 
 
 def _scaled_atol(reference, noise, atol, atol_scale):
