@@ -149,3 +149,27 @@ def test_mixed_precision_tolerances_come_from_the_layers(tmp_path, rng):
     assert report.passed, report
     assert report.tolerance_dtype == "float16" and report.rtol == 1e-2
     assert "tolerances for float16" in str(report)
+
+
+def test_per_layer_mode_reaches_into_nested_models(rng):
+    inner_seq = keras.Sequential(
+        [keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 3, name="seq_conv")], name="inner_seq"
+    )
+    inner_seq.add(keras.layers.BatchNormalization(name="seq_bn"))
+    i = keras.Input((4, 4, 4))
+    conv = keras.layers.Conv2D(4, 1, name="fn_conv")
+    inner_fn = keras.Model(i, keras.layers.BatchNormalization()(conv(i)), name="inner_fn")
+    outer = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(3, 1, name="top_conv")(outer)
+    x = keras.layers.BatchNormalization()(x)
+    model = keras.Model(outer, inner_fn(inner_seq(x)))
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    x = harness.random_batch(rng, (3, 6, 6, 3))
+    report = verify(model, x, folded=result.model, fold_report=result.report)
+    assert report.passed, report
+    assert sorted(c.layer for c in report.layers) == ["fn_conv", "seq_conv", "top_conv"]
+    inner = result.model.get_layer("inner_fn").get_layer("fn_conv")
+    inner.bias.assign(inner.bias + 0.5)
+    report = verify(model, x, folded=result.model, fold_report=result.report)
+    assert [c.layer for c in report.layers if not c.passed] == ["fn_conv"]
