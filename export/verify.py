@@ -405,7 +405,7 @@ def verify(
 def _judge_void_outputs(report):
     """An output check that could not have failed passes only where per-layer checks
     ran and passed; it is named in the report either way."""
-    void = [(c, o) for c in report.checks for o in c.outputs if o.note]
+    void = [(c, o) for c in report.checks for o in c.outputs if o.note and o.passed]
     if not void:
         return
     names = ", ".join(sorted({f"{c.format}/{o.output}" for c, o in void}))
