@@ -33,6 +33,9 @@ TOLERANCES = {
 }
 _LOOSEST_FIRST = ("bfloat16", "float16", "float32", "float64")
 NOISE_MULTIPLE = 4.0
+# Logits recovered from float32 probabilities carry their rounding (a few float32
+# epsilons), whatever the logits' scale: the atol of such outputs is at least this.
+PROBABILITY_ATOL = 16 * float(np.finfo(np.float32).eps)
 # Run-time (None) input dimensions are filled with the first entry; a model with
 # such dimensions is checked again at the second (different sizes per axis).
 UNKNOWN_SIZES = (32, (48, 40))
@@ -302,10 +305,12 @@ def compare_output(name, reference, candidate, rtol, atol, across_batch=True):
     return OutputCheck(name, max_abs, max_rel, passed, atol, note=note, peak=peak)
 
 
-def _scaled_atol(reference, noise, atol, atol_scale):
+def _scaled_atol(reference, noise, atol, atol_scale, activation):
     """The absolute tolerance for one output (see the module docstring)."""
     if atol is None:
         atol = atol_scale * float(np.abs(reference).max(initial=0.0))
+        if activation is not None:
+            atol = max(atol, PROBABILITY_ATOL)
     return max(atol, NOISE_MULTIPLE * noise)
 
 
@@ -376,7 +381,8 @@ def verify(
         reference = [as_logits(r, a) for r, a in zip(raw, activations, strict=True)]
         noise = _graph_noise(model, batch, reference, activations)
         atols = [
-            _scaled_atol(r, n, atol, atol_scale) for r, n in zip(reference, noise, strict=True)
+            _scaled_atol(r, n, atol, atol_scale, a)
+            for r, n, a in zip(reference, noise, activations, strict=True)
         ]
         for name, run in runners:
             if checks[name].error:

@@ -75,6 +75,22 @@ def frozen_graph_def(model):
     return graph_def, inputs, outputs
 
 
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx handler: ONNX has Erf but no Erfc (exact GELU uses Erfc)."""
+    import numpy as np
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.ones((), dtype))
+    node.type = "Erf"
+    minus = ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(node.name))
+    ctx.replace_inputs(minus, [one.output[0], node.output[0]])
+
+
+# TensorFlow ops tf2onnx 1.17 lacks, mapped onto ONNX ops: {op: (handler, args)}.
+_OP_HANDLERS = {"Erfc": (_erfc_as_one_minus_erf, [])}
+
+
 def unconverted_ops(proto):
     """Node types in an ONNX graph that no ONNX operator set defines."""
     import onnx
@@ -112,6 +128,7 @@ def write_onnx(model, path, opset):
             output_names=outputs,
             opset=opset,
             tensors_to_rename=renames,
+            custom_op_handlers=dict(_OP_HANDLERS),
         )
     missing = unconverted_ops(proto)
     if missing:

@@ -61,3 +61,16 @@ def test_unconvertible_op_fails_loudly_and_writes_nothing(tmp_path):
     with pytest.raises(ONNXConversionError, match="could not convert BesselI0e"):
         write_onnx(model, tmp_path / "model.onnx", 17)
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_exact_gelu_converts(tmp_path, rng):
+    """TensorFlow's exact GELU uses Erfc, which tf2onnx lacks (ConvNeXt's blocks)."""
+    import onnx
+
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Activation("gelu")(keras.layers.Dense(4)(inputs)))
+    write_onnx(model, tmp_path / "model.onnx", 17)
+    assert "Erf" in {n.op_type for n in onnx.load(tmp_path / "model.onnx").graph.node}
+    x = harness.random_batch(rng, (3, 5))
+    (got,) = _run(tmp_path / "model.onnx", [x])
+    np.testing.assert_allclose(got, model(x), atol=1e-5, rtol=1e-5)
