@@ -469,9 +469,10 @@ class _Plan:
     kept: set = dataclasses.field(default_factory=set)  # id of BNs left as they are
     targets: dict = dataclasses.field(default_factory=dict)  # id(layer) -> _TargetFold
 
-    def fold(self, bn, target, node, action, maps, reason=None):
+    def fold(self, bn, target, node, action, reason=None):
         fold = self.targets.setdefault(id(target), _TargetFold(target, node.input_tensors[0].shape))
-        getattr(fold, maps).append(bn_affine(bn))
+        maps = fold.forward if action == FoldAction.FOLDED_FORWARD else fold.backward
+        maps.append(bn_affine(bn))
         self.dropped.add(id(bn))
         self.entries.append(FoldEntry(bn.name, action, into=target.name, reason=reason))
 
@@ -500,7 +501,7 @@ def _plan_bn(graph, bn, plan):
     else:
         target, reason = _backward_target(graph, bn, calls[0].input_tensors[0])
         if target is not None:
-            plan.fold(bn, target, graph.calls_of(target)[0], FoldAction.FOLDED, "backward")
+            plan.fold(bn, target, graph.calls_of(target)[0], FoldAction.FOLDED)
             return
         forward, how = _forward_target(graph, bn, calls[0].outputs[0])
         if forward is not None:
@@ -509,7 +510,6 @@ def _plan_bn(graph, bn, plan):
                 forward,
                 graph.calls_of(forward)[0],
                 FoldAction.FOLDED_FORWARD,
-                "forward",
                 reason=f"{reason}; exact into a {how}",
             )
             return
