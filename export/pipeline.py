@@ -36,7 +36,8 @@ from bnkeras.export.litert import (
     write_litert,
     write_litert_int8,
 )
-from bnkeras.export.verify import FormatCheck, verify
+from bnkeras.export.verify import FormatCheck, random_inputs, verify
+from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ INT8_NAME = "model_int8.tflite"
 _DATA_ERRORS = (ValueError, OSError, StopIteration, tf.errors.OpError)  # reading a run's data
 _NOISY_LOGGERS = ("tf2onnx", "absl", "tensorflow")
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 13, 18, 17
-_UNKNOWN_SIZE = 32  # fills undefined spatial input dimensions of random inputs
 
 
 class ExportError(ValueError):
@@ -105,49 +105,6 @@ def load_source(source):
     if not isinstance(model, keras.Model):
         raise ExportError(f"{path} holds a {type(model).__name__}, not a Keras model.")
     return model, workdir
-
-
-def random_inputs(model, batch_size, seed=0):
-    """A random batch matching the model's inputs (list for several inputs)."""
-    rng = np.random.default_rng(seed)
-    batch = []
-    for tensor in model.inputs:
-        shape = [batch_size] + [_UNKNOWN_SIZE if d is None else d for d in tensor.shape[1:]]
-        if "int" in str(tensor.dtype):
-            batch.append(np.zeros(shape, tensor.dtype))
-        else:
-            batch.append(rng.normal(size=shape).astype(tensor.dtype))
-    return batch[0] if len(batch) == 1 else batch
-
-
-def _input_signature(model):
-    return [
-        tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=f"input_{i}")
-        for i, t in enumerate(model.inputs)
-    ]
-
-
-def write_keras(model, path):
-    model.save(path)
-
-
-def write_saved_model(model, path):
-    model.export(str(path), format="tf_saved_model", verbose=False)
-
-
-def write_onnx(model, path, opset):
-    try:
-        import tf2onnx
-    except ImportError as error:  # pragma: no cover - a declared dependency
-        raise ImportError("ONNX export needs tf2onnx: pip install tf2onnx") from error
-
-    @tf.function
-    def serve(*inputs):
-        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
-
-    tf2onnx.convert.from_function(
-        serve, input_signature=_input_signature(model), opset=opset, output_path=str(path)
-    )
 
 
 def check_formats(formats):
@@ -250,7 +207,7 @@ def export_model(
     with _disk_errors(out_dir), outdir.partial_dir(out) as partial:
         paths, failures = _write_formats(result.model, formats, partial, opset)
         outdir._pause("after_write")
-        report = _verify(model, inputs, paths, failures, rtol, atol)
+        report = _verify(model, inputs, paths, failures, rtol, atol, result.report)
         log(str(report))
         quantized = None
         if int8 and "litert" in paths:
@@ -320,7 +277,7 @@ def _write_formats(folded, formats, partial, opset):
     return paths, failures
 
 
-def _verify(model, inputs, paths, failures, rtol, atol):
+def _verify(model, inputs, paths, failures, rtol, atol, fold_report):
     reloaded = None
     if "keras" in paths:
         try:
@@ -338,6 +295,7 @@ def _verify(model, inputs, paths, failures, rtol, atol):
         onnx=paths.get("onnx"),
         rtol=rtol,
         atol=atol,
+        fold_report=fold_report,
     )
     if "litert" in paths:
         with quiet_output(paths["litert"].parent / LOG_NAME):  # the interpreter's notices
@@ -386,7 +344,7 @@ def _int8_data(workdir, batch_size, calibration_batches, inputs):
             from bnkeras.training.config import load_run_config
             from bnkeras.training.data import load_data
 
-            data = load_data(load_run_config(workdir)["data"], batch_size, log=lambda *_: None)
+            data = load_data(load_run_config(workdir)["data"], batch_size)
             calibration = [x.numpy() for x, _ in data.train.take(calibration_batches)]
             evaluation = [(x.numpy(), y.numpy().argmax(-1)) for x, y in data.eval]
             return calibration, evaluation, "run's training data / evaluation set"

@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from bnkeras.training import data as data_module
-from bnkeras.training.config import DEFAULTS
+from bnkeras.training.config import DEFAULTS, ConfigError
 from bnkeras.training.data import DataError, load_data
 from bnkeras.training.shapes_dataset import CLASSES, generate
 
@@ -249,4 +249,6 @@ def test_verification_batch_is_the_first_evaluation_batch(shapes_dir, tmp_path):
     expected = next(iter(load_data(config["data"], 8, train=False).eval))[0].numpy()
     assert images.shape == (8, 16, 16, 3)
     np.testing.assert_array_equal(images, expected)
-    assert verification_batch(tmp_path / "missing", 8) is None
+    # A directory without a run raises (the export says why it falls back to random inputs).
+    with pytest.raises(ConfigError, match="missing holds no config.yaml"):
+        verification_batch(tmp_path / "missing", 8)
