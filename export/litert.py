@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bnkeras.export.verify import FormatCheck, as_list, compare, output_names
+from bnkeras.export.verify import as_list
 
 
 def write_litert(model, path):
@@ -46,18 +46,6 @@ def litert_runner(model, path):
 def run_litert(model, path, inputs):
     """Outputs of the LiteRT model at `path` on `inputs`, in the order of `model.outputs`."""
     return litert_runner(model, path)(inputs)
-
-
-def check_litert(model, inputs, path, rtol, atol):
-    """A `FormatCheck` of the LiteRT model at `path` against `model(inputs)`."""
-    try:
-        reference = as_list(model(inputs, training=False))
-        outputs = compare(
-            reference, run_litert(model, path, inputs), output_names(model), rtol, atol
-        )
-        return FormatCheck("litert", outputs)
-    except Exception as error:  # a model that cannot run fails verification
-        return FormatCheck("litert", [], error=f"{type(error).__name__}: {error}")
 
 
 def _samples(batches):

@@ -336,9 +336,11 @@ def verify(
     folded=None,
     saved_model=None,
     onnx=None,
+    litert=None,
     rtol=None,
     atol=None,
     fold_report=None,
+    folded_layers=None,
 ):
     """Compares each given candidate with `model(inputs, training=False)`.
 
@@ -350,11 +352,15 @@ def verify(
         saved_model: Optional path of a SavedModel with a `serve` or
             `serving_default` signature (as written by `model.export`).
         onnx: Optional path of an ONNX file, run in onnxruntime on the CPU.
+        litert: Optional path of a LiteRT (`.tflite`) file, run in the LiteRT
+            interpreter.
         rtol, atol: Tolerances; by default `TOLERANCES` for the lowest precision
             any layer computes in, with `atol` scaled per output (module docstring).
             A given `atol` is absolute (still raised to the graph noise).
         fold_report: Optional `FoldReport` of `folded`: each folded layer of
             `folded` is then also checked against conv -> BN of `model`.
+        folded_layers: Optional folded Keras model for those per-layer checks
+            when `folded` is not given (e.g. only other formats are checked).
 
     Returns:
         A `VerifyReport` with `.passed`, and per format and output the max
@@ -375,6 +381,10 @@ def verify(
         runners.append(("saved_model", _Lazy(open_saved_model, saved_model)))
     if onnx is not None:
         runners.append(("onnx", _Lazy(open_onnx, onnx)))
+    if litert is not None:
+        from bnkeras.export.litert import litert_runner  # imports verify
+
+        runners.append(("litert", _Lazy(lambda path: litert_runner(model, path), litert)))
     checks = {name: FormatCheck(name, []) for name, _ in runners}
     for batch in input_batches(model, inputs):
         raw = as_list(model(batch, training=False))
@@ -402,8 +412,9 @@ def verify(
                 check.inputs = _shape_text(batch)
                 checks[name].outputs.append(check)
     report.checks = list(checks.values())
-    if fold_report is not None and folded is not None:
-        report.layers = verify_layers(model, folded, fold_report, inputs, rtol, atol_scale)
+    layers_of = folded if folded is not None else folded_layers
+    if fold_report is not None and layers_of is not None:
+        report.layers = verify_layers(model, layers_of, fold_report, inputs, rtol, atol_scale)
     _judge_void_outputs(report)
     return report
 
