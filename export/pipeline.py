@@ -9,7 +9,6 @@ half-written output directory (and never touches an existing one unless
 import dataclasses
 import json
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -43,38 +42,31 @@ class ExportResult:
 
 def load_source(source):
     """(model, workdir or None) from a `.keras` file or a training work directory."""
+    from bnkeras.training import workdir as run_dir
+
     path = Path(source)
     if not path.exists():
         raise ExportError(
             f"{source} does not exist: give a .keras model file or a training work directory "
             "(a directory holding model.keras)."
         )
-    workdir = None
-    if path.is_dir():
-        if not (path / "model.keras").is_file():
-            raise ExportError(
-                f"{source} is a directory but not a training work directory: it has no "
-                "model.keras (finish a `bnkeras train` run first, or give a .keras file)."
-            )
-        workdir, path = path, path / "model.keras"
-    elif path.suffix != ".keras":
+    if path.is_file() and path.suffix != ".keras":
         raise ExportError(
             f"{source} is not a Keras model file: give a .keras file (model.save(...))."
         )
+    if path.is_dir() and not run_dir.is_run(path):
+        raise ExportError(
+            f"{source} is a directory but not a training work directory: it has no "
+            "model.keras, config.yaml or checkpoints (give a .keras file, or the --workdir of a "
+            "`bnkeras train` run)."
+        )
     try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as error:
-        missing = sorted(set(re.findall(r"Could not locate class '([^']+)'", str(error))))
-        if missing:
-            raise ExportError(
-                f"{path} uses custom classes that are not registered: {', '.join(missing)}. "
-                "Import the code that defines them (decorated with "
-                "@keras.saving.register_keras_serializable()) before exporting."
-            ) from None
-        raise ExportError(f"{path} could not be loaded as a Keras model: {error}") from None
+        model = run_dir.load_model(path) if path.is_dir() else run_dir.load_model_file(path)
+    except run_dir.WorkdirError as error:
+        raise ExportError(str(error)) from None
     if not isinstance(model, keras.Model):
         raise ExportError(f"{path} holds a {type(model).__name__}, not a Keras model.")
-    return model, workdir
+    return model, path if path.is_dir() else None
 
 
 def random_inputs(model, batch_size, seed=0):
@@ -275,8 +267,6 @@ def _workdir_batch(workdir, batch_size):
     """A real evaluation batch for a training work directory, when its data is available."""
     if workdir is None:
         return None
-    try:
-        from bnkeras.training.data import verification_batch
-    except ImportError:
-        return None
-    return verification_batch(workdir, batch_size)
+    from bnkeras.training import workdir as run_dir
+
+    return run_dir.verification_batch(workdir, batch_size)
