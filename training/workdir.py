@@ -138,20 +138,20 @@ def run_config(workdir):
     workdir = Path(workdir)
     if (workdir / CONFIG).is_file():
         return load_run_config(workdir)
-    state = read_state(workdir)
+    state = _read_state_for_config(workdir)
     if state is None or not isinstance(state.get("config"), dict):
         return None
     return apply(copy.deepcopy(DEFAULTS), state["config"], str(checkpoints.state_path(workdir)))
 
 
-def read_state(workdir):
+def _read_state_for_config(workdir):
     """`checkpoints.read_state` with a damaged state.json turned into a `WorkdirError`."""
     try:
         return checkpoints.read_state(workdir)
     except checkpoints.DamagedState as error:
         raise WorkdirError(
-            f"{error}: move it away and rerun to resume from the newest intact checkpoint, "
-            "or use --overwrite to start again."
+            f"{error} and there is no {CONFIG} to take the run's config from: start the run "
+            "again with --overwrite (deletes this run's files) or use another --workdir."
         ) from None
 
 
@@ -265,8 +265,7 @@ def load_model(workdir):
                 "command to write it again from the last checkpoint."
             )
         return load_model_file(final)
-    state = read_state(workdir)
-    if state is None:
+    if not checkpoints.state_path(workdir).is_file():
         raise WorkdirError(
             f"{workdir} holds neither {MODEL} nor a checkpoint: train first (bnkeras train)."
         )
@@ -318,7 +317,6 @@ __all__ = [
     "load_model_file",
     "lock",
     "read_metrics",
-    "read_state",
     "resume_state",
     "run_config",
     "verification_batch",
