@@ -15,7 +15,8 @@ def _temporary(path, suffix=""):
 
 
 @contextlib.contextmanager
-def _replacing(path, suffix=""):
+def replacing(path, suffix=""):
+    """Yields a temporary path beside `path`; renamed to `path` on success, removed on failure."""
     tmp = _temporary(path, suffix)
     try:
         yield tmp
@@ -29,12 +30,12 @@ def _replacing(path, suffix=""):
 
 
 def atomic_write_text(path, text):
-    with _replacing(path) as tmp, open(tmp, "w") as handle:
+    with replacing(path) as tmp, open(tmp, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
 
 
 def atomic_save_model(model, path):
-    with _replacing(path, ".keras") as tmp:  # Keras picks the format from the suffix
+    with replacing(path, ".keras") as tmp:  # Keras picks the format from the suffix
         model.save(tmp)

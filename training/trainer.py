@@ -34,13 +34,14 @@ from bnkeras.training import checkpoints
 from bnkeras.training import workdir as run_dir
 from bnkeras.training.config import RESUMABLE_CHANGES, differences, dump
 from bnkeras.training.data import load_data
-from bnkeras.training.files import atomic_save_model, atomic_write_text
+from bnkeras.training.files import atomic_save_model, atomic_write_text, replacing
 from bnkeras.training.models import build_model
 from bnkeras.training.schedules import make_schedule
 
 LOG_FIELDS = ("epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 # Keys of the optimizer and the loss that may change when a run resumes (recorded in
-# checkpoints/state.json and config.yaml); they hold no state in the checkpoint.
+# checkpoints/state.json and config.yaml); they add or remove no variable of the
+# checkpoint (SGD's momentum does, between 0 and non-zero, so it stays fixed).
 OPTIMIZER_CHANGES = (
     "train.lr",
     "train.lr_scaling",
@@ -48,7 +49,6 @@ OPTIMIZER_CHANGES = (
     "train.schedule",
     "train.step_epochs",
     "train.weight_decay",
-    "train.momentum",
     "train.nesterov",
     "train.label_smoothing",
 )
@@ -217,7 +217,8 @@ def plot_curves(workdir):
         axis.grid(alpha=0.3)
         axis.legend()
     fig.tight_layout()
-    fig.savefig(Path(workdir) / "curves.png", dpi=100)
+    with replacing(Path(workdir) / "curves.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -352,6 +353,8 @@ class _Run:
     changes: list = dataclasses.field(default_factory=list)  # optimizer keys changed on resume
     recovered: bool = False  # the state was rebuilt from another checkpoint than its last
     data: object = None
+    train_ds: object = None  # the data's pipelines, sharded by batch across workers
+    eval_ds: object = None
     model: object = None
     callback: EpochEnd = None
 
@@ -419,6 +422,11 @@ def _setup(run, log):
         log,
         (run.initial_epoch, max(epochs, run.initial_epoch + 1)),
     )
+    # Workers shard the batches (the default, by file, starves a worker of a one-file split).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    run.train_ds = run.data.train.with_options(options)
+    run.eval_ds = run.data.eval.with_options(options)
     size = config["data"]["image_size"]
     log(
         f"data: {run.data.description}; model: {config['model']['name']} with norm "
@@ -447,6 +455,7 @@ def _start(run, overwrite, log):
     if overwrite and run_dir.is_run(run.workdir):
         log(f"--overwrite: deleting the previous run in {run.workdir}")
         run_dir.clear(run.workdir)
+    run_dir.remove_temporary(run.workdir)
     header = ""
     if run.state is not None:
         if run.changes:
@@ -488,12 +497,10 @@ def _fit(run, progress, log):
                 str(run.workdir / "tensorboard"), write_graph=False, profile_batch=0
             )
         )
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     try:
         model.fit(
-            run.data.train.with_options(options),
-            validation_data=run.data.eval.with_options(options),
+            run.train_ds,
+            validation_data=run.eval_ds,
             epochs=epochs,
             initial_epoch=run.initial_epoch,
             steps_per_epoch=run.data.steps_per_epoch,
@@ -518,9 +525,9 @@ def _finalize(run, started, log):
     config, model, workdir = run.config, run.model, run.workdir
     precise = config["train"]["precise_bn_batches"]
     if precise:
-        used = recalibrate_batchnorm(model, run.data.train, precise)
+        used = recalibrate_batchnorm(model, run.train_ds, precise)
         log(f"precise BN: moving statistics recomputed as averages over {used} training batches")
-    results = model.evaluate(run.data.eval, return_dict=True, verbose=0)
+    results = model.evaluate(run.eval_ds, return_dict=True, verbose=0)
     state = run.callback.state or run.state
     metrics = {
         "loss": float(results["loss"]),

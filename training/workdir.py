@@ -39,7 +39,6 @@ MODEL = "model.keras"
 LOCK = ".lock"
 RUN_FILES = (CONFIG, "log.csv", "metrics.json", MODEL, "curves.png")
 RUN_DIRS = ("checkpoints", "tensorboard")
-_HIDDEN = (LOCK, ".worker-*", *(f".{name}.tmp-*" for name in RUN_FILES))
 
 
 class WorkdirError(ValueError):
@@ -80,9 +79,16 @@ def clear(workdir):
         (workdir / name).unlink(missing_ok=True)
     for name in RUN_DIRS:
         shutil.rmtree(workdir / name, ignore_errors=True)
-    for pattern in _HIDDEN[1:]:
-        for path in workdir.glob(pattern):
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    for path in workdir.glob(".worker-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    remove_temporary(workdir)
+
+
+def remove_temporary(workdir):
+    """Deletes the temporary files that a killed run left beside its files."""
+    for name in RUN_FILES:
+        for path in Path(workdir).glob(f".{name}.tmp-*"):
+            path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -317,6 +323,7 @@ __all__ = [
     "load_model_file",
     "lock",
     "read_metrics",
+    "remove_temporary",
     "resume_state",
     "run_config",
     "verification_batch",

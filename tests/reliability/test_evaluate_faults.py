@@ -73,3 +73,12 @@ def test_a_model_that_takes_any_image_size(shapes_dir, tmp_path, capsys):
     assert_clean_error(code, err, path, "(None, None, 3)", "--image-size")
     code, out, err = cli(capsys, *args, "--image-size", "16")
     assert code == 0 and "(1000 images)" in out, err
+
+
+def test_a_run_without_model_keras_is_read_from_its_last_checkpoint(run_copy, capsys):
+    workdir = run_copy()
+    (workdir / "model.keras").unlink()  # killed before the final model was written
+    before = snapshot(workdir)
+    code, out, err = cli(capsys, "evaluate", workdir)
+    assert code == 0 and "(128 images)" in out, err
+    assert snapshot(workdir) == before

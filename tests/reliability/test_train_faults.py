@@ -186,6 +186,7 @@ def test_nan_stops_within_the_batch_and_a_lower_lr_resumes(run_copy, shapes_dir,
 def test_a_changed_model_is_refused_even_without_config_yaml(run_copy, shapes_dir, capsys):
     workdir = run_copy()
     (workdir / "config.yaml").unlink()
+    (workdir / ".model.keras.tmp-99999.keras").write_bytes(b"half of a model")  # a killed write
     before = snapshot(workdir)
     code, _, err = cli(capsys, *train_args(workdir, shapes_dir, "model.width=8"))
     assert_clean_error(code, err, workdir, "model.width: 4 -> 8", "--overwrite")
@@ -194,6 +195,7 @@ def test_a_changed_model_is_refused_even_without_config_yaml(run_copy, shapes_di
     assert code == 0, err
     assert yaml.safe_load((workdir / "config.yaml").read_text())["model"]["width"] == 4
     assert _epochs(workdir) == [1, 2, 3]
+    assert not list(workdir.glob(".*.tmp-*"))
 
 
 # --------------------------------------------------------------- corrupt files
