@@ -21,7 +21,9 @@ import os
 import random
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -146,6 +148,44 @@ class EpochEnd(keras.callbacks.Callback):
             f"val_loss {row['val_loss']:.4f}, val_accuracy {row['val_accuracy']:.4f}, "
             f"lr {row['lr']:.4g}, {seconds:.1f} s"
         )
+
+
+class _StopOnInterrupt(keras.callbacks.Callback):
+    """Turns Ctrl-C during `fit` into `TrainingInterrupted` at the next batch boundary.
+
+    SIGINT only sets a flag (a KeyboardInterrupt raised inside a running TensorFlow
+    op can leave the runtime broken and crash the process at exit); the callback
+    raises between batches. A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self, message):
+        super().__init__()
+        self.message = message  # callable: the text of the interruption
+        self._signalled = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self._signalled = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def on_train_end(self, logs=None):
+        self.restore()
+
+    def restore(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        self._previous = None
+
+    def _check(self, *_, **__):
+        if self._signalled:
+            self._signalled = False
+            raise TrainingInterrupted(self.message())
+
+    on_train_batch_end = on_test_batch_end = on_epoch_begin = _check
 
 
 def append_log(workdir, row):
@@ -488,14 +528,14 @@ def _fit(run, progress, log):
         if run.config["train"]["ema"] > 0:  # the checkpoint holds the raw weights and their EMA
             model.optimizer.finalize_variable_values(model.trainable_variables)
         return
-    callbacks = [run.callback, keras.callbacks.TerminateOnNaN(raise_error=True)]
+    interrupt = _StopOnInterrupt(lambda: _interrupted(run))
+    callbacks = [interrupt, run.callback, keras.callbacks.TerminateOnNaN(raise_error=True)]
     if run.config["train"]["ema"] > 0:  # validation (and so the best checkpoint) uses the EMA
         callbacks.append(keras.callbacks.SwapEMAWeights())
     if run.chief:
+        tensorboard = str(run.workdir / "tensorboard")
         callbacks.append(
-            keras.callbacks.TensorBoard(
-                str(run.workdir / "tensorboard"), write_graph=False, profile_batch=0
-            )
+            keras.callbacks.TensorBoard(tensorboard, write_graph=False, profile_batch=0)
         )
     try:
         model.fit(
@@ -516,6 +556,8 @@ def _fit(run, progress, log):
         raise TrainingError(
             nan_message(epoch, run.callback.state, run.workdir, int(batch.group(1)))
         ) from None
+    finally:
+        interrupt.restore()
     if run.callback.nan_epoch is not None:  # a NaN that only the epoch's metrics show
         raise TrainingError(nan_message(run.callback.nan_epoch, run.callback.state, run.workdir))
 
