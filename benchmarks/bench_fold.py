@@ -1,7 +1,7 @@
 """Fold speed: keras.applications ResNet50 inference before and after BN folding.
 
 Three networks run side by side in this process, interleaved (one call of each
-in turn), as compiled inference functions: the original ResNet50 with BN, the
+in a random order per round), as compiled inference functions: the original ResNet50 with BN, the
 model from `bnkeras.export.fold_batchnorm`, and the same network built without
 BN (every BN replaced by a no-op layer, convs with a bias): the limit
 folding can reach. Random weights and random BN statistics; the table shows the
@@ -25,6 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bnkeras._timing import interleaved_times  # noqa: E402
 from bnkeras.export import fold_batchnorm  # noqa: E402
 from bnkeras.export.pipeline import export_model  # noqa: E402
 
@@ -80,12 +81,8 @@ def main():
     x = rng.normal(size=(args.batch_size, *shape)).astype("float32")
     runs = {name: tf.function(lambda t, m=m: m(t, training=False)) for name, m in models.items()}
     outputs = {name: run(x).numpy() for name, run in runs.items()}
-    times = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, run in runs.items():
-            begin = time.perf_counter()
-            run(x).numpy()
-            times[name].append(time.perf_counter() - begin)
+    candidates = {name: (lambda run=run: run(x).numpy()) for name, run in runs.items()}
+    times = interleaved_times(candidates, args.repeats, warmup=0)
     medians = {name: float(np.median(t)) for name, t in times.items()}
     reference = outputs["unfolded (BN)"].astype(np.float64)
     diff = np.abs(outputs["folded (bnkeras)"] - reference)

@@ -2,13 +2,21 @@
 
 Every candidate runs side by side in this one process, interleaved (one call of
 each per round, in a fresh random order every round; inference gets 3x the
-rounds), and the table shows medians and each one's ratio to the raw fused kernel (`tf.raw_ops.FusedBatchNormV3`, the floor). A training step is
+rounds), and the table shows medians and each one's ratio to the raw fused kernel
+(`tf.raw_ops.FusedBatchNormV3`, the floor). A training step is
 forward + backward: the gradients with respect to the input, gamma and beta, fed
 the output gradient directly, so no loss computation is timed. Rows for tf.keras
 appear when the `tf-keras` package is installed.
 
-    python benchmarks/bench_layers.py                  # the three shapes of the issue
-    python benchmarks/bench_layers.py --shapes 64,32,32,64 --repeats 30
+Rows marked `[XLA]` run the same step under `tf.function(jit_compile=True)`; their
+ratios are to the same fused-kernel floor without XLA, and the `fused kernel (floor)
+[XLA]` row is XLA's own BN. The script runs unchanged on a GPU (it prints the device);
+`--mixed-precision float16|bfloat16` feeds half-precision inputs to layers under the
+matching mixed policy.
+
+    .venv/bin/python benchmarks/bench_layers.py        # the three NHWC shapes and one NCHW
+    .venv/bin/python benchmarks/bench_layers.py --shapes 64,32,32,64 --repeats 30
+    .venv/bin/python benchmarks/bench_layers.py --mixed-precision bfloat16 --no-xla
 """
 
 import argparse
@@ -30,6 +38,7 @@ except ImportError:  # optional comparison
     tf_keras = None
 
 VIRTUAL_BATCH = 16
+DTYPE = tf.float32  # of the inputs; --mixed-precision sets a half type
 CLIP = {"rmax": 3.0, "dmax": 5.0}
 
 
@@ -57,10 +66,12 @@ class RawFused:
         return y
 
 
-def candidates(channels, axis=-1):
-    rows = {"fused kernel (floor)": RawFused(channels)} if axis == -1 else {}
+def candidates(channels, axis=-1, xla=True):
+    """{row name: (layer, dynamic batch, jit_compile)}."""
+    last = axis == -1
+    rows = {"fused kernel (floor)": RawFused(channels)} if last else {}
     rows["keras BN"] = keras.layers.BatchNormalization(axis=axis)
-    if axis == -1:
+    if last:
         rows["keras renorm"] = keras.layers.BatchNormalization(
             renorm=True, renorm_clipping={"rmin": 1 / 3.0, **CLIP}
         )
@@ -72,48 +83,54 @@ def candidates(channels, axis=-1):
             rows[f"tf.keras ghost (vbs {VIRTUAL_BATCH})"] = tf_keras.layers.BatchNormalization(
                 virtual_batch_size=VIRTUAL_BATCH
             )
-    rows["bnkeras BN"] = bnkeras.BatchNormalization(axis=axis)
-    if axis == -1:
-        rows["bnkeras renorm"] = bnkeras.BatchRenormalization(**CLIP)
-        rows[f"bnkeras ghost (vbs {VIRTUAL_BATCH})"] = bnkeras.GhostBatchNormalization(
-            VIRTUAL_BATCH
+    rows = {name: (layer, False, False) for name, layer in rows.items()}
+    bnkeras_rows = {"bnkeras BN": (lambda: bnkeras.BatchNormalization(axis=axis), False)}
+    if last:
+        ghost = f"bnkeras ghost (vbs {VIRTUAL_BATCH})"
+        bnkeras_rows["bnkeras renorm"] = (lambda: bnkeras.BatchRenormalization(**CLIP), False)
+        bnkeras_rows[ghost] = (lambda: bnkeras.GhostBatchNormalization(VIRTUAL_BATCH), False)
+        bnkeras_rows[f"{ghost[:-1]}, dynamic batch)"] = (
+            lambda: bnkeras.GhostBatchNormalization(VIRTUAL_BATCH),
+            True,
         )
-        rows[f"bnkeras ghost (vbs {VIRTUAL_BATCH}, dynamic batch)"] = (
-            bnkeras.GhostBatchNormalization(VIRTUAL_BATCH),
-            "dynamic",
-        )
+    rows.update({name: (make(), dynamic, False) for name, (make, dynamic) in bnkeras_rows.items()})
+    if xla:
+        if last:
+            rows["fused kernel (floor) [XLA]"] = (RawFused(channels), False, True)
+        rows["keras BN [XLA]"] = (keras.layers.BatchNormalization(axis=axis), False, True)
+        for name, (make, dynamic) in bnkeras_rows.items():
+            rows[f"{name} [XLA]"] = (make(), dynamic, True)
     return rows
 
 
-def make_steps(layer, shape, dynamic):
-    spec = tf.TensorSpec((None, *shape[1:]) if dynamic else shape)
+def make_steps(layer, shape, dynamic, jit_compile):
+    spec = tf.TensorSpec((None, *shape[1:]) if dynamic else shape, DTYPE)
 
-    @tf.function(input_signature=[spec, spec])
+    @tf.function(input_signature=[spec, spec], jit_compile=jit_compile)
     def train(x, dy):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x, training=True)
         return tape.gradient(y, [x, *layer.trainable_weights], output_gradients=dy)
 
-    @tf.function(input_signature=[spec])
+    @tf.function(input_signature=[spec], jit_compile=jit_compile)
     def infer(x):
         return layer(x, training=False)
 
     return train, infer
 
 
-def measure(shape, repeats, axis=-1, only=""):
+def measure(shape, repeats, axis=-1, only="", xla=True):
     channels = shape[axis]
-    x = tf.random.normal(shape, 1.0, 2.0)
-    dy = tf.random.normal(shape)
+    x = tf.cast(tf.random.normal(shape, 1.0, 2.0), DTYPE)
+    dy = tf.cast(tf.random.normal(shape), DTYPE)
     steps = {}
-    for name, entry in candidates(channels, axis).items():
-        if only and only not in name and "floor" not in name and name != "keras BN":
+    for name, (layer, dynamic, jit_compile) in candidates(channels, axis, xla).items():
+        if only and only not in name and "floor" not in name and "keras BN" not in name:
             continue
-        layer, mode = entry if isinstance(entry, tuple) else (entry, "static")
         if hasattr(layer, "build") and not layer.built:
             layer.build(shape)
-        steps[name] = make_steps(layer, shape, mode == "dynamic")
+        steps[name] = make_steps(layer, shape, dynamic, jit_compile)
     results = {}
     order = np.random.default_rng(0)
     # Inference calls are short, so they get more rounds; every round runs the
@@ -141,8 +158,18 @@ def _block(result):
     first.numpy()
 
 
+def device_description():
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = [
+            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
+        ]
+        return f"GPU: {', '.join(names)}"
+    return f"CPU: {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
+
+
 def print_table(shape, results, floor):
-    print(f"\n### {shape} ({'NHWC' if floor else 'NCHW'})\n")
+    print(f"\n### {shape} ({'NHWC' if floor else 'NCHW'}, {DTYPE.name} inputs)\n")
     reference = "fused kernel (floor)" if floor else "keras BN"
     print(
         f"| layer | train ms | train / {'floor' if floor else 'keras'} | infer ms | infer / {'floor' if floor else 'keras'} |"
@@ -166,18 +193,29 @@ def main():
     parser.add_argument(
         "--channels-first", default="64,64,32,32", help="NCHW shape for axis=1 ('' to skip)"
     )
-    args = parser.parse_args()
-    print(
-        f"bnkeras layer benchmark: TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-        f"tf-keras {getattr(tf_keras, '__version__', 'not installed')}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); medians of {args.repeats}"
+    parser.add_argument(
+        "--mixed-precision",
+        choices=["float16", "bfloat16"],
+        help="half-precision inputs, layers under the mixed_<type> policy",
     )
+    parser.add_argument("--no-xla", action="store_true", help="skip the [XLA] rows")
+    args = parser.parse_args()
+    global DTYPE
+    if args.mixed_precision:
+        DTYPE = tf.as_dtype(args.mixed_precision)
+        keras.mixed_precision.set_global_policy(f"mixed_{args.mixed_precision}")
+    print(
+        f"bnkeras layer benchmark on {device_description()}: TensorFlow {tf.__version__}, "
+        f"Keras {keras.__version__}, tf-keras {getattr(tf_keras, '__version__', 'not installed')}, "
+        f"Python {platform.python_version()}; medians of {args.repeats}"
+    )
+    xla = not args.no_xla
     for text in args.shapes:
         shape = tuple(int(v) for v in text.split(","))
-        print_table(shape, measure(shape, args.repeats, only=args.only), floor=True)
+        print_table(shape, measure(shape, args.repeats, only=args.only, xla=xla), floor=True)
     if args.channels_first:
         shape = tuple(int(v) for v in args.channels_first.split(","))
-        print_table(shape, measure(shape, args.repeats, axis=1), floor=False)
+        print_table(shape, measure(shape, args.repeats, axis=1, xla=xla), floor=False)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,20 @@
 """Model speed: CIFAR ResNet-20 training throughput with bnkeras BN, Keras BN and no BN.
 
-The same network (bnkeras.training.models.resnet_cifar) is built with each norm and
-compiled the same way (SGD with momentum, no XLA); the models then train in turn,
-interleaved, on the same batches, and the table shows the median images per second
-and the ratio to Keras BN. "bare fused kernel" calls only TensorFlow's fused kernel
-(no moving statistics): the ceiling for a BN built on that kernel. "none" is the
-same network without BN (its convs get a bias).
+The same network (bnkeras.training.models.resnet_cifar) is built with each norm and each
+compile mode (`graph`: tf.function without XLA; `xla`: jit_compile=True, what Keras picks by
+default on a GPU; `bf16`: the mixed_bfloat16 policy without XLA; `fp16`: mixed_float16), all
+compiled the same way (SGD with momentum); the models then train in turn, interleaved in a
+fresh random order every round, on the same batches, and the table shows the median images per
+second and the ratio to Keras BN in graph mode. "bare fused kernel" calls only TensorFlow's
+fused kernel (no moving statistics): the ceiling for a BN built on that kernel. "none" is the
+same network without BN (its convs get a bias). The script runs unchanged on a GPU.
 
-    python benchmarks/bench_resnet.py --batch-size 128 --rounds 8 --steps 5
+    python benchmarks/bench_resnet.py --batch-size 128 --rounds 8 --steps 5 --modes graph,xla,bf16
 """
 
 import argparse
 import os
 import platform
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -21,6 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bnkeras._timing import interleaved_times  # noqa: E402
 from bnkeras.training.models.resnet_cifar import cifar_resnet  # noqa: E402
 
 
@@ -41,8 +43,8 @@ class BareFusedKernel(keras.layers.Layer):
         empty = tf.zeros([0])
         y, *_ = tf.raw_ops.FusedBatchNormV3(
             x=x,
-            scale=self.gamma,
-            offset=self.beta,
+            scale=tf.cast(self.gamma, "float32"),
+            offset=tf.cast(self.beta, "float32"),
             mean=empty,
             variance=empty,
             epsilon=1e-3,
@@ -61,16 +63,37 @@ NORMS = {
 }
 
 
-def build(norm, batch_size):
+MODES = {  # name: (dtype policy, jit_compile)
+    "graph": ("float32", False),
+    "xla": ("float32", True),
+    "bf16": ("mixed_bfloat16", False),
+    "fp16": ("mixed_float16", False),
+}
+
+
+def build(norm, mode):
+    policy, jit_compile = MODES[mode]
     keras.utils.set_random_seed(0)
-    options = {"virtual_batch_size": 32} if norm == "ghost" else {}
-    model = cifar_resnet(20, norm=norm, **options)
+    keras.config.set_dtype_policy(policy)
+    try:
+        options = {"virtual_batch_size": 32} if norm == "ghost" else {}
+        model = cifar_resnet(20, norm=norm, **options)
+    finally:
+        keras.config.set_dtype_policy("float32")
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=False,
+        jit_compile=jit_compile,
     )
     return model
+
+
+def device():
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return f"GPU ({details.get('device_name', gpus[0].name)})"
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def main():
@@ -78,31 +101,48 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds")
     parser.add_argument("--steps", type=int, default=5, help="training steps per model per round")
+    parser.add_argument(
+        "--modes",
+        default="graph,xla,bf16",
+        help=f"comma-separated compile modes among {', '.join(MODES)} (default graph,xla,bf16)",
+    )
+    parser.add_argument(
+        "--norms",
+        default=",".join(NORMS),
+        help=f"comma-separated norms among: {', '.join(NORMS)}",
+    )
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    norms = args.norms.split(",")
+    if unknown := [m for m in modes if m not in MODES] + [n for n in norms if n not in NORMS]:
+        parser.error(f"unknown mode or norm: {', '.join(unknown)}")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch_size, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=(args.batch_size,))
-    models = {name: build(norm, args.batch_size) for name, norm in NORMS.items()}
+    models = {(n, m): build(NORMS[n], m) for m in modes for n in norms}
     for model in models.values():  # trace and warm up
         for _ in range(2):
             model.train_on_batch(x, y)
-    rates = {name: [] for name in models}
-    for _ in range(args.rounds):
-        for name, model in models.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                model.train_on_batch(x, y)
-            rates[name].append(args.batch_size * args.steps / (time.perf_counter() - start))
+
+    def steps(model):
+        for _ in range(args.steps):
+            model.train_on_batch(x, y)
+
+    candidates = {name: (lambda model=model: steps(model)) for name, model in models.items()}
+    times = interleaved_times(candidates, args.rounds, warmup=0)
+    rates = {name: args.batch_size * args.steps / np.asarray(t) for name, t in times.items()}
     print(
-        f"ResNet-20 training throughput, batch {args.batch_size}, 32x32x3: TensorFlow "
-        f"{tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs; medians of {args.rounds} rounds x {args.steps} steps\n"
+        f"ResNet-20 training throughput, batch {args.batch_size}, 32x32x3, on {device()}: "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
+        f"{platform.python_version()}; medians of {args.rounds} rounds x {args.steps} steps\n"
     )
-    print("| norm | images/s | vs Keras BN |")
-    print("|---|---:|---:|")
-    base = np.median(rates["keras BN"])
-    for name, values in rates.items():
-        print(f"| {name} | {np.median(values):.0f} | {np.median(values) / base:.2f}x |")
+    print("| norm | mode | images/s | vs Keras BN (graph) |")
+    print("|---|---|---:|---:|")
+    base_key = ("keras BN", "graph")
+    base = np.median(rates[base_key]) if base_key in rates else None
+    for (name, mode), values in rates.items():
+        ratio = f"{np.median(values) / base:.2f}x" if base else "-"
+        print(f"| {name} | {mode} | {np.median(values):.0f} | {ratio} |")
 
 
 if __name__ == "__main__":

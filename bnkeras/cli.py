@@ -21,6 +21,7 @@ _SUBCOMMANDS = {
         "bnkeras.export.cli",
         "fold BN and export verified .keras / SavedModel / ONNX models",
     ),
+    "reproduce": ("bnkeras.experiments.cli", "re-measure the batch-normalization papers' claims"),
 }
 
 

@@ -2,7 +2,13 @@
 
 import sys
 
-from bnkeras.export.pipeline import DEFAULT_OPSET, FORMATS, ExportError, export_model
+from bnkeras.export.pipeline import (
+    DEFAULT_FORMATS,
+    DEFAULT_OPSET,
+    FORMATS,
+    ExportError,
+    export_model,
+)
 
 HELP = "Fold BN into conv/dense weights, write .keras / SavedModel / ONNX and verify each."
 
@@ -10,12 +16,15 @@ HELP = "Fold BN into conv/dense weights, write .keras / SavedModel / ONNX and ve
 def add_arguments(parser):
     parser.add_argument("source", help="a .keras model file or a training work directory")
     parser.add_argument(
-        "--out", required=True, help="output directory (must not exist unless --overwrite)"
+        "--out",
+        required=True,
+        help="output directory: new, or with --overwrite an empty one or a previous export",
     )
     parser.add_argument(
         "--formats",
-        default=",".join(FORMATS),
-        help=f"comma-separated formats to write (default: {','.join(FORMATS)})",
+        default=",".join(DEFAULT_FORMATS),
+        help=f"comma-separated formats to write, of {','.join(FORMATS)} "
+        f"(default: {','.join(DEFAULT_FORMATS)})",
     )
     parser.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
@@ -30,7 +39,20 @@ def add_arguments(parser):
         "--batch-size", type=int, default=8, help="batch used for verification and timing"
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output directory"
+        "--int8",
+        action="store_true",
+        help="also write model_int8.tflite (post-training int8, calibrated on the run's data)",
+    )
+    parser.add_argument(
+        "--int8-max-drop",
+        type=float,
+        default=1.0,
+        help="largest accepted top-1 accuracy drop of the int8 model, in points (default 1)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous export (or an empty directory) at --out",
     )
 
 
@@ -45,6 +67,8 @@ def run(args):
             atol=args.atol,
             batch_size=args.batch_size,
             overwrite=args.overwrite,
+            int8=args.int8,
+            int8_max_drop=args.int8_max_drop,
         )
     except ExportError as error:
         print(f"bnkeras export: error: {error}", file=sys.stderr)

@@ -14,6 +14,7 @@ each layer's variable dtype. The input model is never modified.
 """
 
 import dataclasses
+import enum
 import functools
 import warnings
 
@@ -31,11 +32,20 @@ _TRANSPOSE = (
     keras.layers.Conv2DTranspose,
     keras.layers.Conv3DTranspose,
 )
-_FLOAT16_MAX = 65504.0
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 class FoldError(ValueError):
     """The model cannot be folded at all (e.g. a subclassed model)."""
+
+
+class FoldAction(enum.StrEnum):
+    """What became of one BN layer."""
+
+    FOLDED = "folded"  # into the conv/dense layer producing its input
+    FOLDED_FORWARD = "folded_forward"  # into the single conv/dense layer reading its output
+    AFFINE = "affine"  # replaced by a bnkeras.ChannelAffine
+    KEPT = "kept"  # left as it is: inside a graph that cannot be inspected
 
 
 @dataclasses.dataclass
@@ -43,16 +53,16 @@ class FoldEntry:
     """What happened to one BN layer."""
 
     bn: str
-    action: str  # "folded", "folded_forward", "affine" or "kept" (not inspectable)
+    action: FoldAction
     into: str | None = None
     reason: str | None = None
 
     def describe(self):
-        if self.action == "folded":
+        if self.action == FoldAction.FOLDED:
             return f"{self.bn} -> folded into {self.into}"
-        if self.action == "folded_forward":
+        if self.action == FoldAction.FOLDED_FORWARD:
             return f"{self.bn} -> folded forward into {self.into} ({self.reason})"
-        if self.action == "kept":
+        if self.action == FoldAction.KEPT:
             return f"{self.bn} -> left as it is: {self.reason}"
         return f"{self.bn} -> kept as ChannelAffine: {self.reason}"
 
@@ -66,13 +76,16 @@ class FoldReport:
     params_after: int
     warnings: list = dataclasses.field(default_factory=list)
 
+    def _with(self, *actions):
+        return [e for e in self.entries if e.action in actions]
+
     @property
     def folded(self):
-        return [e for e in self.entries if e.action in ("folded", "folded_forward")]
+        return self._with(FoldAction.FOLDED, FoldAction.FOLDED_FORWARD)
 
     @property
     def refused(self):
-        return [e for e in self.entries if e.action in ("affine", "kept")]
+        return self._with(FoldAction.AFFINE, FoldAction.KEPT)
 
     def to_dict(self):
         return {
@@ -87,9 +100,13 @@ class FoldReport:
         }
 
     def __str__(self):
+        counts = [f"{len(self.folded)} folded"]
+        counts.append(f"{len(self._with(FoldAction.AFFINE))} kept as affine")
+        kept = self._with(FoldAction.KEPT)
+        if kept:
+            counts.append(f"{len(kept)} left as BN")
         lines = [
-            f"BN layers: {self.bn_before} before, {self.bn_after} after "
-            f"({len(self.folded)} folded, {len(self.refused)} kept as affine)",
+            f"BN layers: {self.bn_before} before, {self.bn_after} after ({', '.join(counts)})",
             f"parameters: {self.params_before:,} before, {self.params_after:,} after",
         ]
         lines += [f"  {e.describe()}" for e in self.entries]
@@ -306,6 +323,28 @@ def keras_misplaces_channels_first_bias():
     return bool(np.asarray(out)[0, 0, 1] != 0.0)
 
 
+def _misplaced_bias(layer, output_shape):
+    """Why a bias folded into `layer` could land on the wrong axis, or None.
+
+    A channels_first conv whose output's last axis has (or may have, when it is
+    only known at run time) as many entries as there are channels hits the bias
+    quirk of `keras_misplaces_channels_first_bias` for some inputs."""
+    rank = len(output_shape)
+    if getattr(layer, "data_format", None) != "channels_first" or rank <= 2:
+        return None
+    channels, last = output_shape[1], output_shape[-1]
+    if last is not None and last != channels:
+        return None
+    if not keras_misplaces_channels_first_bias():
+        return None
+    size = "a run-time size" if last is None else "the same size"
+    return (
+        f"{layer.name} is channels_first with {channels} channels and a last axis of {size}, "
+        "where this Keras adds a conv bias along the last axis when the sizes match "
+        "(keras.ops.add -> tf.nn.bias_add NHWC): a folded bias would be misplaced"
+    )
+
+
 def _channel_axis(layer, rank):
     if _kind(layer) == "dense":
         return rank - 1
@@ -331,23 +370,15 @@ def _backward_target(graph, bn, tensor):
     rank = len(tensor.shape)
     if bn.axis % rank != _channel_axis(producer, rank):
         return None, f"it normalizes axis {bn.axis}, not the channel axis of {producer.name}"
-    channels_first = getattr(producer, "data_format", None) == "channels_first"
-    if (
-        channels_first
-        and rank > 2
-        and tensor.shape[-1] == tensor.shape[1]
-        and keras_misplaces_channels_first_bias()
-    ):
-        return None, (
-            f"{producer.name} is channels_first with {tensor.shape[1]} channels and a last axis of "
-            "the same size, where this Keras adds a conv bias along the last axis "
-            "(keras.ops.add -> tf.nn.bias_add NHWC): a folded bias would be misplaced"
-        )
+    collision = _misplaced_bias(producer, tensor.shape)
+    if collision:
+        return None, collision
     return producer, None
 
 
 def _forward_target(graph, bn, out_tensor):
-    """A single conv/dense reading `bn`'s output where folding forward is exact, else None."""
+    """(layer, how) for the single conv/dense reading `bn`'s output where folding forward
+    is exact, else (None, why not or None)."""
     consumers = graph.consumers.get(id(out_tensor), [])
     if len(consumers) != 1 or isinstance(consumers[0], str):
         return None, None
@@ -362,26 +393,32 @@ def _forward_target(graph, bn, out_tensor):
         return layer, "dense layer"
     if getattr(layer, "groups", 1) != 1:
         return None, None
+    collision = _misplaced_bias(layer, graph.calls_of(layer)[0].outputs[0].shape)
+    if collision:
+        return None, f"not folded forward: {collision}"
     one_by_one = all(k == 1 for k in layer.kernel_size)
     if layer.padding == "valid" or (one_by_one and layer.padding == "same"):
         return layer, "1x1 kernel" if one_by_one else "valid padding"
     return None, None
 
 
-def _functional_models(model):
-    yield model
-    yield from (layer for layer in iter_layers(model) if _is_functional(layer))
-
-
 def _is_functional(model):
     return isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
 
 
-# ------------------------------------------------------------------- public API
+def _functional_models(model):
+    """`model` and the functional models nested in it through functional graphs
+    only (one inside a subclassed model or custom layer is not rebuilt)."""
+    stack = [model]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed([layer for layer in current.layers if _is_functional(layer)]))
 
 
 def _as_functional(model):
-    """The same layers as a functional model (Sequential -> functional, recursively)."""
+    """The same layers as a functional model (Sequential -> functional, recursively;
+    nested subclassed models stay as they are)."""
     if isinstance(model, keras.Sequential):
         if not model.inputs:
             raise FoldError(
@@ -393,22 +430,16 @@ def _as_functional(model):
         for layer in model.layers:
             x = _as_functional(layer)(x) if isinstance(layer, keras.Model) else layer(x)
         return keras.Model(inputs, x, name=model.name)
-    if _is_functional(model):
-        nested = any(isinstance(layer, keras.Sequential) for layer in iter_layers(model))
-        if not nested:
-            return model
-        return keras.models.clone_model(
-            model,
-            clone_function=lambda layer: (
-                _as_functional(layer) if isinstance(layer, keras.Model) else layer
-            ),
-        )
-    if isinstance(model, keras.Model):
-        raise FoldError(
-            f"{type(model).__name__} {model.name!r} is a subclassed model: folding needs the "
-            "layer graph of a Sequential or functional model."
-        )
-    return model
+    if not _is_functional(model):
+        return model
+    if not any(isinstance(layer, keras.Sequential) for layer in iter_layers(model)):
+        return model
+    return keras.models.clone_model(
+        model,
+        clone_function=lambda layer: (
+            _as_functional(layer) if isinstance(layer, keras.Model) else layer
+        ),
+    )
 
 
 def _private_copy(model):
@@ -417,14 +448,146 @@ def _private_copy(model):
     return copy
 
 
+# ------------------------------------------------------------------ planning
+
+
+@dataclasses.dataclass
+class _TargetFold:
+    """The BN maps folding into one conv/dense layer."""
+
+    layer: keras.layers.Layer
+    input_shape: tuple
+    forward: list = dataclasses.field(default_factory=list)  # (scale, shift) on its input
+    backward: list = dataclasses.field(default_factory=list)  # (scale, shift) on its output
+
+
+@dataclasses.dataclass
+class _Plan:
+    entries: list = dataclasses.field(default_factory=list)
+    dropped: set = dataclasses.field(default_factory=set)  # id of BNs removed from the graph
+    affine: dict = dataclasses.field(default_factory=dict)  # id(bn) -> ChannelAffine
+    kept: set = dataclasses.field(default_factory=set)  # id of BNs left as they are
+    targets: dict = dataclasses.field(default_factory=dict)  # id(layer) -> _TargetFold
+
+    def fold(self, bn, target, node, action, reason=None):
+        fold = self.targets.setdefault(id(target), _TargetFold(target, node.input_tensors[0].shape))
+        maps = fold.forward if action == FoldAction.FOLDED_FORWARD else fold.backward
+        maps.append(bn_affine(bn))
+        self.dropped.add(id(bn))
+        self.entries.append(FoldEntry(bn.name, action, into=target.name, reason=reason))
+
+    def handled(self, layer):
+        return any(id(layer) in ids for ids in (self.dropped, self.affine, self.kept))
+
+
+def _channel_affine(bn, input_rank):
+    """A ChannelAffine holding `bn`'s inference map in its variables' dtype."""
+    affine = bnkeras.ChannelAffine(axis=bn.axis, name=bn.name, dtype=bn.dtype_policy)
+    scale, shift = bn_affine(bn)
+    shape = [None] * input_rank
+    shape[bn.axis] = scale.shape[0]
+    affine.build(tuple(shape))
+    affine.set_weights(
+        [w.astype(v.dtype) for w, v in zip((scale, shift), affine.weights, strict=True)]
+    )
+    return affine
+
+
+def _plan_bn(graph, bn, plan):
+    """Decides what becomes of one BN of `graph` and records it in `plan`."""
+    calls = graph.calls_of(bn)
+    if len(calls) != 1:
+        reason = f"it is shared (called {len(calls)} times)"
+    else:
+        target, reason = _backward_target(graph, bn, calls[0].input_tensors[0])
+        if target is not None:
+            plan.fold(bn, target, graph.calls_of(target)[0], FoldAction.FOLDED)
+            return
+        forward, how = _forward_target(graph, bn, calls[0].outputs[0])
+        if forward is not None:
+            plan.fold(
+                bn,
+                forward,
+                graph.calls_of(forward)[0],
+                FoldAction.FOLDED_FORWARD,
+                reason=f"{reason}; exact into a {how}",
+            )
+            return
+        if how is not None:
+            reason = f"{reason}; {how}"
+    rank = len(calls[0].input_tensors[0].shape) if calls else 2
+    plan.affine[id(bn)] = _channel_affine(bn, rank)
+    plan.entries.append(FoldEntry(bn.name, FoldAction.AFFINE, reason=reason))
+
+
+def _plan_hidden_bns(work, plan):
+    """BNs outside every functional graph (inside a subclassed model or a custom
+    layer) stay as they are; the report names their outermost container."""
+    for container in iter_layers(work):
+        if _is_functional(container) or isinstance(container, BN_TYPES):
+            continue
+        for inner in bn_layers(container):
+            if not plan.handled(inner):
+                plan.kept.add(id(inner))
+                reason = (
+                    f"inside {container.name}, a subclassed model or custom layer whose "
+                    "graph cannot be inspected"
+                )
+                plan.entries.append(FoldEntry(inner.name, FoldAction.KEPT, reason=reason))
+
+
+def _plan(work):
+    plan = _Plan()
+    for graph in (_Graph(m) for m in _functional_models(work)):
+        for layer in graph.model.layers:
+            if isinstance(layer, BN_TYPES) and not plan.handled(layer):
+                _plan_bn(graph, layer, plan)
+    _plan_hidden_bns(work, plan)
+    return plan
+
+
+# ---------------------------------------------------------------- rebuilding
+
+
+def _rebuild(work, plan, notes):
+    """A clone of `work` with the planned folds and ChannelAffine layers."""
+    replaced = dict(plan.affine)
+    for key, fold in plan.targets.items():
+        values = _named_weights(fold.layer)
+        for scale, shift in fold.forward:  # input side first: BN2(L(BN1(x)))
+            _fold_input(fold.layer, values, scale, shift)
+        for scale, shift in fold.backward:
+            _fold_output(fold.layer, values, scale, shift)
+        _check_float16(fold.layer, values, notes)
+        replaced[key] = _rebuilt(fold.layer, values, fold.input_shape)
+
+    def call_function(layer, *args, **kwargs):
+        if id(layer) in plan.dropped:
+            return args[0]
+        if isinstance(layer, bnkeras.ChannelAffine):
+            kwargs.pop("training", None)
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(
+        work,
+        clone_function=lambda layer: replaced.get(id(layer), layer),
+        call_function=call_function,
+        recursive=True,
+    )
+
+
+# ------------------------------------------------------------------- public API
+
+
 def fold_batchnorm(model):
     """Folds every BN-family layer of `model` into its neighbours; returns a FoldResult.
 
     `model` is a Sequential or functional Keras model (nested models, shared layers
-    and several inputs/outputs are fine); it is left untouched. `FoldResult.model`
-    is a new model without foldable BN whose inference outputs equal `model`'s
-    (`training=False`) up to float rounding; `FoldResult.report` says what each BN
-    became and why.
+    and several inputs/outputs are fine; BNs inside nested subclassed models or
+    custom layers stay as they are and are reported); it is left untouched.
+    `FoldResult.model` is a new model without foldable BN whose inference outputs
+    equal `model`'s (`training=False`) up to float rounding; `FoldResult.report`
+    says what each BN became and why.
     """
     if not isinstance(model, keras.Model):
         raise FoldError(f"fold_batchnorm needs a keras.Model. Received: {type(model).__name__}")
@@ -433,108 +596,15 @@ def fold_batchnorm(model):
             f"{type(model).__name__} {model.name!r} is a subclassed model: folding needs the "
             "layer graph of a Sequential or functional model."
         )
-    bn_before = count_bn(model)
-    params_before = model.count_params()
     work = _as_functional(_private_copy(model))
-
-    dropped = set()  # id of BN layers removed from the graph
-    replaced = {}  # id(layer) -> new layer
-    entries, notes = [], []
-    folds = {}  # id(target) -> {"layer", "input_shape", "forward": [...], "backward": [...]}
-
-    def plan(target, input_shape):
-        return folds.setdefault(
-            id(target), {"layer": target, "input_shape": input_shape, "forward": [], "backward": []}
-        )
-
-    for graph in (_Graph(m) for m in _functional_models(work)):
-        for layer in graph.model.layers:
-            if not isinstance(layer, BN_TYPES) or id(layer) in dropped or id(layer) in replaced:
-                continue
-            calls = graph.calls_of(layer)
-            if len(calls) != 1:
-                reason = f"it is shared (called {len(calls)} times)"
-                target = None
-            else:
-                target, reason = _backward_target(graph, layer, calls[0].input_tensors[0])
-            scale, shift = bn_affine(layer)
-            if target is not None:
-                producer_node = graph.calls_of(target)[0]
-                plan(target, producer_node.input_tensors[0].shape)["backward"].append(
-                    (scale, shift)
-                )
-                dropped.add(id(layer))
-                entries.append(FoldEntry(layer.name, "folded", into=target.name))
-                continue
-            forward, how = (None, None)
-            if len(calls) == 1:
-                forward, how = _forward_target(graph, layer, calls[0].outputs[0])
-            if forward is not None:
-                consumer_node = graph.calls_of(forward)[0]
-                plan(forward, consumer_node.input_tensors[0].shape)["forward"].append(
-                    (scale, shift)
-                )
-                dropped.add(id(layer))
-                entries.append(
-                    FoldEntry(
-                        layer.name,
-                        "folded_forward",
-                        into=forward.name,
-                        reason=f"{reason}; exact into a {how}",
-                    )
-                )
-                continue
-            affine = bnkeras.ChannelAffine(
-                axis=layer.axis, name=layer.name, dtype=layer.dtype_policy
-            )
-            channels = scale.shape[0]
-            shape = [None] * (len(calls[0].input_tensors[0].shape) if calls else 2)
-            shape[layer.axis] = channels
-            affine.build(tuple(shape))
-            affine.set_weights([scale.astype("float32"), shift.astype("float32")])
-            replaced[id(layer)] = affine
-            entries.append(FoldEntry(layer.name, "affine", reason=reason))
-
-    # BNs outside every functional graph (inside a subclassed model or a custom
-    # layer) stay as they are; the report names their outermost container.
-    handled = dropped | set(replaced)  # so far `replaced` holds the BNs made affine
-    for container in iter_layers(work):
-        if _is_functional(container) or isinstance(container, BN_TYPES):
-            continue
-        for inner in bn_layers(container):
-            if id(inner) not in handled:
-                handled.add(id(inner))
-                reason = f"inside {container.name}, a subclassed model or custom layer whose graph cannot be inspected"
-                entries.append(FoldEntry(inner.name, "kept", reason=reason))
-
-    for fold in folds.values():
-        target = fold["layer"]
-        values = _named_weights(target)
-        for scale, shift in fold["forward"]:  # input side first: BN2(L(BN1(x)))
-            _fold_input(target, values, scale, shift)
-        for scale, shift in fold["backward"]:
-            _fold_output(target, values, scale, shift)
-        _check_float16(target, values, notes)
-        replaced[id(target)] = _rebuilt(target, values, fold["input_shape"])
-
-    def clone_function(layer):
-        return replaced.get(id(layer), layer)
-
-    def call_function(layer, *args, **kwargs):
-        if id(layer) in dropped:
-            return args[0]
-        if isinstance(layer, bnkeras.ChannelAffine):
-            kwargs.pop("training", None)
-        return layer(*args, **kwargs)
-
-    folded = keras.models.clone_model(
-        work, clone_function=clone_function, call_function=call_function, recursive=True
-    )
+    plan = _plan(work)
+    notes = []
+    folded = _rebuild(work, plan, notes)
     report = FoldReport(
-        entries=entries,
-        bn_before=bn_before,
+        entries=plan.entries,
+        bn_before=count_bn(model),
         bn_after=count_bn(folded),
-        params_before=params_before,
+        params_before=model.count_params(),
         params_after=folded.count_params(),
         warnings=notes,
     )

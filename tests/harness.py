@@ -5,6 +5,7 @@ Each function takes a `make_layer(**overrides)` factory, so a layer test reads
 """
 
 import functools
+import json
 
 import keras
 import numpy as np
@@ -50,6 +51,8 @@ def check_config_round_trip(make_layer):
     # The generic Keras path (registered name) must find the class.
     serialized = keras.saving.serialize_keras_object(layer)
     assert serialized["registered_name"].startswith("bnkeras>")
+    # Through JSON, as a saved file stores it (Keras's own run_layer_test does this).
+    serialized = json.loads(json.dumps(serialized))
     again = keras.saving.deserialize_keras_object(serialized)
     assert type(again) is type(layer)
     assert again.get_config() == config
@@ -111,6 +114,109 @@ def check_fit_step(make_layer, rng):
     ref = norm(features, training=False)
     np.testing.assert_allclose(out, ref)
     np.testing.assert_array_equal(frozen, np.asarray(norm.moving_mean))
+
+
+def check_xla_fit(make_layer, rng):
+    """`fit` and `predict` with `jit_compile=True`; 10 examples in batches of 4 give a
+    batch size unknown at trace time and a last batch of 2."""
+    model = _small_model(make_layer)
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    norm = model.get_layer("norm")
+    before = np.asarray(norm.moving_mean).copy()
+    x = random_batch(rng, (10, *IMAGE_SHAPE))
+    history = model.fit(x, rng.integers(0, 2, (10,)), batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert not np.allclose(before, np.asarray(norm.moving_mean))
+    np.testing.assert_allclose(model.predict(x, batch_size=4, verbose=0), model(x), atol=1e-5)
+
+
+def _train_step(layer, shape, jit_compile, mask_shape=None):
+    """A custom training step (output, input and weight gradients) as a tf.function."""
+    signature = [tf.TensorSpec(shape)]
+    if mask_shape is not None:
+        signature.append(tf.TensorSpec(mask_shape, tf.bool))
+
+    @tf.function(jit_compile=jit_compile, input_signature=signature)
+    def step(x, mask=None):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True, mask=mask)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        return [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
+
+    return step
+
+
+def check_xla_equals_graph(make_layer, rng, batches=(8, 10, 3), inner=IMAGE_SHAPE, masked=False):
+    """A `tf.function(jit_compile=True)` training step and XLA inference give the
+    graph's outputs, gradients and moving statistics (1e-5), for a static batch and
+    a batch size unknown at trace time (whole ghost batches, a remainder, one part)."""
+    for static in (True, False):
+        layers = [make_layer(), make_layer()]
+        for layer in layers:
+            layer.build((None, *inner))
+        randomize_statistics(layers[0], rng)
+        layers[1].set_weights(layers[0].get_weights())
+        for batch in batches:
+            shape = (batch if static else None, *inner)
+            x = random_batch(rng, (batch, *inner))
+            args = [x]
+            mask_shape = None
+            if masked:
+                mask_shape = shape[:-1]
+                args.append(rng.random((batch, *inner[:-1])) > 0.3)
+            results = [
+                _train_step(layer, shape, jit, mask_shape)(*args)
+                for layer, jit in zip(layers, (False, True), strict=True)
+            ]
+            for a, b in zip(*results, strict=True):
+                # 1e-5 of the largest value: gradients are sums with cancellation.
+                scale = max(1.0, float(np.max(np.abs(b))))
+                np.testing.assert_allclose(a, b, atol=1e-5 * scale, rtol=1e-5)
+            for a, b in zip(layers[0].weights, layers[1].weights, strict=True):
+                np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5, err_msg=a.path)
+            infer = tf.function(lambda t, layer=layers[1]: layer(t), jit_compile=True)
+            np.testing.assert_allclose(infer(x), layers[0](x), atol=1e-5, rtol=1e-5)
+
+
+def check_integer_inputs(make_layer, rng):
+    """uint8/int32 inputs are normalized in float32, as by Keras's BatchNormalization."""
+    x = rng.integers(0, 256, (8, *IMAGE_SHAPE))
+    for dtype in ("uint8", "int32"):
+        layer, reference = make_layer(), make_layer()
+        for each in (layer, reference):
+            each.build(x.shape)
+        randomize_statistics(reference, rng)
+        layer.set_weights(reference.get_weights())
+        for training in (True, False):
+            out = layer(x.astype(dtype), training=training)
+            assert out.dtype == "float32"
+            expected = reference(x.astype("float32"), training=training)
+            np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-6)
+
+
+def check_empty_batch(make_layer):
+    """An empty training batch does what Keras's BatchNormalization does with one: an
+    empty output and NaN moving statistics (static and run-time batch size)."""
+    for inner in (IMAGE_SHAPE, (6, 3)):
+        x = np.zeros((0, *inner), "float32")
+        expected = keras.layers.BatchNormalization()
+        expected(x, training=True)
+        for signature in ((0, *inner), (None, *inner)):
+            layer = make_layer()
+            step = tf.function(
+                lambda t, layer=layer: layer(t, training=True),
+                input_signature=[tf.TensorSpec(signature)],
+            )
+            assert tuple(step(x).shape) == x.shape
+            for name in ("moving_mean", "moving_variance"):
+                np.testing.assert_array_equal(
+                    getattr(layer, name), getattr(expected, name), err_msg=f"{signature} {name}"
+                )
 
 
 def check_mixed_precision(make_layer, rng, policy="mixed_float16"):
@@ -230,6 +336,11 @@ def run_all(make_layer, tmp_path, rng, trainable=2, non_trainable=2, sync_contro
     check_keras_round_trip(make_layer, tmp_path, rng)
     check_weight_counts(make_layer, trainable, non_trainable)
     check_fit_step(make_layer, rng)
+    check_xla_fit(make_layer, rng)
+    check_xla_equals_graph(make_layer, rng)
+    check_xla_equals_graph(make_layer, rng, inner=(6, 3), masked=True)
+    check_integer_inputs(make_layer, rng)
+    check_empty_batch(make_layer)
     check_mixed_precision(make_layer, rng)
     check_mixed_precision(make_layer, rng, "mixed_bfloat16")
     check_masking(make_layer, rng)

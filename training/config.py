@@ -1,80 +1,370 @@
-"""Run configuration: defaults, YAML presets, overrides and validation.
+"""Run configuration: typed sections, YAML presets, overrides and validation.
 
-A config is a dict of sections (`model`, `norm`, `data`, `train`). A preset
-(training/configs/NAME.yaml) or a user YAML file overrides the defaults, and
-command-line overrides (`--set train.lr=0.05`, `--epochs 3`, ...) override that.
-Every key must exist in DEFAULTS: a typo is an error that lists the valid keys.
+A run's config has four sections, each a dataclass whose fields declare their
+type and valid range next to the key: `ModelConfig`, `NormConfig`, `DataConfig`
+and `TrainConfig`, gathered in `RunConfig`. The rest of the package passes the
+config around as nested dicts (`config["train"]["lr"]`); `build_config` returns
+one, validated through the dataclasses.
+
+Precedence: the field defaults, then a preset (training/configs/NAME.yaml) or a
+user YAML file, then `--set section.key=value` overrides, then the CLI flags.
+Every key is checked when it is read, before any data is touched: an unknown key
+lists the valid keys, a bad value raises a one-line `ConfigError` naming the
+key, the received value and the valid range (`Received: data.image_size=0`).
 """
 
 import contextlib
 import copy
+import dataclasses
 import importlib.resources
+import math
 from pathlib import Path
 
 import yaml
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+CHANNELS = 3  # the pipelines decode RGB images
 
-DEFAULTS = {
-    "model": {
-        "name": "resnet20",
-        "width": 16,  # first-stage filters of CIFAR ResNets
-        "alpha": 1.0,  # MobileNetV2 width multiplier
-        "zero_init_residual": False,
-    },
-    "norm": {
-        "name": "bn",
-        "momentum": 0.9,
-        "epsilon": 1e-5,
-        "sync": False,
-        "virtual_batch_size": 32,
-        "rmax": "warmup",
-        "dmax": "warmup",
-        "renorm_momentum": 0.99,
-    },
-    "data": {
-        "dataset": "bnkeras_shapes",
-        "data_dir": None,
-        "train_split": "train",
-        "eval_split": None,  # None: validation, else test
-        "image_size": 32,
-        "min_scale": 0.35,  # random-resized-crop area range (min_scale, 1)
-        "crop_fraction": 1.0,  # evaluation: resize to size / crop_fraction, centre crop
-        "holdout_fraction": 0.1,  # image folders without train/ and val/
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
-        "cache": True,
-        "shuffle_buffer": 10000,
-        "seed": 0,
-    },
-    "train": {
-        "epochs": 10,
-        "batch_size": 128,
-        "optimizer": "sgd",
-        "lr": 0.1,
-        "lr_scaling": "none",  # "linear": lr is given per 256 images, scaled by batch/256
-        "momentum": 0.9,
-        "nesterov": True,
-        "weight_decay": 5e-4,  # not applied to BN gamma/beta or biases
-        "schedule": "cosine",
-        "warmup_epochs": 1,
-        "step_epochs": [30, 60, 80],  # "step" schedule: lr x 0.1 at each
-        "label_smoothing": 0.0,
-        "ema": 0.0,  # > 0: exponential moving average of the weights (e.g. 0.999)
-        "mixed_precision": False,
-        "precise_bn_batches": 0,
-        "strategy": "default",
-        "seed": 0,
-    },
-}
 
-CHOICES = {
-    "train.optimizer": ("sgd", "adamw"),
-    "train.schedule": ("cosine", "step", "constant"),
-    "train.lr_scaling": ("none", "linear"),
-    "train.strategy": ("default", "mirrored", "multiworker"),
-}
+class ConfigError(ValueError):
+    """An invalid config; the message names the key, the value and the valid values."""
+
+
+# ------------------------------------------------------------------------ checks
+
+
+def _error(key, valid, value):
+    return ConfigError(f"Config key {key} must be {valid}. Received: {key}={value!r}")
+
+
+def _number(key, value, valid, integer):
+    """`value` as an int or a finite float; numeric strings ("1e-3") are parsed."""
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            value = int(value) if integer else float(value)
+        except ValueError:
+            raise _error(key, valid, value) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _error(key, valid, value)
+    if integer:
+        if isinstance(value, float) and not value.is_integer():
+            raise _error(key, valid, value)
+        return int(value)
+    if not math.isfinite(value):
+        raise _error(key, valid, value)
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Number:
+    """An int (`integer=True`) or a finite float in [low, high]; `open_low` / `open_high`
+    exclude the bound."""
+
+    integer: bool = False
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def describe(self):
+        kind = "an integer" if self.integer else "a finite number"
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+            return f"{kind} in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low is not None:
+            return f"{kind} {'>' if self.open_low else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{kind} {'<' if self.open_high else '<='} {self.high:g}"
+        return kind
+
+    def __call__(self, key, value):
+        number = _number(key, value, self.describe(), self.integer)
+        too_low = self.low is not None and (
+            number < self.low or (self.open_low and number == self.low)
+        )
+        too_high = self.high is not None and (
+            number > self.high or (self.open_high and number == self.high)
+        )
+        if too_low or too_high:
+            raise _error(key, self.describe(), value)
+        return number
+
+
+@dataclasses.dataclass(frozen=True)
+class OrNull:
+    """`check`, or null."""
+
+    check: object
+
+    def describe(self):
+        return f"{self.check.describe()} or null"
+
+    def __call__(self, key, value):
+        if value is None:
+            return None
+        try:
+            return self.check(key, value)
+        except ConfigError:
+            raise _error(key, self.describe(), value) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Boolean:
+    def describe(self):
+        return "true or false"
+
+    def __call__(self, key, value):
+        if not isinstance(value, bool):
+            raise _error(key, self.describe(), value)
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Text:
+    """A non-empty string; `optional` also allows null. `path` also takes a number
+    (YAML reads a folder named 2024 as an int)."""
+
+    optional: bool = False
+    path: bool = False
+
+    def describe(self):
+        kind = "a path" if self.path else "a non-empty string"
+        return f"{kind} or null" if self.optional else kind
+
+    def __call__(self, key, value):
+        if value is None and self.optional:
+            return None
+        if self.path and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value:
+            raise _error(key, self.describe(), value)
+        return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of `values` (a tuple, or a function returning one, for lists that need
+    an import). Booleans in `values` match YAML's true/false; `aliases` maps
+    accepted spellings to the stored value. `label` names the key in the message."""
+
+    values: tuple | object
+    label: str | None = None
+    aliases: tuple = ()
+
+    def options(self):
+        return self.values() if callable(self.values) else self.values
+
+    def __call__(self, key, value):
+        with contextlib.suppress(TypeError):  # a list or a mapping: never an alias
+            value = dict(self.aliases).get(value, value)
+        options = self.options()
+        if any(value == option and type(value) is type(option) for option in options):
+            return value
+        valid = ", ".join(str(o).lower() if isinstance(o, bool) else str(o) for o in options)
+        label, kinds = (self.label, f"{self.label}s") if self.label else (key, "values")
+        raise ConfigError(
+            f"Unknown {label} {value!r}: valid {kinds} are {valid}. Received: {key}={value!r}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipBound:
+    """A renorm clip: "warmup" (the paper's schedule) or a number >= `low`."""
+
+    low: float
+
+    def __call__(self, key, value):
+        if value == "warmup" or value == math.inf:  # the paper's schedule, or no clipping
+            return value
+        try:
+            return Number(low=self.low)(key, value)
+        except ConfigError:
+            raise _error(key, f"'warmup' or a number >= {self.low:g}", value) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Numbers:
+    """A list of numbers, each checked by `item`; `length` fixes the count,
+    `increasing` asks for a strictly increasing list."""
+
+    item: Number
+    length: int | None = None
+    increasing: bool = False
+
+    def describe(self):
+        count = f"{self.length} " if self.length else ""
+        order = "strictly increasing " if self.increasing else ""
+        return f"a list of {count}{order}numbers, each {self.item.describe()}"
+
+    def __call__(self, key, value):
+        if not isinstance(value, (list, tuple)) or (
+            self.length is not None and len(value) != self.length
+        ):
+            raise _error(key, self.describe(), value)
+        items = []
+        for item in value:
+            try:
+                items.append(self.item(key, item))
+            except ConfigError:
+                raise _error(key, self.describe(), value) from None
+        if self.increasing and any(b <= a for a, b in zip(items, items[1:], strict=False)):
+            raise _error(key, self.describe(), value)
+        return items
+
+
+def key(default, check, doc=""):
+    """A config field: its default, its check (type and range) and a short description."""
+    if isinstance(default, list):
+        return dataclasses.field(
+            default_factory=lambda: list(default), metadata={"check": check, "doc": doc}
+        )
+    return dataclasses.field(default=default, metadata={"check": check, "doc": doc})
+
+
+def _model_names():
+    from bnkeras.training.models import MODELS
+
+    return tuple(MODELS)
+
+
+def _norm_names():
+    from bnkeras.training.models.norms import NORMS
+
+    return NORMS
+
+
+UNIT = Number(low=0.0, high=1.0, open_high=True)  # [0, 1)
+FRACTION = Number(low=0.0, high=1.0, open_low=True)  # (0, 1]
+COUNT = Number(integer=True, low=1)
+NON_NEGATIVE_INT = Number(integer=True, low=0)
+
+
+# ---------------------------------------------------------------------- sections
+
+
+class Section:
+    """Checks (and coerces) every field of a section dataclass on construction."""
+
+    NAME = ""
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            name = f"{self.NAME}.{field.name}"
+            setattr(self, field.name, field.metadata["check"](name, getattr(self, field.name)))
+
+
+@dataclasses.dataclass
+class ModelConfig(Section):
+    NAME = "model"
+    name: str = key("resnet20", Choice(_model_names, label="model"))
+    width: int = key(16, COUNT, "first-stage filters of CIFAR ResNets")
+    alpha: float = key(1.0, Number(low=0.0, open_low=True), "MobileNetV2 width multiplier")
+    zero_init_residual: bool = key(False, Boolean(), "zero gamma of each block's last norm")
+
+
+@dataclasses.dataclass
+class NormConfig(Section):
+    NAME = "norm"
+    name: str = key("bn", Choice(_norm_names, label="norm"))
+    momentum: float = key(0.9, UNIT)
+    epsilon: float = key(1e-5, Number(low=0.0, open_low=True))
+    sync: bool = key(False, Boolean(), "synchronized statistics across replicas")
+    virtual_batch_size: int = key(32, COUNT, "ghost BN: examples per virtual batch")
+    rmax: object = key("warmup", ClipBound(1.0), "renorm: upper clip of r")
+    dmax: object = key("warmup", ClipBound(0.0), "renorm: clip of |d|")
+    renorm_momentum: float = key(0.99, UNIT)
+    total_steps: int | None = key(
+        None, OrNull(COUNT), "renorm: steps the 'warmup' schedule spans (null: the run's)"
+    )
+    renorm_bias_correction: bool = key(
+        True, Boolean(), "renorm: bias-corrected r/d statistics (the layer's default: false)"
+    )
+
+
+@dataclasses.dataclass
+class DataConfig(Section):
+    NAME = "data"
+    dataset: str = key("bnkeras_shapes", Text(), "bnkeras_shapes, a TFDS name or 'folder'")
+    data_dir: str | None = key(None, Text(optional=True, path=True))
+    train_split: str = key("train", Text())
+    eval_split: str | None = key(None, Text(optional=True), "null: validation, else test")
+    image_size: int = key(32, COUNT)
+    min_scale: float = key(0.35, FRACTION, "random-resized-crop area range (min_scale, 1)")
+    crop_fraction: float = key(1.0, FRACTION, "eval: resize to size / crop_fraction, crop")
+    holdout_fraction: float = key(
+        0.1, Number(low=0.0, high=1.0, open_low=True, open_high=True), "folders without val/"
+    )
+    mean: list = key(
+        IMAGENET_MEAN, Numbers(Number(), length=CHANNELS), "per channel, on the 0-1 pixel scale"
+    )
+    std: list = key(
+        IMAGENET_STD, Numbers(Number(low=0.0, open_low=True), length=CHANNELS), "per channel"
+    )
+    cache: bool = key(True, Boolean(), "keep decoded images in memory")
+    shuffle_buffer: int = key(10000, COUNT)
+    seed: int = key(0, NON_NEGATIVE_INT, "shuffling and augmentation")
+
+
+@dataclasses.dataclass
+class TrainConfig(Section):
+    NAME = "train"
+    epochs: int = key(10, COUNT)
+    batch_size: int = key(128, COUNT, "global batch size")
+    optimizer: str = key("sgd", Choice(("sgd", "adamw")))
+    lr: float = key(0.1, Number(low=0.0, open_low=True), "peak learning rate")
+    lr_scaling: str = key("none", Choice(("none", "linear")), "linear: lr per 256 images")
+    momentum: float = key(0.9, UNIT)
+    nesterov: bool = key(True, Boolean())
+    weight_decay: float = key(5e-4, Number(low=0.0), "not applied to BN gamma/beta or biases")
+    schedule: str = key("cosine", Choice(("cosine", "step", "constant")))
+    warmup_epochs: int = key(1, NON_NEGATIVE_INT, "linear warm-up from 0")
+    step_epochs: list = key(
+        [30, 60, 80], Numbers(COUNT, increasing=True), "step schedule: lr x 0.1 at each"
+    )
+    label_smoothing: float = key(0.0, UNIT)
+    ema: float = key(0.0, UNIT, "> 0: moving average of the weights (e.g. 0.999)")
+    mixed_precision: object = key(
+        False,
+        Choice((False, "float16", "bfloat16"), aliases=((True, "float16"),)),
+        "false, float16 or bfloat16 compute (true means float16)",
+    )
+    jit_compile: object = key("auto", Choice(("auto", True, False)), "XLA compilation")
+    precise_bn_batches: int = key(0, NON_NEGATIVE_INT, "recompute BN statistics at the end")
+    strategy: str = key("default", Choice(("default", "mirrored", "multiworker")))
+    seed: int = key(0, NON_NEGATIVE_INT, "weight initialization")
+
+
+SECTIONS = {"model": ModelConfig, "norm": NormConfig, "data": DataConfig, "train": TrainConfig}
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """A whole run's config; construction checks every key."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    norm: NormConfig = dataclasses.field(default_factory=NormConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, config, source="the config"):
+        """A RunConfig from nested dicts; missing keys take their defaults."""
+        merged = apply(copy.deepcopy(DEFAULTS), config, source)
+        return cls(**{name: SECTIONS[name](**values) for name, values in merged.items()})
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _defaults(section):
+    return {
+        f.name: f.default_factory() if callable(f.default_factory) else f.default
+        for f in dataclasses.fields(section)
+    }
+
+
+DEFAULTS = {name: _defaults(section) for name, section in SECTIONS.items()}
 
 # Keys that may differ when a run is resumed in the same work directory.
 RESUMABLE_CHANGES = (
@@ -83,11 +373,11 @@ RESUMABLE_CHANGES = (
     "train.precise_bn_batches",
     "train.strategy",
     "norm.sync",
+    "train.jit_compile",
 )
 
 
-class ConfigError(ValueError):
-    """An invalid config; the message names the key and the valid values."""
+# ------------------------------------------------------------------------- files
 
 
 def preset_names():
@@ -99,19 +389,37 @@ def _read_yaml(text, source):
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{source} is not valid YAML: {error}") from None
+        detail = " ".join(str(error).split())
+        raise ConfigError(f"{source} is not valid YAML: {detail}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must hold a mapping of sections (model, norm, data, train).")
     return data
+
+
+def _read_file(path, what):
+    """The text of a YAML file, or a one-line ConfigError saying what is wrong."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory: give the path of a YAML file.")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist.")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{what} {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
+            f"offset {error.start}): save it as UTF-8."
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            f"Cannot read {what.lower()} {path}: {error.strerror or error}."
+        ) from None
 
 
 def load_preset(name_or_path):
     """The overrides of a preset name or a YAML file path."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"Config file {name_or_path} does not exist.")
-        return _read_yaml(path.read_text(), str(path))
+        return _read_yaml(_read_file(path, "Config file"), str(path))
     names = preset_names()
     if name_or_path not in names:
         raise ConfigError(
@@ -119,59 +427,38 @@ def load_preset(name_or_path):
         )
     text = (
         importlib.resources.files("bnkeras.training") / "configs" / f"{name_or_path}.yaml"
-    ).read_text()
+    ).read_text(encoding="utf-8")
     return _read_yaml(text, f"preset {name_or_path}")
+
+
+# --------------------------------------------------------------------- overrides
 
 
 def valid_keys():
     return [f"{section}.{key}" for section, values in DEFAULTS.items() for key in values]
 
 
-def _coerce(key, value, default):
-    if default is None or value is None:
-        return value
-    if (
-        isinstance(value, str)
-        and isinstance(default, (int, float))
-        and not isinstance(default, bool)
-    ):
-        with contextlib.suppress(ValueError):  # YAML 1.1 reads "1e-3" as a string
-            value = float(value) if isinstance(default, float) else int(value)
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(default, float):
-        if is_number:
-            return float(value)
-    elif isinstance(default, str):
-        if isinstance(value, str) or is_number:  # rmax/dmax take numbers too
-            return value
-    elif isinstance(default, list) and isinstance(value, list):
-        return value
-    raise ConfigError(
-        f"Config key {key} expects a {type(default).__name__}. Received: {key}={value!r}"
-    )
+def check_value(section, name, value):
+    """`value` of config key `section.name`, type-coerced; ConfigError if out of range."""
+    field = next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
+    return field.metadata["check"](f"{section}.{name}", value)
 
 
 def apply(config, overrides, source):
-    """`config` updated with a nested dict of overrides, every key checked."""
+    """`config` updated with a nested dict of overrides, every key and value checked."""
     for section, values in overrides.items():
-        if section not in DEFAULTS:
+        if section not in SECTIONS:
             raise ConfigError(
-                f"Unknown config section {section!r} in {source}: valid sections are {', '.join(DEFAULTS)}."
+                f"Unknown config section {section!r} in {source}: valid sections are {', '.join(SECTIONS)}."
             )
         if not isinstance(values, dict):
             raise ConfigError(f"Config section {section!r} in {source} must be a mapping.")
-        for key, value in values.items():
-            if key not in DEFAULTS[section]:
+        for name, value in values.items():
+            if name not in DEFAULTS[section]:
                 raise ConfigError(
-                    f"Unknown config key {section}.{key} in {source}: valid keys are {', '.join(valid_keys())}."
+                    f"Unknown config key {section}.{name} in {source}: valid keys are {', '.join(valid_keys())}."
                 )
-            config[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key])
+            config[section][name] = check_value(section, name, value)
     return config
 
 
@@ -179,12 +466,12 @@ def parse_assignment(text):
     """'train.lr=0.05' -> {'train': {'lr': 0.05}} (the value parsed as YAML)."""
     if "=" not in text:
         raise ConfigError(f"--set expects key=value (e.g. train.lr=0.05). Received: {text!r}")
-    key, raw = text.split("=", 1)
-    if key.count(".") != 1:
+    name, raw = text.split("=", 1)
+    if name.count(".") != 1:
         raise ConfigError(
-            f"--set keys are section.key (e.g. train.lr). Received: {key!r}; valid keys are {', '.join(valid_keys())}."
+            f"--set keys are section.key (e.g. train.lr). Received: {name!r}; valid keys are {', '.join(valid_keys())}."
         )
-    section, name = key.split(".")
+    section, name = name.split(".")
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
@@ -193,54 +480,24 @@ def parse_assignment(text):
 
 
 def build_config(preset="demo", overrides=(), flat=None):
-    """DEFAULTS <- preset/YAML <- `overrides` (list of 'key=value') <- `flat` {'train.lr': ...}."""
+    """Defaults <- preset/YAML <- `overrides` (list of 'key=value') <- `flat` {'train.lr': ...}.
+
+    Returns the config as nested dicts; raises ConfigError for any bad key or value.
+    """
     config = copy.deepcopy(DEFAULTS)
     apply(config, load_preset(preset), f"preset {preset}")
     for text in overrides:
         apply(config, parse_assignment(text), f"--set {text}")
-    for key, value in (flat or {}).items():
+    for name, value in (flat or {}).items():
         if value is not None:
-            section, name = key.split(".")
-            apply(config, {section: {name: value}}, f"--{name.replace('_', '-')}")
-    validate(config)
-    return config
+            section, option = name.split(".")
+            apply(config, {section: {option: value}}, f"--{option.replace('_', '-')}")
+    return validate(config)
 
 
 def validate(config):
-    for key, choices in CHOICES.items():
-        section, name = key.split(".")
-        if config[section][name] not in choices:
-            raise ConfigError(
-                f"Unknown {key} {config[section][name]!r}: valid values are {', '.join(choices)}."
-            )
-    from bnkeras.training.models import MODELS
-    from bnkeras.training.models.norms import NORMS
-
-    if config["model"]["name"] not in MODELS:
-        raise ConfigError(
-            f"Unknown model {config['model']['name']!r}: valid models are {', '.join(MODELS)}."
-        )
-    if config["norm"]["name"] not in NORMS:
-        raise ConfigError(
-            f"Unknown norm {config['norm']['name']!r}: valid norms are {', '.join(NORMS)}."
-        )
-    train = config["train"]
-    for key in ("epochs", "batch_size"):
-        if train[key] < 1:
-            raise ConfigError(f"train.{key} must be >= 1. Received: {train[key]}")
-    if train["lr"] <= 0:
-        raise ConfigError(f"train.lr must be > 0. Received: {train['lr']}")
-    if not 0.0 <= train["label_smoothing"] < 1.0:
-        raise ConfigError(
-            f"train.label_smoothing must be in [0, 1). Received: {train['label_smoothing']}"
-        )
-    if not 0.0 <= train["ema"] < 1.0:
-        raise ConfigError(f"train.ema must be in [0, 1). Received: {train['ema']}")
-    if train["precise_bn_batches"] < 0:
-        raise ConfigError(
-            f"train.precise_bn_batches must be >= 0. Received: {train['precise_bn_batches']}"
-        )
-    return config
+    """`config` (nested dicts) checked key by key through RunConfig, as nested dicts."""
+    return RunConfig.from_dict(config).to_dict()
 
 
 def dump(config):
@@ -248,21 +505,23 @@ def dump(config):
 
 
 def load_run_config(workdir):
+    """The validated config of the run in `workdir` (its config.yaml)."""
     path = Path(workdir) / "config.yaml"
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(
             f"{workdir} holds no config.yaml: it is not a bnkeras training work directory."
         )
     config = copy.deepcopy(DEFAULTS)
-    return apply(config, _read_yaml(path.read_text(), str(path)), str(path))
+    apply(config, _read_yaml(_read_file(path, "Run config"), str(path)), str(path))
+    return validate(config)
 
 
 def differences(old, new):
     """'section.key: old -> new' for every key that differs."""
     changes = []
     for section, values in new.items():
-        for key, value in values.items():
-            before = old.get(section, {}).get(key)
+        for name, value in values.items():
+            before = old.get(section, {}).get(name)
             if before != value:
-                changes.append((f"{section}.{key}", before, value))
+                changes.append((f"{section}.{name}", before, value))
     return changes

@@ -19,20 +19,40 @@ Sources (`data.dataset`):
   the first few); they never stop a run.
 """
 
+import contextlib
 import dataclasses
-import functools
 import hashlib
+import logging
+import math
 import os
+import random
+import re
 import socket
+import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
+
+logger = logging.getLogger(__name__)
 
 EMBEDDED = "bnkeras_shapes"
 FOLDER = "folder"
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 _AUTOTUNE = tf.data.AUTOTUNE
+# Epoch e of data.seed s draws its shuffle and augmentation from the stream
+# s * EPOCH_SEED_STRIDE + 2 * e (crop) and + 1 (flip): distinct for every (s, e) with
+# e < EPOCH_SEED_STRIDE / 2.
+EPOCH_SEED_STRIDE = 1_000_003
+SHUFFLE_GRAPH_SEED = 1  # any fixed nonzero value
+# Threads that check image files in parallel (I/O bound, so more than the cores).
+IMAGE_CHECK_THREADS = 16
+# Below this many steps per epoch, or above this fraction of training images left
+# out by the incomplete last batch, load_data warns.
+MIN_STEPS_PER_EPOCH = 10
+MAX_DROPPED_FRACTION = 0.1
 
 
 class DataError(ValueError):
@@ -41,7 +61,17 @@ class DataError(ValueError):
 
 @dataclasses.dataclass
 class Data:
-    train: tf.data.Dataset
+    """The pipelines of a run and what describes them.
+
+    `train` holds the batches of the epochs asked for, one epoch after the other
+    (`steps_per_epoch` batches each); `train_epochs(first, last)` builds the same
+    batches for any other epoch range (cheaply: start-up does not grow with the
+    range). `eval` is one pass over the evaluation split. `files` are the
+    (record file, record count) pairs read (TFDS) or (image folder, None), named
+    when reading fails.
+    """
+
+    train: tf.data.Dataset | None
     eval: tf.data.Dataset
     num_classes: int
     train_examples: int
@@ -49,6 +79,13 @@ class Data:
     description: str
     skipped_files: int = 0
     steps_per_epoch: int = 0
+    train_epochs: Callable[[int, int], tf.data.Dataset] | None = None
+    files: tuple = ()
+
+    def train_batches(self, count, first_epoch=0):
+        """`count` training batches starting at `first_epoch` (over as many epochs as needed)."""
+        epochs = max(1, math.ceil(count / self.steps_per_epoch))
+        return self.train_epochs(first_epoch, first_epoch + epochs).take(count)
 
 
 # ------------------------------------------------------------------ preprocessing
@@ -98,24 +135,30 @@ def _train_pipeline(examples, config, num_classes, batch_size, epochs):
 
     Each epoch's order and augmentation are a function of (data.seed, epoch) only:
     a per-epoch shuffle seed and stateless random ops keyed by (epoch, example). A
-    resumed run therefore sees exactly the batches an uninterrupted run would.
+    resumed run therefore sees exactly the batches an uninterrupted run would. The
+    epochs come from one `flat_map` over the epoch numbers, so building the
+    pipeline costs the same for 1 or 1000 epochs.
     """
     size, min_scale = int(config["image_size"]), float(config["min_scale"])
     normalize = _normalizer(config)
-    base_seed = int(config["seed"])
+    base_seed = int(config["seed"]) * EPOCH_SEED_STRIDE
 
     def epoch_batches(epoch):
-        seed = base_seed * 1_000_003 + 2 * epoch
+        seed = base_seed + 2 * epoch
 
         def augment(index, example):
             image, label = example
-            crop_seed = tf.stack([tf.constant(seed, tf.int64), index])
-            image = _random_resized_crop(tf.cast(image, tf.float32), size, min_scale, crop_seed)
-            image = tf.image.stateless_random_flip_left_right(
-                image, tf.stack([tf.constant(seed + 1, tf.int64), index])
+            image = _random_resized_crop(
+                tf.cast(image, tf.float32), size, min_scale, tf.stack([seed, index])
             )
+            image = tf.image.stateless_random_flip_left_right(image, tf.stack([seed + 1, index]))
             return normalize(image), tf.one_hot(label, num_classes)
 
+        # A shuffle's seed pair is (graph seed, op seed). Fixing the graph seed of this
+        # traced function makes the order a function of (data.seed, epoch) alone, not
+        # of the process's global seed (which may be 0: TensorFlow then compares the
+        # tensor op seed with 0 in Python and fails).
+        tf.compat.v1.set_random_seed(SHUFFLE_GRAPH_SEED)
         shuffled = examples.shuffle(
             int(config["shuffle_buffer"]), seed=seed, reshuffle_each_iteration=False
         )
@@ -127,11 +170,8 @@ def _train_pipeline(examples, config, num_classes, batch_size, epochs):
             .batch(batch_size, drop_remainder=True)
         )
 
-    # One dataset per epoch, concatenated: the shuffle seed must be a Python int.
     first, last = epochs
-    return functools.reduce(
-        lambda a, b: a.concatenate(b), [epoch_batches(e) for e in range(first, last)]
-    ).prefetch(_AUTOTUNE)
+    return tf.data.Dataset.range(first, last).flat_map(epoch_batches).prefetch(_AUTOTUNE)
 
 
 def _eval_pipeline(examples, config, num_classes, batch_size):
@@ -147,11 +187,18 @@ def _eval_pipeline(examples, config, num_classes, batch_size):
     )
 
 
-def _pipelines(train, evaluation, config, num_classes, batch_size, epochs):
+def _pipelines(train, evaluation, config, num_classes, batch_size):
+    """The evaluation pipeline and a function (first, last) -> training epochs;
+    `train` is None when only evaluation is needed."""
     if config["cache"]:
-        train, evaluation = train.cache(), evaluation.cache()
+        evaluation = evaluation.cache()
+        train = train.cache() if train is not None else None
+
+    def train_epochs(first, last):
+        return _train_pipeline(train, config, num_classes, batch_size, (first, last))
+
     return (
-        _train_pipeline(train, config, num_classes, batch_size, epochs),
+        train_epochs if train is not None else None,
         _eval_pipeline(evaluation, config, num_classes, batch_size),
     )
 
@@ -183,12 +230,38 @@ def _tfds_builder(name, data_dir):
         ) from None
 
 
+@contextlib.contextmanager
+def _quiet_and_seed_neutral():
+    """Generation of the embedded dataset without TFDS's progress bars, and without
+    moving Python's or NumPy's global random state (TFDS draws temporary folder
+    names from `random`; Keras draws default initializer seeds from it, so the
+    same run would start from other weights on a first run)."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    bars = getattr(tqdm_utils, "_active", True)
+    tfds.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tfds.display_progress_bar(bars)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 def _prepare(builder, name, data_dir):
     info_file = Path(builder.data_dir) / "dataset_info.json"
     if info_file.exists():
         return
     if name == EMBEDDED:
-        builder.download_and_prepare()
+        logger.info(
+            "generating the embedded dataset %s in %s (once, a few seconds)",
+            EMBEDDED,
+            builder.data_dir,
+        )
+        with _quiet_and_seed_neutral():
+            builder.download_and_prepare()
         return
     where = data_dir or "the default TFDS directory (~/tensorflow_datasets)"
     manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
@@ -210,7 +283,16 @@ def _prepare(builder, name, data_dir):
     builder.download_and_prepare()
 
 
-def _tfds_data(config, batch_size, epochs):
+def _split_files(builder, split):
+    """(record file, record count) of each file of a TFDS split (e.g. "train[:64]")."""
+    info = builder.info.splits[split.split("[")[0]]
+    return tuple(
+        (os.path.join(builder.data_dir, name), count)
+        for name, count in zip(info.filenames, info.shard_lengths, strict=True)
+    )
+
+
+def _tfds_data(config, batch_size, with_train):
     name, data_dir = config["dataset"], config.get("data_dir")
     if data_dir is not None and not Path(data_dir).exists() and name != EMBEDDED:
         raise DataError(f"--data-dir {data_dir} does not exist.")
@@ -227,20 +309,33 @@ def _tfds_data(config, batch_size, epochs):
     eval_split = config["eval_split"] or next(
         (s for s in ("validation", "test") if s in splits), None
     )
-    for split in (train_split, eval_split):
+    for split in (train_split, eval_split) if with_train else (eval_split,):
         if split is None or split.split("[")[0] not in splits:
             raise DataError(f"Dataset {name!r} has no split {split!r}; it has {', '.join(splits)}.")
-    train = builder.as_dataset(split=train_split, as_supervised=True, shuffle_files=False)
-    evaluation = builder.as_dataset(split=eval_split, as_supervised=True, shuffle_files=False)
-    train, evaluation = _pipelines(train, evaluation, config, num_classes, batch_size, epochs)
+
+    def read(split):
+        return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+
+    train_epochs, evaluation = _pipelines(
+        read(train_split) if with_train else None,
+        read(eval_split),
+        config,
+        num_classes,
+        batch_size,
+    )
+    train_examples = splits[train_split].num_examples if with_train else 0
+    used = f"{train_split}: {train_examples}, " if with_train else ""
     return Data(
-        train=train,
+        train=None,
         eval=evaluation,
         num_classes=num_classes,
-        train_examples=splits[train_split].num_examples,
+        train_examples=train_examples,
         eval_examples=splits[eval_split].num_examples,
-        description=f"{name} ({train_split}: {splits[train_split].num_examples}, "
-        f"{eval_split}: {splits[eval_split].num_examples} images, {num_classes} classes)",
+        description=f"{name} ({used}{eval_split}: {splits[eval_split].num_examples} images, "
+        f"{num_classes} classes)",
+        train_epochs=train_epochs,
+        files=(_split_files(builder, train_split) if with_train else ())
+        + _split_files(builder, eval_split),
     )
 
 
@@ -271,7 +366,8 @@ def _class_dirs(root):
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _folder_data(config, batch_size, log, epochs):
+def _folder_files(config):
+    """(root, classes, train files, eval files) of an image folder, as (path, label) lists."""
     if not config.get("data_dir"):
         raise DataError(
             f"dataset {FOLDER!r} needs --data-dir: the image folder (one subfolder per class)."
@@ -292,11 +388,6 @@ def _folder_data(config, batch_size, log, epochs):
         classes = _class_dirs(root)
         files = _list_images(root, classes)
         fraction = float(config["holdout_fraction"])
-        if not 0.0 < fraction < 1.0:
-            raise DataError(
-                f"An image folder without train/ and val/ needs 0 < data.holdout_fraction < 1. "
-                f"Received: {fraction}"
-            )
 
         def held_out(path):
             digest = hashlib.sha1(os.path.relpath(path, root).encode()).digest()
@@ -317,19 +408,36 @@ def _folder_data(config, batch_size, log, epochs):
         raise DataError(
             f"Image folder {root} leaves no images for evaluation: add a val/ split or more images."
         )
-    with ThreadPoolExecutor(16) as pool:
-        train_ok = list(pool.map(_is_image, [f for f, _ in train_files]))
-        eval_ok = list(pool.map(_is_image, [f for f, _ in eval_files]))
-    bad = [
-        f for (f, _), ok in zip(train_files + eval_files, train_ok + eval_ok, strict=True) if not ok
-    ]
-    if bad:
-        log(
-            f"warning: skipped {len(bad)} undecodable image file(s) in {root}, e.g. "
-            + ", ".join(bad[:3])
+    return root, classes, train_files, eval_files
+
+
+def _decodable(files, root, what):
+    """The decodable (path, label) pairs of `files`; warns about the others."""
+    with ThreadPoolExecutor(IMAGE_CHECK_THREADS) as pool:
+        ok = list(pool.map(_is_image, [f for f, _ in files]))
+    bad = [f for (f, _), good in zip(files, ok, strict=True) if not good]
+    kept = [f for f, good in zip(files, ok, strict=True) if good]
+    if bad and not kept:
+        raise DataError(
+            f"None of the {len(files)} {what} images in {root} can be decoded "
+            f"(e.g. {', '.join(bad[:3])}): check the files (JPEG, PNG, BMP or GIF)."
         )
-    train_files = [f for f, ok in zip(train_files, train_ok, strict=True) if ok]
-    eval_files = [f for f, ok in zip(eval_files, eval_ok, strict=True) if ok]
+    if bad:
+        warnings.warn(
+            f"Skipped {len(bad)} undecodable {what} image file(s) in {root}, e.g. "
+            + ", ".join(bad[:3]),
+            stacklevel=2,
+        )
+    return kept, len(bad)
+
+
+def _folder_data(config, batch_size, with_train):
+    root, classes, train_files, eval_files = _folder_files(config)
+    # Only the files this call reads are checked (evaluation does not look at train/).
+    eval_files, skipped = _decodable(eval_files, root, "evaluation")
+    if with_train:
+        train_files, skipped_train = _decodable(train_files, root, "training")
+        skipped += skipped_train
 
     def dataset(files):
         paths = tf.constant([f for f, _ in files])
@@ -343,52 +451,157 @@ def _folder_data(config, batch_size, log, epochs):
             decode, num_parallel_calls=_AUTOTUNE
         )
 
-    train, evaluation = _pipelines(
-        dataset(train_files), dataset(eval_files), config, len(classes), batch_size, epochs
+    train_epochs, evaluation = _pipelines(
+        dataset(train_files) if with_train else None,
+        dataset(eval_files),
+        config,
+        len(classes),
+        batch_size,
     )
+    train_examples = len(train_files) if with_train else 0
+    used = f"train: {train_examples}, " if with_train else ""
     return Data(
-        train=train,
+        train=None,
         eval=evaluation,
         num_classes=len(classes),
-        train_examples=len(train_files),
+        train_examples=train_examples,
         eval_examples=len(eval_files),
-        description=f"image folder {root} (train: {len(train_files)}, eval: {len(eval_files)} images, "
+        description=f"image folder {root} ({used}eval: {len(eval_files)} images, "
         f"{len(classes)} classes)",
-        skipped_files=len(bad),
+        skipped_files=skipped,
+        train_epochs=train_epochs,
+        files=((str(root), None),),
     )
 
 
 # ----------------------------------------------------------------------- public
 
 
-def load_data(config, batch_size, log=print, epochs=(0, 1)):
-    """The pipelines for the `data` section of a config.
-
-    `Data.train` holds the batches of epochs `epochs[0]` to `epochs[1] - 1` in a
-    row (`Data.steps_per_epoch` batches each); `Data.eval` is one pass over the
-    evaluation split.
-    """
-    if config["dataset"] == FOLDER:
-        data = _folder_data(config, batch_size, log, epochs)
-    else:
-        data = _tfds_data(config, batch_size, epochs)
+def _check_epoch_size(data, batch_size):
     if data.train_examples < batch_size:
         raise DataError(
             f"The batch size {batch_size} is larger than the {data.train_examples} training images "
             "(training drops incomplete batches): lower --batch-size."
         )
-    data.steps_per_epoch = data.train_examples // batch_size
+    examples = data.train_examples
+    steps = examples // batch_size
+    dropped = examples - steps * batch_size
+    reasons = []
+    if steps < MIN_STEPS_PER_EPOCH:
+        reasons.append(f"an epoch has only {steps} step(s)")
+    if dropped > MAX_DROPPED_FRACTION * examples:
+        reasons.append(
+            f"the incomplete last batch leaves out {dropped} image(s) ({dropped / examples:.0%}) "
+            "each epoch"
+        )
+    if reasons:
+        warnings.warn(
+            f"Small training epochs ({examples} training images, batch size {batch_size}): "
+            f"{' and '.join(reasons)}. Lower --batch-size (e.g. {_suggested_batch(examples)}) "
+            "or add training images.",
+            stacklevel=2,
+        )
+    return steps
+
+
+def _suggested_batch(examples):
+    """The largest power-of-two batch giving >= MIN_STEPS_PER_EPOCH steps and dropping
+    at most MAX_DROPPED_FRACTION of the images (at least 1)."""
+    batch = 1
+    while (
+        examples // (batch * 2) >= MIN_STEPS_PER_EPOCH
+        and examples % (batch * 2) <= MAX_DROPPED_FRACTION * examples
+    ):
+        batch *= 2
+    return batch
+
+
+def load_data(config, batch_size, epochs=(0, 1), *, train=True):
+    """The pipelines for the `data` section of a config.
+
+    Args:
+        config: the `data` section (a dict).
+        batch_size: the global batch size.
+        epochs: (first, last): `Data.train` holds the batches of epochs `first`
+            to `last - 1` in a row (`Data.steps_per_epoch` batches each).
+        train: False to read only the evaluation split (`Data.train` is then None
+            and the training files are neither listed nor checked).
+
+    Raises DataError (a ValueError) naming the input and the fix. Warns when an
+    epoch has fewer than MIN_STEPS_PER_EPOCH steps or leaves out more than
+    MAX_DROPPED_FRACTION of the training images.
+    """
+    if config["dataset"] == FOLDER:
+        data = _folder_data(config, batch_size, train)
+    else:
+        data = _tfds_data(config, batch_size, train)
+    if train:
+        data.steps_per_epoch = _check_epoch_size(data, batch_size)
+        data.train = data.train_epochs(*epochs)
     return data
 
 
+_RECORD_ERROR = re.compile(
+    r"(truncated record at \d+|corrupted record at \d+|"
+    r"expected to contain \d+ elements but contained only \d+)"
+)
+
+
+def _damaged_file(files):
+    """The first TFRecord file of `files` ((path, record count) pairs) that cannot be
+    read to the end or holds fewer records than its dataset info says, or None."""
+    for path, expected in files:
+        if ".tfrecord" not in path:
+            continue
+        try:
+            count = int(tf.data.TFRecordDataset(path).reduce(0, lambda n, _: n + 1))
+        except (tf.errors.DataLossError, tf.errors.NotFoundError):
+            return path
+        if expected is not None and count != expected:
+            return path
+    return None
+
+
+@contextlib.contextmanager
+def read_errors(data):
+    """Turns a damaged-data error while iterating `data`'s pipelines into a DataError.
+
+    A truncated or corrupt TFDS record file surfaces mid-epoch as a TensorFlow
+    DataLossError (or a FailedPreconditionError about the element count), which
+    does not say which file: this names the file and the fix. Usage:
+
+        with read_errors(data):
+            model.fit(data.train, validation_data=data.eval, ...)
+    """
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
+        found = _RECORD_ERROR.search(str(error))
+        if found is None:
+            raise
+        damaged = _damaged_file(data.files)
+        paths = [path for path, _ in data.files]
+        where = f"the file {damaged}" if damaged else "a file among " + ", ".join(paths[:3])
+        folder = os.path.dirname(damaged or paths[0]) if paths else "its folder"
+        raise DataError(
+            f"Reading {data.description} failed: {where} is truncated or corrupt "
+            f"({found.group(0)}). Delete {folder} and prepare the dataset again (the embedded "
+            f"{EMBEDDED} is regenerated on the next run; others with `tfds build NAME "
+            "--data_dir DIR`)."
+        ) from None
+
+
 def verification_batch(workdir, batch_size):
-    """A batch of evaluation images for the run in `workdir`, or None when unavailable."""
+    """A batch of evaluation images for the run in `workdir`.
+
+    Raises what reading the run's config or data raises (`ConfigError`/`DataError`,
+    `OSError`, `tf.errors.OpError`) so that the caller can say why.
+    """
     from bnkeras.training.config import load_run_config
 
-    try:
-        config = load_run_config(workdir)
-        data = load_data(config["data"], batch_size, log=lambda *_: None)
-        images, _ = next(iter(data.eval))
-        return images.numpy()
-    except Exception:
-        return None
+    config = load_run_config(workdir)
+    # No cache: a cached pipeline read only in part makes TensorFlow warn.
+    data_config = {**config["data"], "cache": False}
+    data = load_data(data_config, batch_size, train=False)
+    images, _ = next(iter(data.eval.take(1)))
+    return images.numpy()

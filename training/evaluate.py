@@ -99,7 +99,7 @@ def evaluate(
     if data_dir is not None:
         data_config["data_dir"] = data_dir
     data_config["cache"] = False
-    data = load_data(data_config, batch_size or 128, log)
+    data = load_data(data_config, batch_size or 128, train=False)
     model_classes = int(model.outputs[0].shape[-1])
     if model_classes != data.num_classes:
         raise TrainingError(

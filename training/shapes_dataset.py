@@ -118,6 +118,15 @@ class BnkerasShapes(tfds.core.GeneratorBasedBuilder):
             supervised_keys=("image", "label"),
         )
 
+    # Nothing is downloaded: TFDS's "Downloading and preparing dataset Unknown size"
+    # banner and its "downloaded and prepared" line would only confuse; the data
+    # module logs one line instead.
+    def _log_download_bytes(self):
+        pass
+
+    def _log_download_done(self):
+        pass
+
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
         return {split: self._generate_examples(split) for split in SPLITS}

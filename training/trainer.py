@@ -459,7 +459,6 @@ def _setup(run, log):
     run.data = load_data(
         config["data"],
         config["train"]["batch_size"],
-        log,
         (run.initial_epoch, max(epochs, run.initial_epoch + 1)),
     )
     # Workers shard the batches (the default, by file, starves a worker of a one-file split).
@@ -474,7 +473,11 @@ def _setup(run, log):
     )
     with run.strategy.scope():
         run.model = build_model(
-            config["model"], config["norm"], run.data.num_classes, (size, size, 3)
+            config["model"],
+            config["norm"],
+            run.data.num_classes,
+            (size, size, 3),
+            total_steps=epochs * run.data.steps_per_epoch,
         )
         compile_model(run.model, config, run.data.steps_per_epoch, run.data.num_classes)
         if run.state is not None:

@@ -288,18 +288,13 @@ def load_model(workdir):
 
 
 def verification_batch(workdir, batch_size):
-    """A batch of evaluation images of the run in `workdir`, or None when unavailable."""
-    from bnkeras.training.data import load_data
+    """A batch of evaluation images of the run in `workdir` (the first, unaugmented).
 
-    try:
-        config = run_config(workdir)
-        if config is None:
-            return None
-        data = load_data(config["data"], batch_size, log=lambda *_: None)
-        images, _ = next(iter(data.eval.take(1)))
-        return images.numpy()
-    except Exception:  # the data may be gone or moved: the caller falls back to random inputs
-        return None
+    Raises what reading the run's config or data raises, so that the caller can say why.
+    """
+    from bnkeras.training.data import verification_batch as first_eval_batch
+
+    return first_eval_batch(workdir, batch_size)
 
 
 def read_metrics(workdir):

@@ -53,6 +53,14 @@ def as_bool(name, value):
     return bool(value)
 
 
+def mask_weights(mask, x):
+    """0/1 weights of `x`'s shape and dtype from a mask over every axis but the last
+    (as Keras), or None without a mask."""
+    if mask is None:
+        return None
+    return tf.broadcast_to(tf.cast(mask, x.dtype)[..., None], tf.shape(x))
+
+
 def replica_context_to_sync(synchronized):
     """The replica context to all-reduce statistics in, or None for local statistics."""
     if not synchronized:

@@ -27,6 +27,7 @@ from bnkeras.layers._utils import (
     as_float,
     as_int,
     check_tensorflow_backend,
+    mask_weights,
     replica_context_to_sync,
 )
 
@@ -162,6 +163,9 @@ class BatchNormBase(keras.layers.Layer):
                 f"than its input. Received: mask.shape={mask.shape}, "
                 f"inputs.shape={inputs.shape}"
             )
+        if not inputs.dtype.is_floating:
+            # Integer inputs (e.g. uint8 images) are normalized in float32, as Keras does.
+            inputs = tf.cast(inputs, tf.float32)
         x = inputs
         if x.dtype in (tf.float16, tf.bfloat16):
             # Statistics overflow in half precision: normalize in float32, then
@@ -233,7 +237,7 @@ class BatchNormBase(keras.layers.Layer):
         gamma, beta = self._gamma_beta(tf.float32)
         if self._affine_uses_batch_moments:
             # r and d of renorm need the batch statistics before the fused call.
-            mean, variance = _fused.moments(inputs)
+            mean, variance = _fused.moments(inputs, self.epsilon)
             gamma, beta = self._training_affine(mean, variance, gamma, beta)
         outputs, mean, variance = _fused.train(
             inputs, *self._fused_scale_offset(gamma, beta), self.epsilon
@@ -250,11 +254,7 @@ class BatchNormBase(keras.layers.Layer):
         if mask is None and ctx is None:
             mean, variance = tf.nn.moments(x, axes, keepdims=True)
         else:
-            weights = None
-            if mask is not None:
-                # As Keras: the mask covers every axis but the last one.
-                weights = tf.broadcast_to(tf.cast(mask, x.dtype)[..., None], tf.shape(x))
-            mean, variance = weighted_moments(x, weights, axes, ctx)
+            mean, variance = weighted_moments(x, mask_weights(mask, x), axes, ctx)
         return Moments(mean, variance, tf.reshape(mean, [-1]), tf.reshape(variance, [-1]))
 
     # True when `_training_affine` depends on the batch statistics (renorm).
@@ -263,6 +263,13 @@ class BatchNormBase(keras.layers.Layer):
     def _training_affine(self, batch_mean, batch_variance, gamma, beta):
         """Scale and offset applied to the normalized input in training (renorm: r, d)."""
         return gamma, beta
+
+    # True while `bnkeras.recalibrate_batchnorm` recomputes the moving statistics:
+    # training is then plain BN on the variant's batch statistics, with BN's update
+    # of `moving_mean` and `moving_variance` (the means of the batch means and
+    # variances). Variants that override `_training_affine` or
+    # `_update_moving_statistics` (renorm) must honour it.
+    _recalibrating = False
 
     def _update_moving_statistics(self, batch_mean, batch_variance):
         self._assign_moving_average(self.moving_mean, batch_mean, self.momentum)

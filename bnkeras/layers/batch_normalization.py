@@ -21,7 +21,8 @@ class BatchNormalization(BatchNormBase):
 
     Inputs of any rank and channel axis work; float16/bfloat16 inputs are
     normalized in float32 and the output is cast back, and the weights and moving
-    statistics stay float32 under a mixed-precision policy.
+    statistics stay float32 under a mixed-precision policy. Integer inputs are
+    normalized in float32, as by Keras's layer. Every path compiles under XLA.
 
     Args:
         axis: Integer, the axis to normalize (the features/channel axis), e.g.

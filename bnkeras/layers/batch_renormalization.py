@@ -4,9 +4,10 @@ import keras
 import tensorflow as tf
 from keras import initializers
 
-from bnkeras.layers._utils import as_float
+from bnkeras.layers._utils import as_bool, as_float, as_int
 from bnkeras.layers.base import BatchNormBase
-from bnkeras.layers.renorm_schedules import WARMUP, LinearRamp
+from bnkeras.layers.ghost_batch_normalization import GhostBatches
+from bnkeras.layers.renorm_schedules import LinearRamp, warmup
 
 _SCHEDULE_TYPES = (LinearRamp, keras.optimizers.schedules.LearningRateSchedule)
 
@@ -17,7 +18,7 @@ def _clone_initializer(initializer):
     return initializer
 
 
-def _resolve_clip(name, value, minimum):
+def _resolve_clip(name, value, minimum, total_steps):
     """A float (inf allowed) or a schedule of steps for the clipping bound `name`."""
     valid = (
         f"a number >= {minimum:g}, 'warmup' (the paper's schedule), a bnkeras.LinearRamp "
@@ -25,7 +26,7 @@ def _resolve_clip(name, value, minimum):
     )
     if isinstance(value, str):
         if value == "warmup":
-            return WARMUP[name]
+            return warmup(name, total_steps)
         raise ValueError(
             f"Unknown schedule for `{name}`: valid are {valid}. Received: {name}={value!r}"
         )
@@ -46,7 +47,7 @@ def _resolve_clip(name, value, minimum):
 
 
 @keras.saving.register_keras_serializable(package="bnkeras")
-class BatchRenormalization(BatchNormBase):
+class BatchRenormalization(GhostBatches, BatchNormBase):
     """Batch Renormalization (Ioffe, 2017, Algorithm 1), with the paper's warm-up.
 
     In training, the batch statistics `mu_B` and `sigma_B = sqrt(var_B + epsilon)`
@@ -64,19 +65,44 @@ class BatchRenormalization(BatchNormBase):
     the inference standard deviation is averaged rather than the variance:
     `sqrt(moving_variance + epsilon)` is the moving average of `sigma_B`.
     Unlike Keras, no separate `moving_stddev` weight is kept (it is
-    `sqrt(moving_variance + epsilon)`), `rmin` is always `1 / rmax`, and a
+    `sqrt(moving_variance)` before the first training step, as Keras initializes
+    it, and `sqrt(moving_variance + epsilon)` after), `rmin` is always `1 / rmax`, and a
     `renorm_step` counter (int64) records the training steps that drive the
     schedules; it is saved with the weights, so resumed training continues the
     warm-up where it stopped.
 
+    With `virtual_batch_size`, training splits the batch into ghost batches as
+    `bnkeras.GhostBatchNormalization` does (renorm over microbatches, as in the
+    paper's small-minibatch experiment): each ghost batch is normalized with its
+    own statistics and corrected with its own `r` and `d`. The renorm and moving
+    statistics are updated once per call with the batch mean and the mean of the
+    ghost batches' stddevs (each weighted by its size). With `rmax=1, dmax=0` the
+    training output is exactly ghost BN's; with one ghost batch it is exactly
+    renorm.
+
     Args:
         rmax: Upper clip of `r` (>= 1): a number, `"warmup"` (default: the
             paper's schedule, 1 for the first 5k steps, then linear to 3 at
-            40k), a `bnkeras.LinearRamp` or a Keras `LearningRateSchedule`
-            (called with the step).
+            40k; see `total_steps`), a `bnkeras.LinearRamp` or a Keras
+            `LearningRateSchedule` (called with the step).
         dmax: Clip of `|d|` (>= 0): a number, `"warmup"` (default: 0 for the
             first 5k steps, then linear to 5 at 25k) or a schedule as for `rmax`.
         renorm_momentum: Momentum of `renorm_mean` and `renorm_stddev`, in [0, 1).
+        total_steps: None (default) or the length of the training run in steps
+            (int >= 1): the `"warmup"` schedules are then laid out at the paper's
+            fractions of its ~130k-step runs instead of its absolute steps:
+            held until 3.8% of the run, `dmax` full at 19.2%, `rmax` full at
+            30.8%. A run shorter than 5k steps is otherwise plain BN throughout.
+        virtual_batch_size: None (default: one group, the whole batch) or the
+            size of the ghost batches (int >= 1) that training renormalizes
+            separately. The axis must not be the batch axis.
+        renorm_bias_correction: If True, `renorm_mean` and `renorm_stddev` are
+            bias-corrected moving averages (as Adam's moments): the k-th update
+            weighs the batch by `(1 - renorm_momentum) / (1 - renorm_momentum**k)`,
+            so they are true weighted averages of the batches seen, free of their
+            initial values 0 and ~1, and the first step (no batch seen) is plain
+            BN. Default False, as Keras (the initial values fade out at
+            `renorm_momentum**k`, e.g. still 37% after 100 steps at 0.99).
         **kwargs: Every argument of `bnkeras.BatchNormalization` (axis,
             momentum, epsilon, center, scale, initializers, regularizers,
             constraints, synchronized, name, dtype).
@@ -93,23 +119,51 @@ class BatchRenormalization(BatchNormBase):
         - [Ioffe, 2017](https://arxiv.org/abs/1702.03275).
     """
 
-    def __init__(self, rmax="warmup", dmax="warmup", renorm_momentum=0.99, **kwargs):
+    def __init__(
+        self,
+        rmax="warmup",
+        dmax="warmup",
+        renorm_momentum=0.99,
+        total_steps=None,
+        virtual_batch_size=None,
+        renorm_bias_correction=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.rmax = _resolve_clip("rmax", rmax, 1.0)
-        self.dmax = _resolve_clip("dmax", dmax, 0.0)
+        if total_steps is not None:
+            total_steps = as_int("total_steps", total_steps, minimum=1)
+            if "warmup" not in (rmax, dmax):
+                raise ValueError(
+                    "Argument `total_steps` lays out the 'warmup' schedules over a run, but "
+                    f"neither `rmax` ({rmax!r}) nor `dmax` ({dmax!r}) is 'warmup': pass "
+                    f"rmax='warmup' and/or dmax='warmup', or total_steps=None. "
+                    f"Received: total_steps={total_steps}"
+                )
+        self.total_steps = total_steps
+        self.rmax = _resolve_clip("rmax", rmax, 1.0, total_steps)
+        self.dmax = _resolve_clip("dmax", dmax, 0.0, total_steps)
         self._rmax_config = rmax if isinstance(rmax, (str, float, int)) else None
         self._dmax_config = dmax if isinstance(dmax, (str, float, int)) else None
         self.renorm_momentum = as_float("renorm_momentum", renorm_momentum, 0.0, 1.0)
+        if virtual_batch_size is not None:
+            virtual_batch_size = as_int("virtual_batch_size", virtual_batch_size, minimum=1)
+        self.virtual_batch_size = virtual_batch_size
+        self.renorm_bias_correction = as_bool("renorm_bias_correction", renorm_bias_correction)
         self.renorm_mean = None
         self.renorm_stddev = None
         self.renorm_step = None
 
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.virtual_batch_size is not None:
+            self._check_batch_axis(input_shape)
+
     def _build_extra_state(self, shape):
         variance_init = _clone_initializer(self.moving_variance_initializer)
-        epsilon = self.epsilon
 
         def stddev_initializer(shape, dtype=None):
-            return tf.sqrt(variance_init(shape, dtype=dtype) + epsilon)
+            # sqrt(variance) without epsilon, as Keras initializes its stddevs.
+            return tf.sqrt(variance_init(shape, dtype=dtype))
 
         self.renorm_mean = self._add_state(
             "renorm_mean", shape, _clone_initializer(self.moving_mean_initializer)
@@ -126,30 +180,91 @@ class BatchRenormalization(BatchNormBase):
             return tf.constant(bound, dtype)
         return tf.cast(bound(self.renorm_step), dtype)
 
-    def _training_affine(self, batch_mean, batch_variance, gamma, beta):
-        dtype = batch_mean.dtype
-        stddev = tf.sqrt(batch_variance + self.epsilon)
+    def _correction(self, mean, variance, per_example=False):
+        """r and d (no gradient) of batch statistics against the renorm statistics.
+
+        `mean`, `variance` are per channel, or with `per_example` broadcast against
+        the input (each example's ghost batch's).
+        """
+        dtype = mean.dtype
+        stddev = tf.sqrt(variance + self.epsilon)
         renorm_mean = tf.cast(self.renorm_mean, dtype)
         # Guard against a zero moving stddev early on (as Keras).
         renorm_stddev = tf.maximum(tf.cast(self.renorm_stddev, dtype), self.epsilon**0.5)
+        if per_example:
+            renorm_mean = self._to_broadcast(renorm_mean)
+            renorm_stddev = self._to_broadcast(renorm_stddev)
         rmax = self._clip_value(self.rmax, dtype)
         dmax = self._clip_value(self.dmax, dtype)
-        r = tf.stop_gradient(tf.clip_by_value(stddev / renorm_stddev, 1.0 / rmax, rmax))
-        d = tf.stop_gradient(
-            tf.clip_by_value((batch_mean - renorm_mean) / renorm_stddev, -dmax, dmax)
-        )
+        r = tf.clip_by_value(stddev / renorm_stddev, 1.0 / rmax, rmax)
+        d = tf.clip_by_value((mean - renorm_mean) / renorm_stddev, -dmax, dmax)
+        if self.renorm_bias_correction:
+            # No batch averaged yet: the first step is plain BN.
+            first = tf.equal(self.renorm_step, 0)
+            r = tf.where(first, tf.ones_like(r), r)
+            d = tf.where(first, tf.zeros_like(d), d)
+        return tf.stop_gradient(r), tf.stop_gradient(d)
+
+    @staticmethod
+    def _compose(r, d, gamma, beta):
         # (x_hat * r + d) * gamma + beta == x_hat * (r * gamma) + (d * gamma + beta)
         if gamma is None:
             return r, d if beta is None else d + beta
         offset = d * gamma if beta is None else d * gamma + beta
         return r * gamma, offset
 
+    def _training_affine(self, batch_mean, batch_variance, gamma, beta):
+        if self._recalibrating:
+            return gamma, beta
+        return self._compose(*self._correction(batch_mean, batch_variance), gamma, beta)
+
+    def _training_outputs(self, x, inputs, mask):
+        if self.virtual_batch_size is None:
+            return super()._training_outputs(x, inputs, mask)
+        # Renorm over ghost batches: each normalized with its own statistics and
+        # corrected with its own r and d.
+        moments = self._ghost_moments(x, mask)
+        gamma, beta = (self._to_broadcast(v) for v in self._gamma_beta(x.dtype))
+        if self._recalibrating:
+            self._update_moving_statistics(moments.batch_mean, moments.batch_variance)
+        else:
+            r, d = self._correction(moments.mean, moments.variance, per_example=True)
+            gamma, beta = self._compose(r, d, gamma, beta)
+            # Each example carries its ghost batch's stddev: the mean over examples
+            # is the mean of the ghost batches' stddevs, weighted by their sizes.
+            stddev = tf.reduce_mean(tf.sqrt(moments.variance + self.epsilon), self._reduction_axes)
+            self._update_statistics(moments.batch_mean, stddev)
+        return tf.nn.batch_normalization(
+            x, moments.mean, moments.variance, beta, gamma, self.epsilon
+        )
+
     def _update_moving_statistics(self, batch_mean, batch_variance):
-        stddev = tf.sqrt(batch_variance + self.epsilon)
-        self._assign_moving_average(self.renorm_mean, batch_mean, self.renorm_momentum)
-        self._assign_moving_average(self.renorm_stddev, stddev, self.renorm_momentum)
-        self._assign_moving_average(self.moving_mean, batch_mean, self.momentum)
-        moving_stddev = tf.sqrt(self.moving_variance + self.epsilon)
+        if self._recalibrating:
+            super()._update_moving_statistics(batch_mean, batch_variance)
+            return
+        self._update_statistics(batch_mean, tf.sqrt(batch_variance + self.epsilon))
+
+    def _renorm_momentum_now(self):
+        if not self.renorm_bias_correction:
+            return self.renorm_momentum
+        # The k-th update weighs the batch by (1 - a) / (1 - a^k): the variables
+        # hold Adam's bias-corrected averages (the first batch replaces the
+        # initial value).
+        k = tf.cast(self.renorm_step + 1, tf.float32)
+        a = self.renorm_momentum
+        return 1.0 - (1.0 - a) / (1.0 - tf.pow(a, k))
+
+    def _update_statistics(self, mean, stddev):
+        """Moving averages of the batch mean and stddev, and the step."""
+        renorm_momentum = self._renorm_momentum_now()
+        self._assign_moving_average(self.renorm_mean, mean, renorm_momentum)
+        self._assign_moving_average(self.renorm_stddev, stddev, renorm_momentum)
+        self._assign_moving_average(self.moving_mean, mean, self.momentum)
+        # Keras keeps a moving_stddev weight that starts at sqrt(moving_variance) and
+        # later equals sqrt(moving_variance + epsilon); so does this stddev.
+        moving_stddev = tf.sqrt(
+            self.moving_variance + tf.where(self.renorm_step == 0, 0.0, self.epsilon)
+        )
         new_stddev = moving_stddev * self.momentum + tf.cast(stddev, moving_stddev.dtype) * (
             1.0 - self.momentum
         )
@@ -166,5 +281,8 @@ class BatchRenormalization(BatchNormBase):
             "rmax": serialize(self._rmax_config, self.rmax),
             "dmax": serialize(self._dmax_config, self.dmax),
             "renorm_momentum": self.renorm_momentum,
+            "total_steps": self.total_steps,
+            "virtual_batch_size": self.virtual_batch_size,
+            "renorm_bias_correction": self.renorm_bias_correction,
         }
         return {**super().get_config(), **config}

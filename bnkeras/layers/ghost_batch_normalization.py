@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from bnkeras.layers import _fused
-from bnkeras.layers._utils import all_reduce_sum, as_int, replica_context_to_sync
+from bnkeras.layers._utils import all_reduce_sum, as_int, mask_weights, replica_context_to_sync
 from bnkeras.layers.base import BatchNormBase, Moments
 
 
@@ -18,8 +18,91 @@ def _pooled(parts, weights):
     )
 
 
+def _unless_empty(count, *weights):
+    """The weights, cut from the gradient when a fused call gets `count` == 0 rows:
+    XLA's gradient of an empty batch's scale is 0 * NaN (its statistics are NaN)."""
+    return [tf.where(count > 0, w, tf.stop_gradient(w)) for w in weights]
+
+
+class GhostBatches:
+    """Batch statistics over ghost batches: consecutive groups of
+    `self.virtual_batch_size` examples, the last one holding the remainder.
+
+    Shared by the `BatchNormBase` variants that split the batch
+    (`GhostBatchNormalization`, `BatchRenormalization(virtual_batch_size=...)`).
+    """
+
+    def _check_batch_axis(self, input_shape):
+        if self._channel_axis == 0:
+            raise ValueError(
+                f"{type(self).__name__} splits the batch axis into ghost batches, so it "
+                f"cannot normalize over axis 0 of input shape {tuple(input_shape)}. "
+                f"Received: axis={self.axis}"
+            )
+
+    def _ghost_moments(self, x, mask):
+        """Moments of the ghost batches: `mean`/`variance` per example (its ghost
+        batch's), `batch_mean`/`batch_variance` pooled over the ghost batches."""
+        ctx = replica_context_to_sync(self.synchronized)
+        size = self.virtual_batch_size
+        spatial = [a for a in range(1, self._rank) if a != self._channel_axis]
+        weights = mask_weights(mask, x)
+        # Per-example sums over the spatial axes: shape (n, channels).
+        sums = tf.reduce_sum(x if weights is None else x * weights, spatial)
+        if weights is None:
+            per_example = tf.reduce_prod(tf.gather(tf.shape(x), spatial)) if spatial else 1
+            counts = tf.fill(tf.shape(sums), tf.cast(per_example, x.dtype))
+        else:
+            counts = tf.reduce_sum(weights, spatial)
+        ids, num_groups = self._ghost_ids(tf.shape(x)[0], size, ctx)
+        group_sums, group_counts = all_reduce_sum(
+            ctx,
+            tf.math.unsorted_segment_sum(sums, ids, num_groups),
+            tf.math.unsorted_segment_sum(counts, ids, num_groups),
+        )
+        group_mean = tf.math.divide_no_nan(group_sums, group_counts)
+        mean = self._per_example(tf.gather(group_mean, ids))
+        deviation = tf.square(x - mean)
+        if weights is not None:
+            deviation = deviation * weights
+        (group_squares,) = all_reduce_sum(
+            ctx, tf.math.unsorted_segment_sum(tf.reduce_sum(deviation, spatial), ids, num_groups)
+        )
+        variance = self._per_example(
+            tf.gather(tf.math.divide_no_nan(group_squares, group_counts), ids)
+        )
+        # Pooled over ghost batches, each weighted by its size. An empty batch gives
+        # NaN as in BatchNormalization (0 when every position is masked, as there).
+        total = tf.reduce_sum(group_counts, 0)
+        divide = tf.math.divide if weights is None else tf.math.divide_no_nan
+        batch_mean = divide(tf.reduce_sum(group_sums, 0), total)
+        batch_variance = divide(tf.reduce_sum(group_squares, 0), total)
+        return Moments(mean, variance, batch_mean, batch_variance)
+
+    @staticmethod
+    def _ghost_ids(local_size, size, ctx):
+        """Ghost-batch index of each local example, and the number of ghost batches."""
+        if ctx is None:
+            return tf.range(local_size) // size, (local_size + size - 1) // size
+        # Number the examples of the global batch: replica 0's first.
+        replicas = ctx.num_replicas_in_sync
+        one_hot = tf.one_hot(ctx.replica_id_in_sync_group, replicas, dtype=tf.int32)
+        sizes = ctx.all_reduce(tf.distribute.ReduceOp.SUM, one_hot * local_size)
+        offset = tf.reduce_sum(
+            sizes * tf.cast(tf.range(replicas) < ctx.replica_id_in_sync_group, tf.int32)
+        )
+        total = tf.reduce_sum(sizes)
+        return (offset + tf.range(local_size)) // size, (total + size - 1) // size
+
+    def _per_example(self, values):
+        """(n, channels) -> broadcastable against the input."""
+        shape = [-1] + [1] * (self._rank - 1)
+        shape[self._channel_axis] = values.shape[-1]
+        return tf.reshape(values, shape)
+
+
 @keras.saving.register_keras_serializable(package="bnkeras")
-class GhostBatchNormalization(BatchNormBase):
+class GhostBatchNormalization(GhostBatches, BatchNormBase):
     """Ghost batch normalization (Hoffer et al., 2017).
 
     In training, the batch is split into "ghost" batches of `virtual_batch_size`
@@ -68,12 +151,7 @@ class GhostBatchNormalization(BatchNormBase):
 
     def build(self, input_shape):
         super().build(input_shape)
-        if self._channel_axis == 0:
-            raise ValueError(
-                "GhostBatchNormalization splits the batch axis into ghost batches, so it "
-                f"cannot normalize over axis 0 of input shape {tuple(input_shape)}. "
-                f"Received: axis={self.axis}"
-            )
+        self._check_batch_axis(input_shape)
 
     def _fused_training_outputs(self, inputs):
         scale, offset = self._fused_scale_offset(*self._gamma_beta(tf.float32))
@@ -89,97 +167,43 @@ class GhostBatchNormalization(BatchNormBase):
         # fused call; measured faster than one call on ghost batches folded into
         # the channels (see benchmarks/bench_layers.py).
         batch, size = inputs.shape[0], self.virtual_batch_size
-        sizes = [size] * (batch // size) + ([batch % size] if batch % size else [])
-        if len(sizes) == 1:
+        if batch <= size:  # one ghost batch (or an empty batch): plain BN
             return _fused.train(inputs, scale, offset, self.epsilon)
+        sizes = [size] * (batch // size) + ([batch % size] if batch % size else [])
         results = [
             _fused.train(part, scale, offset, self.epsilon) for part in tf.split(inputs, sizes)
         ]
         return _pooled(results, [n / batch for n in sizes])
 
     def _fused_dynamic_batch(self, inputs, scale, offset):
-        # The batch size is known only at run time (e.g. inside fit): whole ghost
-        # batches go through one fused call folded into the channels, and a
-        # remainder (the last batch of an epoch) gets its own call.
+        # The batch size is known only at run time (e.g. inside fit): the whole
+        # ghost batches go through one fused call folded into the channels, the
+        # remainder (the last batch of an epoch) through another. No tf.cond: both
+        # calls always run, the one on an empty part costs nothing, and the graph
+        # compiles under XLA for every batch size.
         size, epsilon = self.virtual_batch_size, self.epsilon
         batch = tf.shape(inputs)[0]
         whole = batch // size * size
+        # As 4-D (N, D*H, W, C): the kernel's gradient of an empty 5-D input has a
+        # wrong rank.
+        inner = inputs.shape[1:-1]
+        flat = tf.reshape(inputs, [batch, inner[:-1].num_elements(), inner[-1], inputs.shape[-1]])
+        head, tail = tf.split(flat, tf.stack([whole, batch - whole]))
+        head = _fused.train_ghost_batches(head, size, *_unless_empty(whole, scale, offset), epsilon)
+        tail = _fused.train(tail, *_unless_empty(batch - whole, scale, offset), epsilon)
+        outputs = tf.reshape(tf.concat([head[0], tail[0]], 0), tf.shape(inputs))
+        # Statistics of an empty part are NaN: weigh them out, except that an empty
+        # batch gives NaN statistics as BatchNormalization's do.
+        weight = tf.cast(whole, tf.float32) / tf.cast(batch, tf.float32)
 
-        def all_whole():
-            return _fused.train_ghost_batches(inputs, size, scale, offset, epsilon)
+        def pool(head_stat, tail_stat):
+            pooled = weight * head_stat + (1.0 - weight) * tail_stat
+            return tf.where(whole == 0, tail_stat, tf.where(whole == batch, head_stat, pooled))
 
-        def only_remainder():
-            return _fused.train(inputs, scale, offset, epsilon)
-
-        def whole_and_remainder():
-            head = _fused.train_ghost_batches(inputs[:whole], size, scale, offset, epsilon)
-            tail = _fused.train(inputs[whole:], scale, offset, epsilon)
-            weight = tf.cast(whole, tf.float32) / tf.cast(batch, tf.float32)
-            return _pooled([head, tail], [weight, 1.0 - weight])
-
-        return tf.cond(
-            tf.equal(batch % size, 0),
-            all_whole,
-            lambda: tf.cond(whole > 0, whole_and_remainder, only_remainder),
-        )
+        return outputs, pool(head[1], tail[1]), pool(head[2], tail[2])
 
     def _batch_moments(self, x, mask):
-        ctx = replica_context_to_sync(self.synchronized)
-        size = self.virtual_batch_size
-        spatial = [a for a in range(1, self._rank) if a != self._channel_axis]
-        weights = None
-        if mask is not None:
-            weights = tf.broadcast_to(tf.cast(mask, x.dtype)[..., None], tf.shape(x))
-        # Per-example sums over the spatial axes: shape (n, channels).
-        sums = tf.reduce_sum(x if weights is None else x * weights, spatial)
-        if weights is None:
-            per_example = tf.reduce_prod(tf.gather(tf.shape(x), spatial)) if spatial else 1
-            counts = tf.fill(tf.shape(sums), tf.cast(per_example, x.dtype))
-        else:
-            counts = tf.reduce_sum(weights, spatial)
-        ids, num_groups = self._ghost_ids(tf.shape(x)[0], size, ctx)
-        group_sums, group_counts = all_reduce_sum(
-            ctx,
-            tf.math.unsorted_segment_sum(sums, ids, num_groups),
-            tf.math.unsorted_segment_sum(counts, ids, num_groups),
-        )
-        group_mean = tf.math.divide_no_nan(group_sums, group_counts)
-        mean = self._per_example(tf.gather(group_mean, ids))
-        deviation = tf.square(x - mean)
-        if weights is not None:
-            deviation = deviation * weights
-        (group_squares,) = all_reduce_sum(
-            ctx, tf.math.unsorted_segment_sum(tf.reduce_sum(deviation, spatial), ids, num_groups)
-        )
-        variance = self._per_example(
-            tf.gather(tf.math.divide_no_nan(group_squares, group_counts), ids)
-        )
-        # Pooled over ghost batches, each weighted by its size.
-        total = tf.reduce_sum(group_counts, 0)
-        batch_mean = tf.math.divide_no_nan(tf.reduce_sum(group_sums, 0), total)
-        batch_variance = tf.math.divide_no_nan(tf.reduce_sum(group_squares, 0), total)
-        return Moments(mean, variance, batch_mean, batch_variance)
-
-    @staticmethod
-    def _ghost_ids(local_size, size, ctx):
-        """Ghost-batch index of each local example, and the number of ghost batches."""
-        if ctx is None:
-            return tf.range(local_size) // size, (local_size + size - 1) // size
-        # Number the examples of the global batch: replica 0's first.
-        replicas = ctx.num_replicas_in_sync
-        one_hot = tf.one_hot(ctx.replica_id_in_sync_group, replicas, dtype=tf.int32)
-        sizes = ctx.all_reduce(tf.distribute.ReduceOp.SUM, one_hot * local_size)
-        offset = tf.reduce_sum(
-            sizes * tf.cast(tf.range(replicas) < ctx.replica_id_in_sync_group, tf.int32)
-        )
-        total = tf.reduce_sum(sizes)
-        return (offset + tf.range(local_size)) // size, (total + size - 1) // size
-
-    def _per_example(self, values):
-        """(n, channels) -> broadcastable against the input."""
-        shape = [-1] + [1] * (self._rank - 1)
-        shape[self._channel_axis] = values.shape[-1]
-        return tf.reshape(values, shape)
+        return self._ghost_moments(x, mask)
 
     def get_config(self):
         return {**super().get_config(), "virtual_batch_size": self.virtual_batch_size}

@@ -56,8 +56,41 @@ class LinearRamp:
         return f"LinearRamp({args})"
 
 
-# The paper's warm-up, by argument name.
+# The paper's warm-up, by argument name, in steps of its Inception-v3 runs
+# (Ioffe, 2017, section 4.1: 50 workers x 32 examples, about 130k steps).
 WARMUP = {
     "rmax": LinearRamp(1.0, 3.0, 5000, 40000),
     "dmax": LinearRamp(0.0, 5.0, 5000, 25000),
 }
+PAPER_RUN_STEPS = 130_000
+
+
+def warmup(name, total_steps=None):
+    """The paper's warm-up of `name` ("rmax" or "dmax").
+
+    Without `total_steps`, in the paper's absolute steps (`WARMUP`). With it, laid
+    out at the same fractions of a run of `total_steps` training steps as the
+    paper's steps are of its ~130k-step runs: held until 5k/130k = 3.8% of the
+    run, then linear to `dmax` 5 at 25k/130k = 19.2% and `rmax` 3 at
+    40k/130k = 30.8% (steps rounded; a ramp lasts at least one step).
+    `total_steps=130000` gives the paper's schedule exactly.
+    """
+    ramp = WARMUP[name]
+    if total_steps is None:
+        return ramp
+    scale = total_steps / PAPER_RUN_STEPS
+    start = round(ramp.start_step * scale)
+    end = max(round(ramp.end_step * scale), start + 1)
+    return LinearRamp(ramp.initial_value, ramp.final_value, start, end)
+
+
+def describe(name, value):
+    """One line about the clipping bound `name`, for logs."""
+    if isinstance(value, LinearRamp):
+        return (
+            f"{name} {value.initial_value:g} until step {value.start_step}, then linear to "
+            f"{value.final_value:g} at step {value.end_step}"
+        )
+    if isinstance(value, float):
+        return f"{name} {value:g}"
+    return f"{name} {value!r}"

@@ -376,3 +376,153 @@ def test_bn_outside_any_functional_graph_is_reported_and_kept(rng):
     assert by_name["inner_bn"].action == "kept" and "inside block" in by_name["inner_bn"].reason
     assert result.report.bn_before == 2 and result.report.bn_after == 1
     assert_same_outputs(model, result.model, harness.random_batch(rng, (2, 5, 5, 3)))
+
+
+def test_forward_fold_into_channels_first_conv_with_colliding_width_is_refused(rng):
+    """ReLU -> BN(axis=1) -> Conv2D(16, 1, channels_first) on 8x16x16: the conv's output
+    has 16 channels and a last axis of 16, where a folded bias would be misplaced."""
+    from bnkeras.export.fold import keras_misplaces_channels_first_bias
+
+    model = _chain(
+        keras.layers.ReLU(),
+        keras.layers.BatchNormalization(axis=1, name="bn"),
+        keras.layers.Conv2D(16, 1, data_format="channels_first", name="next"),
+        shape=(8, 16, 16),
+    )
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    (entry,) = result.report.entries
+    if keras_misplaces_channels_first_bias():
+        assert entry.action == "affine" and "bias would be misplaced" in entry.reason
+    assert_same_outputs(model, result.model, harness.random_batch(rng, (2, 8, 16, 16)))
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_channels_first_fold_with_dynamic_width_holds_for_every_width(use_bias, rng):
+    """With Input((8, None, None)) the width is known only at run time; the fold must be
+    right for a width equal to the channel count (16) as well as for any other."""
+    inputs = keras.Input((8, None, None))
+    conv = keras.layers.Conv2D(
+        16, 3, padding="same", data_format="channels_first", use_bias=use_bias, name="conv"
+    )
+    model = keras.Model(inputs, keras.layers.BatchNormalization(axis=1, name="bn")(conv(inputs)))
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    for height, width in [(16, 16), (12, 16), (16, 12), (9, 7)]:
+        x = harness.random_batch(rng, (2, 8, height, width))
+        assert_same_outputs(model, result.model, x)
+
+
+def test_forward_fold_into_channels_first_conv_with_dynamic_width(rng):
+    model = _chain(
+        keras.layers.ReLU(),
+        keras.layers.BatchNormalization(axis=1, name="bn"),
+        keras.layers.Conv2D(16, 1, data_format="channels_first", name="next"),
+        shape=(8, None, None),
+    )
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    for width in (16, 5):
+        assert_same_outputs(model, result.model, harness.random_batch(rng, (2, 8, 6, width)))
+
+
+def test_nested_sequential_and_nested_subclassed_model(rng):
+    """The Sequential part folds; the subclassed part stays as it is, reported."""
+
+    class Sub(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(4, 1)
+            self.norm = keras.layers.BatchNormalization(name="sub_bn")
+
+        def call(self, x, training=None):
+            return self.norm(self.conv(x), training=training)
+
+    seq = keras.Sequential(
+        [
+            keras.Input((6, 6, 3)),
+            keras.layers.Conv2D(4, 3, padding="same", name="seq_conv"),
+            keras.layers.BatchNormalization(name="seq_bn"),
+        ],
+        name="seq",
+    )
+    inputs = keras.Input((6, 6, 3))
+    model = keras.Model(inputs, Sub(name="sub")(seq(inputs)))
+    randomize(model, rng)
+    harness.randomize_statistics(model.get_layer("sub").norm, rng)
+    result = fold_batchnorm(model)
+    by_name = {e.bn: e for e in result.report.entries}
+    assert by_name["seq_bn"].action == "folded" and by_name["seq_bn"].into == "seq_conv"
+    assert by_name["sub_bn"].action == "kept"
+    assert "inside sub, a subclassed model" in by_name["sub_bn"].reason
+    assert "(1 folded, 0 kept as affine, 1 left as BN)" in str(result.report)
+    assert result.report.bn_after == 1
+    assert_same_outputs(model, result.model, harness.random_batch(rng, (2, 6, 6, 3)))
+
+
+def test_channel_affine_keeps_float64(rng):
+    model = _chain(
+        keras.layers.Conv2D(4, 3, dtype="float64"),
+        keras.layers.ReLU(dtype="float64"),
+        keras.layers.BatchNormalization(dtype="float64", name="bn"),
+        keras.layers.GlobalAveragePooling2D(dtype="float64"),
+    )
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    assert result.report.entries[0].action == bnkeras.export.fold.FoldAction.AFFINE
+    affine = result.model.get_layer("bn")
+    assert all(w.dtype == "float64" for w in affine.weights)
+    x = rng.normal(size=(3, 6, 6, 3))
+    diff = np.abs(np.asarray(result.model(x)) - np.asarray(model(x, training=False)))
+    assert diff.max() < 1e-12
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_forward_fold_into_conv_with_and_without_bias(data_format, use_bias, rng):
+    axis, shape = (1, (3, 7, 6)) if data_format == "channels_first" else (-1, (7, 6, 3))
+    model = _chain(
+        keras.layers.ReLU(),
+        keras.layers.BatchNormalization(axis=axis, name="bn"),
+        keras.layers.Conv2D(5, 3, data_format=data_format, use_bias=use_bias, name="next"),
+        shape=shape,
+    )
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    (entry,) = result.report.entries
+    assert (entry.action, entry.into) == ("folded_forward", "next")
+    assert "valid padding" in entry.reason and result.model.get_layer("next").use_bias
+    assert_same_outputs(model, result.model, harness.random_batch(rng, (2, *shape)))
+
+
+def test_forward_and_backward_folds_into_one_conv(rng):
+    """ReLU -> BN1 -> Conv1D(valid) -> BN2: BN1 folds forward and BN2 backward into it."""
+    model = _chain(
+        keras.layers.ReLU(),
+        keras.layers.BatchNormalization(name="bn1"),
+        keras.layers.Conv1D(4, 3, use_bias=False, name="conv"),
+        bnkeras.BatchNormalization(name="bn2"),
+        shape=(9, 3),
+    )
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    assert {(e.bn, e.action, e.into) for e in result.report.entries} == {
+        ("bn1", "folded_forward", "conv"),
+        ("bn2", "folded", "conv"),
+    }
+    assert count_bn(result.model) == 0 and len(result.model.layers) == 3
+    assert_same_outputs(model, result.model, harness.random_batch(rng, (3, 9, 3)))
+
+
+def test_forward_fold_into_depthwise_with_multiplier_and_dynamic_size(rng):
+    model = _chain(
+        keras.layers.ReLU(),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.DepthwiseConv2D(3, depth_multiplier=3, name="next"),
+        shape=(None, None, 4),
+    )
+    randomize(model, rng)
+    result = fold_batchnorm(model)
+    assert result.report.entries[0].action == "folded_forward"
+    for size in ((5, 5), (8, 11)):
+        assert_same_outputs(model, result.model, harness.random_batch(rng, (2, *size, 4)))

@@ -56,9 +56,11 @@ def renorm_train(x, state, eps, momentum, renorm_momentum, rmax, dmax, axis=-1):
     state["renorm_mean"] = a * state["renorm_mean"] + (1 - a) * mean
     state["renorm_stddev"] = a * state["renorm_stddev"] + (1 - a) * std
     state["moving_mean"] = momentum * state["moving_mean"] + (1 - momentum) * mean
-    moving_std = np.sqrt(state["moving_variance"] + eps)
+    # Keras's moving_stddev starts at sqrt(moving_variance) (no epsilon).
+    moving_std = state.setdefault("moving_stddev", np.sqrt(state["moving_variance"]))
     new_std = momentum * moving_std + (1 - momentum) * std
-    state["moving_variance"] = new_std**2 - eps
+    state["moving_stddev"] = new_std
+    state["moving_variance"] = np.maximum(new_std**2 - eps, 0.0)
     return y
 
 

@@ -41,8 +41,9 @@ def test_numpy_reference(shape, axis, rng):
     np.testing.assert_allclose(layer.moving_variance, state["moving_variance"], atol=1e-5)
 
 
-def assert_matches_keras(layer, keras_layer, shape, rng, steps=3, atol=1e-5):
-    """Outputs, moving statistics and gradients equal Keras's over several steps."""
+def assert_matches_keras(layer, keras_layer, shape, rng, steps=3, atol=1e-5, draw=None):
+    """Outputs, moving statistics and gradients equal Keras's over several steps;
+    `draw(step)` gives each step's input (default: `harness.random_batch`)."""
     layer.build(shape)
     keras_layer.build(shape)
     if getattr(keras_layer, "randomize", True):
@@ -51,8 +52,8 @@ def assert_matches_keras(layer, keras_layer, shape, rng, steps=3, atol=1e-5):
     for w in layer.weights:
         if w.name in by_name:
             w.assign(by_name[w.name])
-    for _ in range(steps):
-        x = harness.random_batch(rng, shape)
+    for step in range(steps):
+        x = harness.random_batch(rng, shape) if draw is None else draw(step)
         grads, y = harness.training_gradients(layer, x)
         keras_grads, keras_y = harness.training_gradients(keras_layer, x)
         np.testing.assert_allclose(y, keras_y, atol=atol)

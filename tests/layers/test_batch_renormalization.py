@@ -47,19 +47,43 @@ def test_matches_keras_renorm(shape, axis, rmax, dmax, rng):
         renorm_clipping={"rmin": 1 / rmax, "rmax": rmax, "dmax": dmax},
         renorm_momentum=0.9,
     )
-    # Keras keeps a separate moving_stddev; ours is sqrt(moving_variance + epsilon).
+    # Keras keeps a separate moving_stddev; ours is sqrt(moving_variance) before the
+    # first step (Keras's initial value) and sqrt(moving_variance + epsilon) after.
     original_build = keras_layer.build
 
     def build(input_shape):
         original_build(input_shape)
         harness.randomize_statistics(keras_layer, rng)
-        keras_layer.moving_stddev.assign(np.sqrt(np.asarray(keras_layer.moving_variance) + 1e-3))
+        keras_layer.moving_stddev.assign(np.sqrt(np.asarray(keras_layer.moving_variance)))
         keras_layer.randomize = False
 
     keras_layer.build = build
     assert_matches_keras(
         make(axis=axis, rmax=rmax, dmax=dmax, renorm_momentum=0.9), keras_layer, shape, rng, steps=4
     )
+
+
+@pytest.mark.parametrize("shape", [(8, 4, 4, 3), (16, 3)])
+def test_matches_keras_renorm_with_shifting_inputs(shape, rng):
+    """From Keras's initial state, with inputs whose mean and scale move every step
+    (step k draws from N(2k, (0.3 + k)^2)), so that r and d are clipped."""
+    keras_layer = keras.layers.BatchNormalization(
+        renorm=True,
+        renorm_clipping={"rmin": 1 / 3.0, "rmax": 3.0, "dmax": 5.0},
+        renorm_momentum=0.9,
+        momentum=0.9,
+    )
+    keras_layer.randomize = False  # both start from the initializers
+    layer = make(renorm_momentum=0.9, momentum=0.9)
+
+    def draw(step):
+        return rng.normal(2.0 * step, 0.3 + step, shape).astype("float32")
+
+    assert_matches_keras(layer, keras_layer, shape, rng, steps=5, draw=draw)
+    for name in ("renorm_mean", "renorm_stddev"):
+        np.testing.assert_allclose(
+            getattr(layer, name), getattr(keras_layer, name), atol=1e-5, err_msg=name
+        )
 
 
 def test_warmup_starts_as_batch_normalization(rng):

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from bnkeras.training.config import ConfigError, build_config, preset_names
@@ -59,7 +61,7 @@ def test_yaml_file(tmp_path):
             "demo",
             ["train.epochs=two"],
             {},
-            r"train.epochs expects a int. Received: train.epochs='two'",
+            r"train.epochs must be an integer >= 1. Received: train.epochs='two'",
         ),
         (
             "demo",
@@ -74,9 +76,59 @@ def test_yaml_file(tmp_path):
             r"Unknown norm 'layernorm': valid norms are bn, renorm, ghost, keras, none",
         ),
         ("demo", [], {"train.strategy": "tpu"}, r"Unknown train.strategy 'tpu'"),
-        ("demo", [], {"train.lr": -1.0}, r"train.lr must be > 0. Received: -1.0"),
+        (
+            "demo",
+            [],
+            {"train.lr": -1.0},
+            r"train.lr must be a finite number > 0. Received: train.lr=-1.0",
+        ),
     ],
 )
 def test_bad_configs(preset, sets, flat, message):
     with pytest.raises(ConfigError, match=message):
         build_config(preset, sets, flat)
+
+
+def test_every_key_has_a_check_and_its_default_passes():
+    from bnkeras.training.config import DEFAULTS, SECTIONS, RunConfig
+
+    for section, cls in SECTIONS.items():
+        for field in dataclasses.fields(cls):
+            assert callable(field.metadata.get("check")), f"{section}.{field.name}"
+    assert RunConfig().to_dict() == DEFAULTS
+
+
+def test_mixed_precision_and_jit_compile_values():
+    def train(*sets):
+        return build_config("demo", list(sets))["train"]
+
+    assert train()["mixed_precision"] is False and train()["jit_compile"] == "auto"
+    assert train("train.mixed_precision=true")["mixed_precision"] == "float16"  # back-compat
+    assert train("train.mixed_precision=bfloat16")["mixed_precision"] == "bfloat16"
+    assert build_config("demo", [], {"train.mixed_precision": True})["train"][
+        "mixed_precision"
+    ] == ("float16")
+    assert train("train.jit_compile=true")["jit_compile"] is True
+    assert train("train.jit_compile=false")["jit_compile"] is False
+    with pytest.raises(ConfigError, match=r"Received: train.jit_compile=1$"):
+        train("train.jit_compile=1")
+    with pytest.raises(ConfigError, match=r"valid values are false, float16, bfloat16"):
+        train("train.mixed_precision=fp8")
+
+
+def test_numbers_are_coerced_and_renorm_clips_take_warmup_or_numbers():
+    config = build_config("demo", ["train.lr=1e-3", "norm.rmax=3", "norm.dmax=.inf"])
+    assert config["train"]["lr"] == 0.001 and config["norm"]["rmax"] == 3.0
+    assert config["norm"]["dmax"] == float("inf") and config["norm"]["rmax"] != "warmup"
+    with pytest.raises(ConfigError, match=r"'warmup' or a number >= 1. Received: norm.rmax=0.5"):
+        build_config("demo", ["norm.rmax=0.5"])
+
+
+def test_run_config_checks_on_construction():
+    from bnkeras.training.config import DataConfig, RunConfig
+
+    with pytest.raises(ConfigError, match=r"Received: data.image_size=0$"):
+        DataConfig(image_size=0)
+    with pytest.raises(ConfigError, match=r"Unknown config key data.size"):
+        RunConfig.from_dict({"data": {"size": 3}})
+    assert RunConfig.from_dict({"train": {"lr": "0.5"}}).train.lr == 0.5

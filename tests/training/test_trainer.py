@@ -165,9 +165,7 @@ def test_nan_loss_stops_and_says_so(tiny_config, tmp_path):
 def test_incompatible_workdir_is_refused_unless_overwrite(tiny_config, tmp_path):
     workdir = tmp_path / "run"
     train_and_evaluate(tiny_config(), workdir, **QUIET)
-    with pytest.raises(
-        TrainingError, match=r"another config \(model.width: 4 -> 8\).*--overwrite"
-    ):
+    with pytest.raises(TrainingError, match=r"another config \(model.width: 4 -> 8\).*--overwrite"):
         train_and_evaluate(tiny_config("model.width=8"), workdir, **QUIET)
     train_and_evaluate(tiny_config("model.width=8"), workdir, overwrite=True, **QUIET)
     assert yaml.safe_load((workdir / "config.yaml").read_text())["model"]["width"] == 8

@@ -19,14 +19,17 @@ MODELS = (
 )
 
 
-def norm_from_config(norm_config):
+def norm_from_config(norm_config, total_steps=None):
     options = {k: v for k, v in norm_config.items() if k not in ("name", "sync")}
+    if options.get("total_steps") is None:  # the config's steps win over the run's
+        options["total_steps"] = total_steps
     return get_norm(norm_config["name"], synchronized=bool(norm_config.get("sync")), **options)
 
 
-def build_model(model_config, norm_config, num_classes, input_shape):
+def build_model(model_config, norm_config, num_classes, input_shape, total_steps=None):
+    """`total_steps`: the run's length, for schedules laid out over the run (renorm)."""
     name = model_config["name"]
-    norm = norm_from_config(norm_config)
+    norm = norm_from_config(norm_config, total_steps)
     zero_init = bool(model_config.get("zero_init_residual"))
     if name in ("resnet18", "resnet34", "resnet50"):
         return resnet(int(name[6:]), num_classes, input_shape, norm, zero_init)

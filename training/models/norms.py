@@ -6,10 +6,14 @@ norm it needs, so one model definition serves every norm.
 """
 
 import functools
+import logging
 
 import keras
 
 import bnkeras
+from bnkeras.layers.renorm_schedules import describe
+
+logger = logging.getLogger(__name__)
 
 NORMS = ("bn", "renorm", "ghost", "keras", "none")
 
@@ -24,8 +28,16 @@ def get_norm(
     rmax="warmup",
     dmax="warmup",
     renorm_momentum=0.99,
+    total_steps=None,
+    renorm_bias_correction=False,
 ):
-    """A norm-layer maker for `name`; None for "none" (models then give convs a bias)."""
+    """A norm-layer maker for `name`; None for "none" (models then give convs a bias).
+
+    For "renorm", `total_steps` (the run's length in training steps) lays out the
+    paper's "warmup" schedules of `rmax`/`dmax` as fractions of the run (see
+    `bnkeras.BatchRenormalization`); it is ignored when neither is "warmup".
+    The schedule is logged.
+    """
     common = {"momentum": momentum, "epsilon": epsilon, "synchronized": synchronized}
     if name == "none":
         return None
@@ -34,15 +46,32 @@ def get_norm(
     if name == "keras":
         return functools.partial(keras.layers.BatchNormalization, **common)
     if name == "renorm":
-        return functools.partial(
-            bnkeras.BatchRenormalization,
-            rmax=rmax,
-            dmax=dmax,
-            renorm_momentum=renorm_momentum,
+        options = {
+            "rmax": rmax,
+            "dmax": dmax,
+            "renorm_momentum": renorm_momentum,
+            "renorm_bias_correction": renorm_bias_correction,
             **common,
-        )
+        }
+        if "warmup" in (rmax, dmax):
+            options["total_steps"] = total_steps
+        make = functools.partial(bnkeras.BatchRenormalization, **options)
+        _log_renorm_schedule(make())
+        return make
     if name == "ghost":
         return functools.partial(
             bnkeras.GhostBatchNormalization, virtual_batch_size=virtual_batch_size, **common
         )
     raise ValueError(f"Unknown norm {name!r}: valid norms are {', '.join(NORMS)}.")
+
+
+def _log_renorm_schedule(layer):
+    steps = layer.total_steps
+    logger.info(
+        "batch renorm clipping (%s): %s; %s; renorm_momentum %g%s",
+        f"warm-up over a run of {steps} steps" if steps else "absolute steps",
+        describe("rmax", layer.rmax),
+        describe("dmax", layer.dmax),
+        layer.renorm_momentum,
+        ", bias-corrected" if layer.renorm_bias_correction else "",
+    )

@@ -2,22 +2,8 @@
 
 import keras
 
-from bnkeras.training.models.layers import conv, norm_act
+from bnkeras.training.models.layers import basic_branch, conv, norm_act, residual_block
 from bnkeras.training.models.norms import get_norm
-
-
-def _basic_block(x, filters, strides, norm, zero_init_residual, name):
-    y = conv(filters, 3, strides, norm, f"{name}_conv1")(x)
-    y = norm_act(y, norm, f"{name}_bn1")
-    y = conv(filters, 3, 1, norm, f"{name}_conv2")(y)
-    y = norm_act(y, norm, f"{name}_bn2", activation=False, zero_gamma=zero_init_residual)
-    shortcut = x
-    if strides != 1 or x.shape[-1] != filters:
-        shortcut = conv(filters, 1, strides, norm, f"{name}_proj")(x)
-        shortcut = norm_act(shortcut, norm, f"{name}_proj_bn", activation=False)
-    return keras.layers.ReLU(name=f"{name}_out")(
-        keras.layers.Add(name=f"{name}_add")([y, shortcut])
-    )
 
 
 def cifar_resnet(
@@ -47,8 +33,9 @@ def cifar_resnet(
     for stage in range(3):
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
-            x = _basic_block(
+            x = residual_block(
                 x,
+                basic_branch,
                 width * 2**stage,
                 strides,
                 norm,

@@ -1,0 +1,139 @@
+"""`renorm`: Ioffe (2017): batch renormalization with microbatches and non-i.i.d. batches.
+
+(a) Microbatches: batches of 32 split into microbatches of 4 that are
+normalized separately: BN on the microbatches (ghost BN, virtual batch 4) vs
+batch renorm on the same microbatches vs BN on the whole batch of 32.
+(b) Non-i.i.d. batches, each drawn from two classes: BN vs batch renorm. All
+are evaluated with their moving statistics (plain inference). The VGG-like CNN
+trains on bnkeras_shapes; renorm uses constant clips rmax, dmax from step 0
+(the paper's warm-up is defined over tens of thousands of steps).
+"""
+
+import keras
+import numpy as np
+
+from bnkeras.experiments import data, models, report, training
+
+NAME = "renorm"
+CLAIM = (
+    "Ioffe 2017 (Batch Renormalization): with small microbatches (4 per group) BN loses "
+    "accuracy and renorm recovers most of it; with non-i.i.d. batches BN's training and "
+    "inference statistics disagree and renorm trains a markedly better model."
+)
+FIGURES = ("renorm.png",)
+# name -> (norm, virtual batch size or None, non-i.i.d. batches)
+ARMS = {
+    "bn_full": ("bn", None, False),
+    "bn_micro": ("ghost", "micro", False),
+    "renorm_micro": ("renorm", "micro", False),
+    "bn_noniid": ("bn", None, True),
+    "renorm_noniid": ("renorm", None, True),
+}
+COMPARISONS = (
+    ("microbatches: renorm - BN (test accuracy)", "accuracy_renorm_micro", "accuracy_bn_micro", +1),
+    (
+        "non-i.i.d. batches: renorm - BN (test accuracy)",
+        "accuracy_renorm_noniid",
+        "accuracy_bn_noniid",
+        +1,
+    ),
+    ("BN on the whole batch - BN on microbatches", "accuracy_bn_full", "accuracy_bn_micro", +1),
+)
+# HOOK: when BatchRenormalization gains a documented start-up option for its
+# renorm statistics (bias-corrected averages or initialisation from the first
+# batches), add arms "renorm_micro_startup" / "renorm_noniid_startup" here with
+# that option in `_norm_options`, and a comparison against the plain arms.
+
+
+DEFAULT = {
+    "train": None,
+    "test": None,
+    "steps": 400,
+    "batch_size": 32,
+    "microbatch": 4,
+    "lr": 0.02,
+    "momentum": 0.9,
+    "rmax": 1.5,
+    "dmax": 0.5,
+    "renorm_momentum": 0.99,
+    "widths": [16, 32, 64],
+}
+QUICK = {"train": 256, "test": 128, "steps": 12, "batch_size": 8, "widths": [8]}
+
+
+def setup_text(s):
+    microbatches = (
+        "BatchRenormalization(virtual_batch_size)"
+        if models.renorm_has_virtual_batches()
+        else "one BatchRenormalization applied to each microbatch in turn"
+    )
+    return (
+        data.describe_shapes_vgg(s) + f", SGD lr {s['lr']} momentum {s['momentum']}, batch "
+        f"{s['batch_size']}, {s['steps']} steps; renorm rmax {s['rmax']}, dmax {s['dmax']}, "
+        f"renorm momentum {s['renorm_momentum']} from step 0. (a) microbatches of "
+        f"{s['microbatch']}: GhostBatchNormalization vs renorm ({microbatches}) vs BN at "
+        f"{s['batch_size']}; (b) each batch from 2 classes: BN vs renorm."
+    )
+
+
+def _norm_options(s, norm, micro):
+    options = {}
+    if micro:
+        options["virtual_batch_size"] = s["microbatch"]
+    if norm == "renorm":
+        options.update(rmax=s["rmax"], dmax=s["dmax"], renorm_momentum=s["renorm_momentum"])
+        if micro:
+            options["batch_size"] = s["batch_size"]
+    return options
+
+
+def run_seed(seed, s):
+    shapes = data.shapes(s["train"], s["test"])
+    metrics, curves = {}, {}
+    for name, (norm, micro, non_iid) in ARMS.items():
+        keras.utils.set_random_seed(seed)
+        model = models.vgg(
+            shapes.x_train.shape[1:],
+            shapes.num_classes,
+            norm,
+            _norm_options(s, norm, micro),
+            widths=s["widths"],
+        )
+        rng = np.random.default_rng(seed)
+        batches = (
+            training.two_class_batches(shapes.y_train, s["batch_size"], rng) if non_iid else None
+        )
+        curve = training.train_with_settings(
+            model, shapes, s, seed, f"renorm seed {seed} {name}", batches=batches
+        )
+        metrics[f"accuracy_{name}"] = curve["test_accuracy"][-1]
+        curves[name] = curve
+    return {"metrics": metrics, "curves": curves}
+
+
+def _closed(m, better, worse, reference):
+    gap = m[reference] - m[worse]
+    return None if gap <= 0 else (m[better] - m[worse]) / gap
+
+
+def result_text(record):
+    m = report.means(record)
+    closed = _closed(m, "accuracy_renorm_micro", "accuracy_bn_micro", "accuracy_bn_full")
+    return (
+        f"(a) BN at full batch {m['accuracy_bn_full']:.3f}, BN on microbatches "
+        f"{m['accuracy_bn_micro']:.3f}, renorm on microbatches {m['accuracy_renorm_micro']:.3f}"
+        + ("" if closed is None else f" (closes {closed:.0%} of the gap)")
+        + f"; (b) non-i.i.d. batches: BN {m['accuracy_bn_noniid']:.3f} vs renorm "
+        f"{m['accuracy_renorm_noniid']:.3f}."
+    )
+
+
+def plot(record, workdir):
+    fig, (ax,) = report.figure(1, width=6.0)
+    colours = ["C0", "C1", "C2", "C1", "C2"]
+    report.accuracy_bars(ax, record, list(ARMS), [0, 1, 2, 3.5, 4.5], colours)
+    ax.set(
+        ylabel="test accuracy (moving statistics)",
+        title="(a) microbatches          (b) non-i.i.d. batches",
+    )
+    return [report.save_figure(fig, workdir, FIGURES[0])]

@@ -1,0 +1,158 @@
+"""A plain SGD training loop for the experiments, with evaluations and probes on the way.
+
+The experiments need what `keras.Model.fit` hides: the exact batches (e.g.
+non-i.i.d. ones), measurements between steps, and runs that diverge to NaN
+recorded rather than stopped with an error.
+"""
+
+import logging
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+
+def shuffled_batches(num_examples, batch_size, rng):
+    """Endless batches of indices, a new permutation each epoch (last partial batch dropped)."""
+    while True:
+        order = rng.permutation(num_examples)
+        for start in range(0, num_examples - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+def two_class_batches(labels, batch_size, rng):
+    """Endless non-i.i.d. batches: each drawn from two random classes, half and half."""
+    classes = np.unique(labels)
+    members = {c: np.flatnonzero(labels == c) for c in classes}
+    while True:
+        first, second = rng.choice(classes, 2, replace=False)
+        half = batch_size // 2
+        yield np.concatenate(
+            [
+                rng.choice(members[first], half, replace=False),
+                rng.choice(members[second], batch_size - half, replace=False),
+            ]
+        )
+
+
+def cross_entropy(labels, logits):
+    return tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    )
+
+
+def loss_and_gradients(model, x, y):
+    """Mean cross-entropy of `model` in training mode on (x, y) and its gradients."""
+    with tf.GradientTape() as tape:
+        loss = cross_entropy(y, model(x, training=True))
+    return loss, tape.gradient(loss, model.trainable_variables)
+
+
+def make_train_step(model, optimizer):
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        loss, gradients = loss_and_gradients(model, x, y)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return loss
+
+    return train_step
+
+
+def evaluate(model, x, y, batch_size=1000):
+    """(accuracy, mean loss) of `model` in inference mode; a NaN loss for NaN outputs."""
+    correct, total_loss = 0, 0.0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start : start + batch_size], training=False)
+        labels = y[start : start + batch_size]
+        correct += int(np.sum(np.argmax(logits, axis=-1) == labels))
+        total_loss += float(cross_entropy(labels, logits)) * len(labels)
+    return correct / len(x), total_loss / len(x)
+
+
+def train(
+    model,
+    data,
+    *,
+    steps,
+    batch_size,
+    lr,
+    seed,
+    eval_every,
+    momentum=0.0,
+    batches=None,
+    on_eval=None,
+    on_step=None,
+    name="run",
+):
+    """Trains `model` with SGD on `data` for `steps` steps and records a test curve.
+
+    Args:
+        model: A Keras model giving logits.
+        data: A `bnkeras.experiments.data.Data`.
+        steps, batch_size, lr, momentum: The SGD run (constant learning rate).
+        seed: Seed of the batch order.
+        eval_every: Test accuracy every this many steps (and after the last step).
+        batches: Optional iterator of index arrays (default: shuffled epochs).
+        on_eval: Optional `f(step) -> dict` of extra numbers recorded at each evaluation.
+        on_step: Optional `f(step, x, y)` called before each step with its batch.
+        name: Name of the run in progress messages.
+
+    Returns:
+        A dict: `steps`, `test_accuracy`, `train_loss` (mean over the steps since the
+        previous evaluation), the `on_eval` numbers as lists, `diverged` (a
+        non-finite training loss; training stops there) and `diverged_at`.
+    """
+    rng = np.random.default_rng(seed)
+    batches = batches or shuffled_batches(len(data.x_train), batch_size, rng)
+    train_step = make_train_step(model, keras.optimizers.SGD(lr, momentum=momentum))
+    curve = {"steps": [], "test_accuracy": [], "train_loss": []}
+    losses, diverged_at = [], None
+    for step in range(1, steps + 1):
+        index = next(batches)
+        x, y = tf.constant(data.x_train[index]), tf.constant(data.y_train[index])
+        if on_step is not None:
+            on_step(step, x, y)
+        loss = float(train_step(x, y))
+        losses.append(loss)
+        if not math.isfinite(loss):
+            diverged_at = step
+            logger.info("%s: loss is %s at step %d: diverged", name, loss, step)
+        if step % eval_every == 0 or step == steps or diverged_at:
+            accuracy, _ = evaluate(model, data.x_test, data.y_test)
+            curve["steps"].append(step)
+            curve["test_accuracy"].append(accuracy)
+            curve["train_loss"].append(float(np.mean(losses)))
+            losses = []
+            for key, value in (on_eval(step) if on_eval else {}).items():
+                curve.setdefault(key, []).append(value)
+            logger.info(
+                "%s: step %d/%d, train loss %.4g, test accuracy %.4f",
+                name,
+                step,
+                steps,
+                curve["train_loss"][-1],
+                accuracy,
+            )
+        if diverged_at:
+            break
+    curve["diverged"] = diverged_at is not None
+    curve["diverged_at"] = diverged_at
+    return curve
+
+
+def train_with_settings(model, data, s, seed, name, evaluations=5, **overrides):
+    """`train` with `steps`, `batch_size`, `lr` and `momentum` (default 0) from settings
+    `s`, evaluating `evaluations` times; keyword arguments override any of them."""
+    arguments = {
+        "steps": s["steps"],
+        "batch_size": s["batch_size"],
+        "lr": s.get("lr"),
+        "momentum": s.get("momentum", 0.0),
+        "eval_every": max(1, s["steps"] // evaluations),
+        "seed": seed,
+        "name": name,
+    }
+    return train(model, data, **{**arguments, **overrides})

@@ -1,0 +1,160 @@
+import json
+import logging
+import math
+import shutil
+
+import pytest
+
+from bnkeras import cli
+from bnkeras.experiments import EXPERIMENTS, ReproduceError, runner
+
+RECORD_FIELDS = {
+    "format",
+    "experiment",
+    "claim",
+    "setup",
+    "settings",
+    "quick",
+    "versions",
+    "seeds",
+    "metrics",
+    "comparisons",
+    "verdict",
+    "result",
+    "files",
+}
+COMPARISON_FIELDS = {
+    "label",
+    "a",
+    "b",
+    "mean_a",
+    "sd_a",
+    "mean_b",
+    "sd_b",
+    "effect",
+    "effect_over_spread",
+    "claimed_sign",
+    "t",
+    "df",
+    "p",
+    "verdict",
+}
+
+
+@pytest.fixture(scope="module")
+def all_quick(tmp_path_factory):
+    """`bnkeras reproduce all --quick` once: every experiment in workdir/NAME."""
+    workdir = tmp_path_factory.mktemp("science")
+    logger = logging.getLogger("bnkeras")
+    handlers, level = list(logger.handlers), logger.level
+    try:  # the CLI shows progress through the `bnkeras` logger
+        assert cli.main(["reproduce", "all", "--workdir", str(workdir), "--quick"]) == 0
+    finally:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+    return workdir
+
+
+@pytest.fixture(params=list(EXPERIMENTS))
+def quick_run(request, all_quick):
+    return request.param, all_quick / request.param
+
+
+def _finite_numbers(value):
+    if isinstance(value, dict):
+        return all(_finite_numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite_numbers(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def test_quick_run_writes_documented_files(quick_run):
+    name, workdir = quick_run
+    record = json.loads((workdir / "results.json").read_text())
+    assert set(record) >= RECORD_FIELDS
+    assert record["experiment"] == name and record["quick"] is True
+    assert list(record["seeds"]) == ["0"]
+    seed = record["seeds"]["0"]
+    assert {"metrics", "curves", "wall_seconds"} <= set(seed)
+    assert _finite_numbers(record)  # JSON has no NaN; diverged values are null
+    for metric in record["metrics"].values():
+        assert set(metric) == {"per_seed", "mean", "sd"} and len(metric["per_seed"]) == 1
+    for comparison in record["comparisons"]:
+        assert set(comparison) == COMPARISON_FIELDS
+        assert math.isfinite(comparison["mean_a"]) and math.isfinite(comparison["mean_b"])
+        assert comparison["verdict"].startswith("undetermined")  # one seed: no spread
+    accuracies = [v["mean"] for k, v in record["metrics"].items() if "accuracy" in k]
+    assert accuracies and all(0.0 <= a <= 1.0 for a in accuracies)
+    for file in record["files"]:
+        assert (workdir / file).stat().st_size > 0
+    assert any(f.endswith(".png") for f in record["files"])
+    assert (workdir / "results.json").exists()
+    assert (workdir / "summary.md").read_text().startswith(f"# `bnkeras reproduce {name}`")
+
+
+def test_rerun_skips_completed_seeds(quick_run, caplog):
+    name, workdir = quick_run
+    before = json.loads((workdir / "results.json").read_text())["seeds"]
+    with caplog.at_level(logging.INFO, logger="bnkeras"):
+        runner.reproduce(name, workdir, seeds=1, quick=True)
+    assert f"{name}: seed 0 already done" in caplog.text
+    assert "step" not in caplog.text  # no training happened
+    assert json.loads((workdir / "results.json").read_text())["seeds"] == before
+
+
+def test_all_writes_one_row_per_experiment(all_quick):
+    text = (all_quick / "summary.md").read_text()
+    for name in EXPERIMENTS:
+        assert f"| [{name}]({name}/summary.md) |" in text
+    assert text.count("undetermined (needs >= 2 finite seeds per arm)") == len(EXPERIMENTS)
+
+
+def test_refuses_results_of_other_settings(quick_run):
+    name, workdir = quick_run
+    text = (workdir / "results.json").read_text()
+    with pytest.raises(ReproduceError, match="another experiment or settings"):
+        runner.reproduce(name, workdir, seeds=1, quick=False)
+    assert (workdir / "results.json").read_text() == text
+
+
+def test_never_overwrites_foreign_files(tmp_path):
+    (tmp_path / "summary.md").write_text("mine")
+    with pytest.raises(ReproduceError, match="summary.md exists and was not written"):
+        runner.reproduce("fig1", tmp_path, quick=True)
+    assert (tmp_path / "summary.md").read_text() == "mine"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text('{"some": "file"}')
+    with pytest.raises(ReproduceError, match="not written by `bnkeras reproduce`"):
+        runner.reproduce("lr", other, quick=True)
+    assert (other / "results.json").read_text() == '{"some": "file"}'
+    with pytest.raises(ReproduceError, match="not written by `bnkeras reproduce all`"):
+        runner.reproduce_all(tmp_path, quick=True)
+    assert (tmp_path / "summary.md").read_text() == "mine"
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert cli.main(["reproduce", "fig1", "--workdir", str(afile), "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"Received: workdir='{afile}'" in err
+    assert cli.main(["reproduce", "lr", "--workdir", str(tmp_path / "w"), "--seeds", "0"]) == 2
+    assert "Received: seeds=0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["reproduce", "fig2", "--workdir", str(tmp_path)])
+    assert exit_info.value.code == 2
+
+
+def test_resume_with_a_diverged_seed(all_quick, tmp_path):
+    # A diverged run stores null (JSON has no NaN); resuming must still summarize.
+    workdir = tmp_path / "lr"
+    shutil.copytree(all_quick / "lr", workdir)
+    record = json.loads((workdir / "results.json").read_text())
+    record["seeds"]["0"]["metrics"]["accuracy_none_x1"] = None
+    (workdir / "results.json").write_text(json.dumps(record))
+    runner.reproduce("lr", workdir, seeds=1, quick=True)
+    record = json.loads((workdir / "results.json").read_text())
+    assert record["metrics"]["accuracy_none_x1"] == {"per_seed": [None], "mean": None, "sd": None}
+    assert record["comparisons"][0]["verdict"] == "undetermined (no finite values: diverged runs)"
+    assert "nan" in record["result"]

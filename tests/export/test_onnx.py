@@ -1,0 +1,76 @@
+"""The ONNX writer: self-contained graphs, grouped convolutions, loud failures."""
+
+import keras
+import numpy as np
+import onnxruntime
+import pytest
+import tensorflow as tf
+
+from bnkeras.export.fold import fold_batchnorm
+from bnkeras.export.writers import ONNXConversionError, write_onnx
+from tests import harness
+
+
+def _run(path, inputs):
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert len(session.get_inputs()) == len(inputs)
+    return session.run(None, {s.name: x for s, x in zip(session.get_inputs(), inputs, strict=True)})
+
+
+def _normalization_model():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Normalization(mean=[0.5, 0.4, 0.3], variance=[0.1, 0.2, 0.3])(inputs)
+    return keras.Model(inputs, keras.layers.Conv2D(4, 3)(x))
+
+
+def _grouped_conv_model():
+    inputs = keras.Input((8, 8, 4))
+    return keras.Model(inputs, keras.layers.Conv2D(4, 3, groups=2)(inputs))
+
+
+@pytest.mark.parametrize("build", [_normalization_model, _grouped_conv_model])
+def test_onnx_is_self_contained_and_matches(build, tmp_path, rng):
+    model = build()
+    x = harness.random_batch(rng, (3, *model.inputs[0].shape[1:]))
+    write_onnx(model, tmp_path / "model.onnx", 17)
+    (got,) = _run(tmp_path / "model.onnx", [x])  # one graph input: the model's
+    np.testing.assert_allclose(got, model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_folded_model_with_preprocessing_depthwise_and_grouped_convs(tmp_path, rng):
+    inputs = keras.Input((None, None, 4))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Normalization(mean=[0.1, 0.2, 0.3, 0.4], variance=[1.0, 2.0, 3.0, 4.0])(x)
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, groups=4, use_bias=False)(x))
+    x = keras.layers.BatchNormalization()(keras.layers.DepthwiseConv2D(3, padding="same")(x))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            harness.randomize_statistics(layer, rng)
+    folded = fold_batchnorm(model).model
+    write_onnx(folded, tmp_path / "model.onnx", 17)
+    for size in (9, 16):
+        x = rng.uniform(0, 255, (2, size, size + 3, 4)).astype("float32")
+        (got,) = _run(tmp_path / "model.onnx", [x])
+        np.testing.assert_allclose(got, model(x, training=False), atol=1e-4, rtol=1e-4)
+
+
+def test_unconvertible_op_fails_loudly_and_writes_nothing(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(tf.math.bessel_i0e)(inputs))
+    with pytest.raises(ONNXConversionError, match="could not convert BesselI0e"):
+        write_onnx(model, tmp_path / "model.onnx", 17)
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_exact_gelu_converts(tmp_path, rng):
+    """TensorFlow's exact GELU uses Erfc, which tf2onnx lacks (ConvNeXt's blocks)."""
+    import onnx
+
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Activation("gelu")(keras.layers.Dense(4)(inputs)))
+    write_onnx(model, tmp_path / "model.onnx", 17)
+    assert "Erf" in {n.op_type for n in onnx.load(tmp_path / "model.onnx").graph.node}
+    x = harness.random_batch(rng, (3, 5))
+    (got,) = _run(tmp_path / "model.onnx", [x])
+    np.testing.assert_allclose(got, model(x), atol=1e-5, rtol=1e-5)

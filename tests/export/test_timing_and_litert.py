@@ -1,0 +1,84 @@
+"""The shared interleaved timing helper, and the LiteRT format end to end."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from bnkeras._timing import interleaved_times, paired_ratio
+from bnkeras.cli import main
+from bnkeras.export import pipeline
+from bnkeras.export.litert import run_litert
+from tests.export.test_fold import randomize
+
+
+def test_interleaved_times_runs_every_candidate_once_per_round_in_varying_order():
+    calls = []
+    candidates = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    times = interleaved_times(candidates, rounds=20, warmup=2)
+    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, untimed
+    rounds = [calls[i : i + 3] for i in range(6, len(calls), 3)]
+    assert len(rounds) == 20 and all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # the order changes between rounds
+    assert {name: len(t) for name, t in times.items()} == {"a": 20, "b": 20, "c": 20}
+
+
+def test_paired_ratio_is_the_median_of_round_ratios():
+    ratio, (low, high) = paired_ratio([2.0, 4.0, 6.0, 8.0, 10.0], [1.0, 2.0, 2.0, 4.0, 10.0])
+    # round ratios 2, 2, 3, 2, 1
+    assert ratio == 2.0 and (low, high) == (2.0, 2.0)
+
+
+def test_litert_export_matches_the_unfolded_model(tmp_path, rng):
+    a, b = keras.Input((6, 6, 3), name="a"), keras.Input((4,), name="b")
+    x = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.BatchNormalization()(keras.layers.Conv2D(3, 3)(a))
+    )
+    y = keras.layers.BatchNormalization()(keras.layers.Dense(3)(b))
+    model = keras.Model([a, b], [keras.layers.Add()([x, y]), keras.layers.Dense(5)(y)])
+    randomize(model, rng)
+    model.save(tmp_path / "multi.keras")
+    argv = ["export", str(tmp_path / "multi.keras"), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--formats", "keras,litert"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    litert = [f for f in report["verification"]["formats"] if f["format"] == "litert"][0]
+    assert litert["passed"] and len(litert["outputs"]) == 2
+    assert all(o["max_abs"] < 1e-5 for o in litert["outputs"])
+    inputs = [rng.normal(size=(5, 6, 6, 3)).astype("float32"), rng.normal(size=(5, 4))]
+    inputs[1] = inputs[1].astype("float32")
+    outputs = run_litert(model, tmp_path / "out" / "model.tflite", inputs)  # another batch size
+    expected = model(inputs, training=False)
+    for got, want in zip(outputs, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_latency_never_calls_noise_a_slowdown():
+    # 0.81x with rounds from 0.70x to 1.10x: noise, not a slowdown
+    assert (
+        pipeline.latency_verdict(0.81, 0.70, 1.10) == "no measurable difference (ratio 0.70-1.10)"
+    )
+    assert pipeline.latency_verdict(1.16, 1.12, 1.21) == (
+        "folded 1.16x the speed of unfolded (interquartile 1.12-1.21)"
+    )
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    latency = pipeline.measure_latency(model, model, np.ones((2, 4), "float32"), budget_seconds=0)
+    assert latency["rounds"] == 5
+    low, high = latency["speedup_interquartile"]
+    assert low <= latency["speedup"] <= high
+    assert pipeline.latency_verdict(latency["speedup"], low, high) in latency["line"]
+
+
+@pytest.mark.parametrize("formats", ["litert", "keras,saved_model,onnx,litert"])
+def test_every_format_is_in_the_report(tmp_path, rng, formats):
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()]
+    )
+    randomize(model, rng)
+    model.save(tmp_path / "m.keras")
+    result = pipeline.export_model(
+        tmp_path / "m.keras", tmp_path / "out", formats=formats.split(","), log=lambda *_: None
+    )
+    assert result.passed
+    assert [f["format"] for f in result.report["verification"]["formats"]] == formats.split(",")
+    assert (tmp_path / "out" / "model.tflite").is_file()
