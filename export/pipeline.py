@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import re
 import resource
 import sys
 import threading
@@ -72,38 +71,31 @@ class ExportResult:
 
 def load_source(source):
     """(model, workdir or None) from a `.keras` file or a training work directory."""
+    from bnkeras.training import workdir as run_dir
+
     path = Path(source)
     if not path.exists():
         raise ExportError(
             f"{source} does not exist: give a .keras model file or a training work directory "
             "(a directory holding model.keras)."
         )
-    workdir = None
-    if path.is_dir():
-        if not (path / "model.keras").is_file():
-            raise ExportError(
-                f"{source} is a directory but not a training work directory: it has no "
-                "model.keras (finish a `bnkeras train` run first, or give a .keras file)."
-            )
-        workdir, path = path, path / "model.keras"
-    elif path.suffix != ".keras":
+    if path.is_file() and path.suffix != ".keras":
         raise ExportError(
             f"{source} is not a Keras model file: give a .keras file (model.save(...))."
         )
+    if path.is_dir() and not run_dir.is_run(path):
+        raise ExportError(
+            f"{source} is a directory but not a training work directory: it has no "
+            "model.keras, config.yaml or checkpoints (give a .keras file, or the --workdir of a "
+            "`bnkeras train` run)."
+        )
     try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as error:
-        missing = sorted(set(re.findall(r"Could not locate class '([^']+)'", str(error))))
-        if missing:
-            raise ExportError(
-                f"{path} uses custom classes that are not registered: {', '.join(missing)}. "
-                "Import the code that defines them (decorated with "
-                "@keras.saving.register_keras_serializable()) before exporting."
-            ) from None
-        raise ExportError(f"{path} could not be loaded as a Keras model: {error}") from None
+        model = run_dir.load_model(path) if path.is_dir() else run_dir.load_model_file(path)
+    except run_dir.WorkdirError as error:
+        raise ExportError(str(error)) from None
     if not isinstance(model, keras.Model):
         raise ExportError(f"{path} holds a {type(model).__name__}, not a Keras model.")
-    return model, workdir
+    return model, path if path.is_dir() else None
 
 
 def check_formats(formats):
@@ -318,7 +310,7 @@ def _verification_inputs(model, workdir, inputs, batch_size, log):
     reason = "the source is a .keras file"
     if workdir is not None:
         try:
-            from bnkeras.training.data import verification_batch
+            from bnkeras.training.workdir import verification_batch
 
             batch = verification_batch(workdir, batch_size)
             log(f"verification inputs: a batch of {batch_size} from the run's evaluation data")
@@ -345,10 +337,10 @@ def _int8_data(workdir, batch_size, calibration_batches, inputs):
     reason = "the source is a .keras file"
     if workdir is not None:
         try:
-            from bnkeras.training.config import load_run_config
             from bnkeras.training.data import load_data
+            from bnkeras.training.workdir import run_config
 
-            data = load_data(load_run_config(workdir)["data"], batch_size)
+            data = load_data(run_config(workdir)["data"], batch_size)
             calibration = [x.numpy() for x, _ in data.train.take(calibration_batches)]
             evaluation = [(x.numpy(), y.numpy().argmax(-1)) for x, y in data.eval]
             return calibration, evaluation, "run's training data / evaluation set"

@@ -21,11 +21,26 @@ def directory(workdir):
     return Path(workdir) / "checkpoints"
 
 
+class DamagedState(ValueError):
+    """state.json exists but cannot be read; the message names the file and what is wrong."""
+
+
+def state_path(workdir):
+    return directory(workdir) / STATE
+
+
 def read_state(workdir):
-    path = directory(workdir) / STATE
+    """The checkpoint state of the run in `workdir`, or None when it has no checkpoint."""
+    path = state_path(workdir)
     if not path.is_file():
         return None
-    state = json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        what = "is empty" if not path.stat().st_size else f"is not valid JSON ({error})"
+        raise DamagedState(f"{path} {what}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("last"), str):
+        raise DamagedState(f"{path} is not a bnkeras checkpoint state (it names no checkpoint)")
     if state.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{path} has checkpoint format {state.get('format_version')}, this bnkeras reads "
@@ -47,7 +62,7 @@ def save(model, workdir, epoch, metric, config, state=None, monitor="val_accurac
     state.update(
         format_version=FORMAT_VERSION, epoch=epoch, last=name, monitor=monitor, config=config
     )
-    atomic_write_text(folder / STATE, json.dumps(state, indent=2) + "\n")
+    write_state(workdir, state)
     keep = {state["last"], state.get("best")}
     for path in folder.glob("epoch_*.keras"):
         if path.name not in keep:
@@ -55,6 +70,10 @@ def save(model, workdir, epoch, metric, config, state=None, monitor="val_accurac
     for path in folder.glob(".epoch_*.tmp-*"):  # leftovers of a killed run
         path.unlink(missing_ok=True)
     return state
+
+
+def write_state(workdir, state):
+    atomic_write_text(state_path(workdir), json.dumps(state, indent=2) + "\n")
 
 
 def last_path(workdir, state):

@@ -1,6 +1,5 @@
 """`bnkeras train` and `bnkeras evaluate`: parse, load the preset, call the library."""
 
-import json
 import sys
 
 TRAIN_HELP = "Train (or resume) a classifier with a chosen norm layer in a work directory."
@@ -81,6 +80,9 @@ class _Train:
             train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
         except (ValueError, RuntimeError) as error:  # Training/Data/ConfigError: clean messages
             return _fail("train", error)
+        except KeyboardInterrupt as interrupt:  # TrainingInterrupted says where a rerun resumes
+            print(f"bnkeras train: {interrupt or 'interrupted'}", file=sys.stderr)
+            return 130
         return 0
 
 
@@ -93,6 +95,9 @@ class _Evaluate:
         )
         parser.add_argument("--data-dir", help="TFDS data dir or image folder")
         parser.add_argument("--batch-size", type=int)
+        parser.add_argument(
+            "--image-size", type=int, help="image size for a model that takes any size"
+        )
         parser.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
 
     @staticmethod
@@ -105,6 +110,8 @@ class _Evaluate:
                 dataset=args.dataset,
                 data_dir=args.data_dir,
                 batch_size=args.batch_size,
+                image_size=args.image_size,
+                json_path=args.json,
             )
         except (ValueError, RuntimeError) as error:
             return _fail("evaluate", error)
@@ -112,9 +119,6 @@ class _Evaluate:
             f"loss {metrics['loss']:.4f}  top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
             f"({metrics['examples']} images)"
         )
-        if args.json:
-            with open(args.json, "w") as handle:
-                json.dump(metrics, handle, indent=2)
         return 0
 
 

@@ -1,37 +1,95 @@
 """`evaluate(source)`: loss, top-1 and top-5 of a trained model on an evaluation split."""
 
 import copy
+import json
+import os
 from pathlib import Path
 
 import keras
 
-from bnkeras.training.config import DEFAULTS, load_run_config
+from bnkeras.training import workdir as run_dir
+from bnkeras.training.config import DEFAULTS
 from bnkeras.training.data import load_data
-from bnkeras.training.trainer import TrainingError, load_workdir_model
+from bnkeras.training.files import atomic_write_text
+from bnkeras.training.trainer import TrainingError
 
 
-def evaluate(source, *, dataset=None, data_dir=None, batch_size=None, log=print):
+def _json_target(json_path):
+    """The --json path, its folder created; checked before any evaluation work."""
+    path = Path(json_path)
+    if path.is_dir():
+        raise TrainingError(f"--json {json_path} is a directory: give a file path.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TrainingError(
+            f"--json {json_path}: cannot create its folder ({error.strerror or error})."
+        ) from None
+    if not os.access(path.parent, os.W_OK):
+        raise TrainingError(f"--json {json_path}: its folder {path.parent} is not writable.")
+    return path
+
+
+def write_metrics(path, metrics):
+    """Writes `metrics` as JSON atomically; a full or read-only disk is a `TrainingError`."""
+    try:
+        atomic_write_text(Path(path), json.dumps(metrics, indent=2) + "\n")
+    except OSError as error:
+        raise TrainingError(f"Cannot write --json {path}: {error.strerror or error}.") from None
+
+
+def _model_file_source(path, dataset, image_size):
+    if dataset is None:
+        raise TrainingError(
+            f"Evaluating the model file {path} needs --dataset (and --data-dir if not embedded)."
+        )
+    model = run_dir.load_model_file(path)
+    data_config = copy.deepcopy(DEFAULTS["data"])
+    height, width = model.inputs[0].shape[1:3]
+    if height is None or width is None or height != width:
+        if image_size is None:
+            raise TrainingError(
+                f"{path} takes images of shape {tuple(model.inputs[0].shape[1:])}, not one square "
+                "size: pass --image-size N (the size it was trained at)."
+            )
+        data_config["image_size"] = int(image_size)
+    else:
+        data_config["image_size"] = int(image_size or height)
+    return model, data_config
+
+
+def evaluate(
+    source,
+    *,
+    dataset=None,
+    data_dir=None,
+    batch_size=None,
+    image_size=None,
+    json_path=None,
+    log=print,
+):
     """Evaluates a training work directory or a `.keras` classifier.
 
     A work directory brings its own data config (dataset, image size,
     preprocessing); `dataset`/`data_dir` override it. A `.keras` file needs
-    `dataset`, and is fed images at its input size with the default ImageNet
-    normalization. Returns {"loss", "top1", "top5", "examples"}.
+    `dataset`, and is fed images at its input size (or `image_size` for a model
+    that takes any size) with the default ImageNet normalization. With
+    `json_path`, the metrics are also written there (its folder is created and
+    checked before evaluating). Returns {"loss", "top1", "top5", "examples"}.
     """
     path = Path(source)
+    target = _json_target(json_path) if json_path is not None else None
     if path.is_dir():
-        run_config = load_run_config(path)
+        run_config = run_dir.run_config(path)
+        if run_config is None:
+            raise TrainingError(f"{source} is not a training work directory (no config.yaml).")
         data_config = run_config["data"]
-        model = load_workdir_model(path)
+        model = run_dir.load_model(path)
         batch_size = batch_size or run_config["train"]["batch_size"]
+        if image_size is not None:
+            data_config["image_size"] = int(image_size)
     elif path.is_file() and path.suffix == ".keras":
-        if dataset is None:
-            raise TrainingError(
-                f"Evaluating the model file {source} needs --dataset (and --data-dir if not embedded)."
-            )
-        data_config = copy.deepcopy(DEFAULTS["data"])
-        model = keras.saving.load_model(path, compile=False)
-        data_config["image_size"] = int(model.inputs[0].shape[1])
+        model, data_config = _model_file_source(path, dataset, image_size)
     else:
         raise TrainingError(
             f"{source} is neither a training work directory nor a .keras model file."
@@ -55,9 +113,12 @@ def evaluate(source, *, dataset=None, data_dir=None, batch_size=None, log=print)
         jit_compile=False,
     )
     results = model.evaluate(data.eval, return_dict=True, verbose=0)
-    return {
+    metrics = {
         "loss": float(results["loss"]),
         "top1": float(results["top1"]),
         "top5": float(results["top5"]),
         "examples": data.eval_examples,
     }
+    if target is not None:
+        write_metrics(target, metrics)
+    return metrics

@@ -2,8 +2,11 @@
 
 A run killed at any moment leaves either the old file or the new one, never half
 of one (the temporary names start with "." and are cleaned up by the next save).
+A write that fails (disk full, read-only file system, Ctrl-C) removes its
+temporary file before the error goes on, so a full disk is not left fuller.
 """
 
+import contextlib
 import os
 
 
@@ -11,16 +14,28 @@ def _temporary(path, suffix=""):
     return path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
 
 
+@contextlib.contextmanager
+def replacing(path, suffix=""):
+    """Yields a temporary path beside `path`; renamed to `path` on success, removed on failure."""
+    tmp = _temporary(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)  # name the file the user knows, not the temporary one
+        raise
+
+
 def atomic_write_text(path, text):
-    tmp = _temporary(path)
-    with open(tmp, "w") as handle:
+    with replacing(path) as tmp, open(tmp, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def atomic_save_model(model, path):
-    tmp = _temporary(path, ".keras")  # Keras picks the format from the suffix
-    model.save(tmp)
-    os.replace(tmp, path)
+    with replacing(path, ".keras") as tmp:  # Keras picks the format from the suffix
+        model.save(tmp)

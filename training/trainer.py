@@ -1,84 +1,67 @@
 """`train_and_evaluate(config, workdir)`: the library behind `bnkeras train`.
 
 One call trains (or resumes) a run in `workdir` with Keras `model.fit` and
-writes, as the design fixes them: `config.yaml` (resolved), `log.csv` (a row per
-epoch), `checkpoints/` (atomic, last and best), `tensorboard/`, `model.keras`
-(final, without optimizer), `metrics.json` and `curves.png`. Calling it again
-with the same config resumes after the last completed epoch (weights, optimizer
-state, LR-schedule position, renorm step and epoch counter all come back); a
-larger `train.epochs` continues a finished run.
+writes `config.yaml` (resolved), `log.csv` (a row per epoch), `checkpoints/`
+(atomic, last and best), `tensorboard/`, `model.keras` (final, without
+optimizer), `metrics.json` and `curves.png`. Calling it again with the same
+config resumes after the last completed epoch (weights, optimizer state,
+LR-schedule position, renorm step and epoch counter all come back); a larger
+`train.epochs` continues a finished run, and the optimizer's hyper-parameters
+(`OPTIMIZER_CHANGES`) may change on resume. The work directory's rules (which
+files are the run's, the lock, where to resume from) live in `workdir.py`.
 """
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
+import random
+import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from bnkeras.recalibrate import recalibrate_batchnorm
 from bnkeras.training import checkpoints
-from bnkeras.training.config import RESUMABLE_CHANGES, differences, dump, load_run_config
+from bnkeras.training import workdir as run_dir
+from bnkeras.training.config import RESUMABLE_CHANGES, differences, dump
 from bnkeras.training.data import load_data
-from bnkeras.training.files import atomic_save_model, atomic_write_text
+from bnkeras.training.files import atomic_save_model, atomic_write_text, replacing
 from bnkeras.training.models import build_model
 from bnkeras.training.schedules import make_schedule
 
-RUN_FILES = ("config.yaml", "log.csv", "metrics.json", "model.keras", "curves.png")
-RUN_DIRS = ("checkpoints", "tensorboard")
 LOG_FIELDS = ("epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+# Keys of the optimizer and the loss that may change when a run resumes (recorded in
+# checkpoints/state.json and config.yaml); they add or remove no variable of the
+# checkpoint (SGD's momentum does, between 0 and non-zero, so it stays fixed).
+OPTIMIZER_CHANGES = (
+    "train.lr",
+    "train.lr_scaling",
+    "train.warmup_epochs",
+    "train.schedule",
+    "train.step_epochs",
+    "train.weight_decay",
+    "train.nesterov",
+    "train.label_smoothing",
+)
 
 
 class TrainingError(RuntimeError):
     """A run that cannot start or had to stop; the message says why and what to do."""
 
 
-# ------------------------------------------------------------------ work directory
-
-
-def _check_writable(workdir):
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise TrainingError(
-            f"Cannot write to the work directory {workdir}: {error.strerror or error}."
-        ) from None
-
-
-def _prepare_workdir(workdir, config, overwrite, log):
-    if workdir.exists() and not workdir.is_dir():
-        raise TrainingError(f"The work directory {workdir} is a file: choose a directory path.")
-    _check_writable(workdir)
-    existing = workdir / "config.yaml"
-    if existing.is_file():
-        changes = [
-            c
-            for c in differences(load_run_config(workdir), config)
-            if c[0] not in RESUMABLE_CHANGES
-        ]
-        if changes and not overwrite:
-            listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes[:6])
-            raise TrainingError(
-                f"The work directory {workdir} holds a run with another config ({listed}). "
-                "Use another --workdir, or --overwrite to delete that run and start again."
-            )
-        if overwrite:
-            log(f"--overwrite: deleting the previous run in {workdir}")
-            for name in RUN_FILES:
-                (workdir / name).unlink(missing_ok=True)
-            for name in RUN_DIRS:
-                shutil.rmtree(workdir / name, ignore_errors=True)
-    atomic_write_text(workdir / "config.yaml", dump(config))
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says from which epoch a rerun resumes."""
 
 
 # ------------------------------------------------------------------------ strategy
@@ -125,9 +108,11 @@ class EpochEnd(keras.callbacks.Callback):
         self.workdir, self.checkpoint_root = workdir, checkpoint_root
         self.config, self.state, self.log, self.write = config, state, log, write
         self.nan_epoch = None
+        self.epoch = None  # 0-based, the epoch in progress
         self._start = None
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -165,9 +150,47 @@ class EpochEnd(keras.callbacks.Callback):
         )
 
 
+class _StopOnInterrupt(keras.callbacks.Callback):
+    """Turns Ctrl-C during `fit` into `TrainingInterrupted` at the next batch boundary.
+
+    SIGINT only sets a flag (a KeyboardInterrupt raised inside a running TensorFlow
+    op can leave the runtime broken and crash the process at exit); the callback
+    raises between batches. A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self, message):
+        super().__init__()
+        self.message = message  # callable: the text of the interruption
+        self._signalled = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self._signalled = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+
+    def on_train_end(self, logs=None):
+        self.restore()
+
+    def restore(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        self._previous = None
+
+    def _check(self, *_, **__):
+        if self._signalled:
+            self._signalled = False
+            raise TrainingInterrupted(self.message())
+
+    on_train_batch_end = on_test_batch_end = on_epoch_begin = _check
+
+
 def append_log(workdir, row):
     path = Path(workdir) / "log.csv"
-    new = not path.exists()
+    new = not path.exists() or not path.stat().st_size
     with open(path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, LOG_FIELDS)
         if new:
@@ -178,11 +201,26 @@ def append_log(workdir, row):
 
 
 def read_log(workdir):
+    """The rows of log.csv as floats; a `TrainingError` naming the line when it is damaged."""
     path = Path(workdir) / "log.csv"
     if not path.exists():
         return []
-    with open(path, newline="") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    rows = []
+    with open(path, newline="", errors="replace") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            if reader.fieldnames is not None and list(reader.fieldnames) != list(LOG_FIELDS):
+                raise ValueError(f"header {','.join(reader.fieldnames)}")
+            for row in reader:
+                if list(row) != list(LOG_FIELDS):
+                    raise ValueError(f"columns {', '.join(map(str, row))}")
+                rows.append({k: float(v) for k, v in row.items()})
+        except (csv.Error, TypeError, ValueError) as error:
+            raise TrainingError(
+                f"{path} line {reader.line_num} is not a bnkeras log row ({error}): move the "
+                "file away and rerun (the run's checkpoints are unaffected)."
+            ) from None
+    return rows
 
 
 def _truncate_log(workdir, epochs):
@@ -219,22 +257,24 @@ def plot_curves(workdir):
         axis.grid(alpha=0.3)
         axis.legend()
     fig.tight_layout()
-    fig.savefig(Path(workdir) / "curves.png", dpi=100)
+    with replacing(Path(workdir) / "curves.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
 # ------------------------------------------------------------------------- model
 
 
-def nan_message(nan_epoch, state, workdir):
+def nan_message(nan_epoch, state, workdir, batch=None):
     kept = state["epoch"] if state else None
+    at = f" (batch {batch})" if batch is not None else ""
     where = (
         f"The last good checkpoint (epoch {kept}) is kept in {checkpoints.directory(workdir)}; "
         if kept
         else "No epoch had completed, so there is no checkpoint; "
     )
     return (
-        f"The loss became NaN in epoch {nan_epoch}: training stopped. {where}"
+        f"The loss became NaN in epoch {nan_epoch}{at}: training stopped. {where}"
         "lower --lr (or raise train.warmup_epochs) and rerun to resume."
     )
 
@@ -288,14 +328,20 @@ def _check_batch(config, replicas):
 
 
 @contextlib.contextmanager
-def _dtype_policy(mixed):
-    previous = keras.config.dtype_policy()
-    if mixed:
+def _run_globals(train_config):
+    """Seeds the run and sets its dtype policy; the previous dtype policy and the
+    Python and NumPy random states come back on exit (TensorFlow's global seed stays)."""
+    policy = keras.config.dtype_policy()
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    keras.utils.set_random_seed(int(train_config["seed"]))
+    if train_config["mixed_precision"]:
         keras.config.set_dtype_policy("mixed_float16")
     try:
         yield
     finally:
-        keras.config.set_dtype_policy(previous)
+        keras.config.set_dtype_policy(policy)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def _multiworker_workarounds(model, strategy, dataset):
@@ -335,131 +381,286 @@ def _final_model(model):
 # --------------------------------------------------------------------------- run
 
 
-def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=None):
-    """Trains or resumes the run of `config` in `workdir`; returns the final metrics.
+@dataclasses.dataclass
+class _Run:
+    """What the three steps of a run (setup, fit, finalize) share."""
 
-    Raises TrainingError (with a message naming the problem and the fix) for bad
-    input or a NaN loss; the config, data and model errors of the other modules
-    are ValueErrors with the same kind of message.
-    """
-    workdir = Path(workdir)
-    started = time.perf_counter()
-    keras.utils.set_random_seed(int(config["train"]["seed"]))
-    strategy = make_strategy(config["train"]["strategy"])
-    chief = _is_chief(strategy)
-    # Every worker resumes from the chief's checkpoints; the others save theirs
-    # (all workers take part in saving under tf.distribute) to a scratch directory.
-    checkpoint_root = workdir if chief else workdir / f".worker-{strategy.cluster_resolver.task_id}"
-    if chief:
-        _prepare_workdir(workdir, config, overwrite, log)
-    replicas = strategy.num_replicas_in_sync
-    _check_batch(config, replicas)
-    state = checkpoints.read_state(workdir)
-    epochs = config["train"]["epochs"]
-    with _dtype_policy(config["train"]["mixed_precision"]):
-        initial_epoch = state["epoch"] if state else 0
-        data = load_data(
-            config["data"],
-            config["train"]["batch_size"],
-            (initial_epoch, max(epochs, initial_epoch + 1)),
+    config: dict
+    workdir: Path
+    strategy: object
+    chief: bool
+    state: dict = None  # the checkpoint state to resume from (None: a new run)
+    changes: list = dataclasses.field(default_factory=list)  # optimizer keys changed on resume
+    recovered: bool = False  # the state was rebuilt from another checkpoint than its last
+    data: object = None
+    train_ds: object = None  # the data's pipelines, sharded by batch across workers
+    eval_ds: object = None
+    model: object = None
+    callback: EpochEnd = None
+
+    @property
+    def initial_epoch(self):
+        return self.state["epoch"] if self.state else 0
+
+    @property
+    def saved_epochs(self):
+        state = (self.callback and self.callback.state) or self.state
+        return state["epoch"] if state else 0
+
+
+def _plan(run, overwrite, log):
+    """Decides whether the run resumes (and from which checkpoint) before anything is written."""
+    if not run.chief:  # other workers resume from the chief's checkpoints
+        run.state = checkpoints.read_state(run.workdir)
+        return
+    if overwrite or not run_dir.is_run(run.workdir):
+        return
+    old = run_dir.run_config(run.workdir)
+    run.state, note = run_dir.resume_state(run.workdir, old)
+    if note:
+        run.recovered = True
+        log(f"warning: {note}")
+    read_log(run.workdir)  # a damaged log.csv is reported before any work
+    changes = differences(old, run.config) if old else []
+    refused = [c for c in changes if c[0] not in (*RESUMABLE_CHANGES, *OPTIMIZER_CHANGES)]
+    if refused:
+        listed = "; ".join(f"{key}: {before!r} -> {after!r}" for key, before, after in refused[:6])
+        raise TrainingError(
+            f"The work directory {run.workdir} holds a run with another config ({listed}). "
+            "Use another --workdir, or --overwrite to delete that run and start again."
         )
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA
+    run.changes = [c for c in changes if c[0] in OPTIMIZER_CHANGES] if run.state else []
+
+
+def _finished_metrics(run, overwrite):
+    """metrics.json of a finished run that has nothing left to train, else None."""
+    if overwrite or not run.state or run.initial_epoch < run.config["train"]["epochs"]:
+        return None
+    if run_dir.damage(run.workdir / run_dir.MODEL) is not None:
+        return None
+    return run_dir.read_metrics(run.workdir)
+
+
+def _load_checkpoint(model, path):
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise TrainingError(
+            f"The checkpoint {path} does not fit the model of this config "
+            f"({type(error).__name__}: {first}): the run was trained with another model or norm; "
+            "use another --workdir, or --overwrite to start again."
+        ) from None
+
+
+def _setup(run, log):
+    """Data, model and optimizer (restored from the checkpoint when resuming)."""
+    config, epochs = run.config, run.config["train"]["epochs"]
+    run.data = load_data(
+        config["data"],
+        config["train"]["batch_size"],
+        (run.initial_epoch, max(epochs, run.initial_epoch + 1)),
+    )
+    # Workers shard the batches (the default, by file, starves a worker of a one-file split).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    run.train_ds = run.data.train.with_options(options)
+    run.eval_ds = run.data.eval.with_options(options)
+    size = config["data"]["image_size"]
+    log(
+        f"data: {run.data.description}; model: {config['model']['name']} with norm "
+        f"{config['norm']['name']}; {run.strategy.num_replicas_in_sync} replica(s)"
+    )
+    with run.strategy.scope():
+        run.model = build_model(
+            config["model"],
+            config["norm"],
+            run.data.num_classes,
+            (size, size, 3),
+            total_steps=epochs * run.data.steps_per_epoch,
         )
-        train_ds, eval_ds = data.train.with_options(options), data.eval.with_options(options)
-        steps = data.steps_per_epoch
-        size = config["data"]["image_size"]
+        compile_model(run.model, config, run.data.steps_per_epoch, run.data.num_classes)
+        if run.state is not None:
+            run.model.optimizer.build(run.model.trainable_variables)
+            _load_checkpoint(run.model, checkpoints.last_path(run.workdir, run.state))
+    _multiworker_workarounds(run.model, run.strategy, run.data.eval)
+
+
+def _start(run, overwrite, log):
+    """Everything set up: now the run's files are written (a refused run leaves none)."""
+    checkpoint_root = run.workdir
+    if not run.chief:
+        # All workers take part in saving under tf.distribute; the others save to scratch.
+        checkpoint_root = run.workdir / f".worker-{run.strategy.cluster_resolver.task_id}"
+    run.callback = EpochEnd(run.workdir, checkpoint_root, run.config, run.state, log, run.chief)
+    if not run.chief:
+        return
+    if overwrite and run_dir.is_run(run.workdir):
+        log(f"--overwrite: deleting the previous run in {run.workdir}")
+        run_dir.clear(run.workdir)
+    run_dir.remove_temporary(run.workdir)
+    header = ""
+    if run.state is not None:
+        if run.changes:
+            record = {"epoch": run.initial_epoch, "changes": {k: [a, b] for k, a, b in run.changes}}
+            run.state["resumed"] = [*run.state.get("resumed", []), record]
+            listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in run.changes)
+            log(
+                f"resuming from epoch {run.initial_epoch} with changed optimizer settings: {listed}"
+            )
+        if run.changes or run.recovered:
+            checkpoints.write_state(run.workdir, run.state)
+        header = "".join(
+            f"# resumed at epoch {r['epoch']} with "
+            + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in r["changes"].items())
+            + "\n"
+            for r in run.state.get("resumed", [])
+        )
+    atomic_write_text(run.workdir / run_dir.CONFIG, header + dump(run.config))
+    _truncate_log(run.workdir, run.initial_epoch)
+    if run.initial_epoch:
+        log(f"resuming from epoch {run.initial_epoch} (checkpoint {run.state['last']})")
+
+
+def _fit(run, progress, log):
+    epochs, model = run.config["train"]["epochs"], run.model
+    if run.initial_epoch >= epochs:
         log(
-            f"data: {data.description}; model: {config['model']['name']} with norm "
-            f"{config['norm']['name']}; {replicas} replica(s)"
+            f"the run already has {run.initial_epoch} epochs (asked for {epochs}): nothing to train"
         )
-        with strategy.scope():
-            model = build_model(
-                config["model"],
-                config["norm"],
-                data.num_classes,
-                (size, size, 3),
-                total_steps=epochs * steps,
-            )
-            compile_model(model, config, steps, data.num_classes)
-            if state is not None:
-                model.optimizer.build(model.trainable_variables)
-                model.load_weights(checkpoints.last_path(workdir, state))
-        _multiworker_workarounds(model, strategy, data.eval)
-        if chief:
-            _truncate_log(workdir, initial_epoch)
-        if initial_epoch:
-            log(f"resuming from epoch {initial_epoch} (checkpoint {state['last']})")
-        callback = EpochEnd(workdir, checkpoint_root, config, state, log, chief)
-        if initial_epoch < epochs:
-            callbacks = [callback]
-            if chief:
-                callbacks.append(
-                    keras.callbacks.TensorBoard(
-                        str(workdir / "tensorboard"), write_graph=False, profile_batch=0
-                    )
-                )
-            verbose = progress if progress is not None else (1 if sys.stdout.isatty() else 0)
-            model.fit(
-                train_ds,
-                validation_data=eval_ds,
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=steps,
-                callbacks=callbacks,
-                shuffle=False,  # the training pipeline shuffles
-                verbose=verbose,
-            )
-        else:
-            log(
-                f"the run already has {initial_epoch} epochs (asked for {epochs}): nothing to train"
-            )
-        if callback.nan_epoch is not None:
-            raise TrainingError(nan_message(callback.nan_epoch, callback.state, workdir))
-        precise = config["train"]["precise_bn_batches"]
-        if precise:
-            used = recalibrate_batchnorm(model, train_ds, precise)
-            log(
-                f"precise BN: moving statistics recomputed as averages over {used} training batches"
-            )
-        results = model.evaluate(eval_ds, return_dict=True, verbose=0)
-    final_state = callback.state or state
+        if run.config["train"]["ema"] > 0:  # the checkpoint holds the raw weights and their EMA
+            model.optimizer.finalize_variable_values(model.trainable_variables)
+        return
+    interrupt = _StopOnInterrupt(lambda: _interrupted(run))
+    callbacks = [interrupt, run.callback, keras.callbacks.TerminateOnNaN(raise_error=True)]
+    if run.config["train"]["ema"] > 0:  # validation (and so the best checkpoint) uses the EMA
+        callbacks.append(keras.callbacks.SwapEMAWeights())
+    if run.chief:
+        tensorboard = str(run.workdir / "tensorboard")
+        callbacks.append(
+            keras.callbacks.TensorBoard(tensorboard, write_graph=False, profile_batch=0)
+        )
+    try:
+        model.fit(
+            run.train_ds,
+            validation_data=run.eval_ds,
+            epochs=epochs,
+            initial_epoch=run.initial_epoch,
+            steps_per_epoch=run.data.steps_per_epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the training pipeline shuffles
+            verbose=progress if progress is not None else (1 if sys.stdout.isatty() else 0),
+        )
+    except RuntimeError as error:  # TerminateOnNaN stops within the batch
+        batch = re.search(r"NaN or Inf loss encountered at batch (\d+)", str(error))
+        if batch is None:
+            raise
+        epoch = run.callback.epoch + 1
+        raise TrainingError(
+            nan_message(epoch, run.callback.state, run.workdir, int(batch.group(1)))
+        ) from None
+    finally:
+        interrupt.restore()
+    if run.callback.nan_epoch is not None:  # a NaN that only the epoch's metrics show
+        raise TrainingError(nan_message(run.callback.nan_epoch, run.callback.state, run.workdir))
+
+
+def _finalize(run, started, log):
+    """Precise BN, the final evaluation, model.keras and metrics.json."""
+    config, model, workdir = run.config, run.model, run.workdir
+    precise = config["train"]["precise_bn_batches"]
+    if precise:
+        used = recalibrate_batchnorm(model, run.train_ds, precise)
+        log(f"precise BN: moving statistics recomputed as averages over {used} training batches")
+    results = model.evaluate(run.eval_ds, return_dict=True, verbose=0)
+    state = run.callback.state or run.state
     metrics = {
         "loss": float(results["loss"]),
         "top1": float(results["accuracy"]),
         "top5": float(results["top5"]) if "top5" in results else None,
-        "epochs_completed": int(final_state["epoch"]) if final_state else 0,
-        "best_val_accuracy": final_state.get("best_value") if final_state else None,
-        "best_epoch": final_state.get("best_epoch") if final_state else None,
+        "epochs_completed": int(state["epoch"]) if state else 0,
+        "best_val_accuracy": state.get("best_value") if state else None,
+        "best_epoch": state.get("best_epoch") if state else None,
         "precise_bn_batches": precise,
-        "train_examples": data.train_examples,
-        "eval_examples": data.eval_examples,
+        "train_examples": run.data.train_examples,
+        "eval_examples": run.data.eval_examples,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    if chief:
-        atomic_save_model(_final_model(model), workdir / "model.keras")
+    if run.chief:
+        atomic_save_model(_final_model(model), workdir / run_dir.MODEL)
         atomic_write_text(workdir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         plot_curves(workdir)
     else:
-        shutil.rmtree(checkpoint_root, ignore_errors=True)
+        shutil.rmtree(run.callback.checkpoint_root, ignore_errors=True)
+    _log_final(metrics, workdir, log)
+    return metrics
+
+
+def _log_final(metrics, workdir, log):
     log(
         f"final: loss {metrics['loss']:.4f}, top-1 {metrics['top1']:.4f}"
         + (f", top-5 {metrics['top5']:.4f}" if metrics["top5"] is not None else "")
         + f" after {metrics['epochs_completed']} epochs; run in {workdir}"
     )
-    return metrics
 
 
-def load_workdir_model(workdir):
-    """The final model of a run, else its last checkpoint (for evaluate/export)."""
-    workdir = Path(workdir)
-    if (workdir / "model.keras").is_file():
-        return keras.saving.load_model(workdir / "model.keras", compile=False)
-    state = checkpoints.read_state(workdir)
-    if state is None:
-        raise TrainingError(f"{workdir} holds neither model.keras nor a checkpoint: train first.")
-    return keras.saving.load_model(checkpoints.last_path(workdir, state), compile=False)
+def _io_failure(error, run):
+    where = error.filename or run.workdir
+    done = run.saved_epochs
+    resume = (
+        f"rerun the same command to resume from epoch {done + 1} (the checkpoints are intact)"
+        if done
+        else "rerun the same command"
+    )
+    return f"Cannot write {where}: {error.strerror or error}. Free space or fix the folder, then {resume}."
 
 
-__all__ = ["TrainingError", "load_workdir_model", "train_and_evaluate"]
+def _interrupted(run):
+    done = run.saved_epochs
+    if done:
+        return f"interrupted; rerun the same command to resume from epoch {done + 1}"
+    return "interrupted before an epoch was saved; rerun the same command to start again"
+
+
+def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=None):
+    """Trains or resumes the run of `config` in `workdir`; returns the final metrics.
+
+    Raises TrainingError (with a message naming the problem and the fix) for bad
+    input, a NaN loss or a failed write (disk full, read-only); the config, data,
+    model and work-directory errors of the other modules are ValueErrors with the
+    same kind of message. Ctrl-C raises `TrainingInterrupted` (a KeyboardInterrupt)
+    whose message says from which epoch a rerun resumes. The work directory is
+    locked for the call; a second call on it fails at once, naming the holder's PID.
+    """
+    started = time.perf_counter()
+    strategy = make_strategy(config["train"]["strategy"])
+    run = _Run(config, Path(workdir), strategy, _is_chief(strategy))
+    _check_batch(config, strategy.num_replicas_in_sync)
+    with contextlib.ExitStack() as stack:
+        if run.chief:
+            run_dir.check_owned(run.workdir)
+            stack.enter_context(run_dir.lock(run.workdir))
+        _plan(run, overwrite, log)
+        finished = _finished_metrics(run, overwrite)
+        if finished is not None:
+            if run.chief:
+                _truncate_log(run.workdir, run.initial_epoch)  # rows of a killed longer rerun
+            log(
+                f"the run already has {run.initial_epoch} epochs (asked for "
+                f"{config['train']['epochs']}): nothing to train; its model and metrics are kept"
+            )
+            _log_final(finished, run.workdir, log)
+            return finished
+        try:
+            with _run_globals(config["train"]):
+                _setup(run, log)
+                _start(run, overwrite, log)
+                _fit(run, progress, log)
+                return _finalize(run, started, log)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(_interrupted(run)) from None
+        except OSError as error:
+            raise TrainingError(_io_failure(error, run)) from None
+
+
+__all__ = ["OPTIMIZER_CHANGES", "TrainingError", "TrainingInterrupted", "train_and_evaluate"]

@@ -14,6 +14,7 @@ import yaml
 from bnkeras.cli import main
 from bnkeras.training.config import build_config
 from bnkeras.training.trainer import TrainingError, read_log, train_and_evaluate
+from bnkeras.training.workdir import WorkdirError
 from tests.training.conftest import TINY
 
 QUIET = {"log": lambda *_: None, "progress": 0}
@@ -164,12 +165,10 @@ def test_nan_loss_stops_and_says_so(tiny_config, tmp_path):
 def test_incompatible_workdir_is_refused_unless_overwrite(tiny_config, tmp_path):
     workdir = tmp_path / "run"
     train_and_evaluate(tiny_config(), workdir, **QUIET)
-    with pytest.raises(
-        TrainingError, match=r"another config \(train.lr: 0.1 -> 0.05\).*--overwrite"
-    ):
-        train_and_evaluate(tiny_config("train.lr=0.05"), workdir, **QUIET)
-    train_and_evaluate(tiny_config("train.lr=0.05"), workdir, overwrite=True, **QUIET)
-    assert yaml.safe_load((workdir / "config.yaml").read_text())["train"]["lr"] == 0.05
+    with pytest.raises(TrainingError, match=r"another config \(model.width: 4 -> 8\).*--overwrite"):
+        train_and_evaluate(tiny_config("model.width=8"), workdir, **QUIET)
+    train_and_evaluate(tiny_config("model.width=8"), workdir, overwrite=True, **QUIET)
+    assert yaml.safe_load((workdir / "config.yaml").read_text())["model"]["width"] == 8
 
 
 def test_bad_batch_sizes(tiny_config, tmp_path):
@@ -189,9 +188,9 @@ def test_bad_batch_sizes(tiny_config, tmp_path):
 def test_unwritable_workdir(tiny_config, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(TrainingError, match=r"Cannot write to the work directory"):
+    with pytest.raises(WorkdirError, match=r"Cannot write to the work directory"):
         train_and_evaluate(tiny_config(), blocker / "run", **QUIET)
-    with pytest.raises(TrainingError, match=r"is a file"):
+    with pytest.raises(WorkdirError, match=r"is a file"):
         train_and_evaluate(tiny_config(), blocker, **QUIET)
 
 

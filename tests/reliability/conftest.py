@@ -1,0 +1,136 @@
+"""Shared fixtures of the fault tests: one finished tiny run per session (copied by the
+tests that damage it), file hashing, the CLI in process and as a real subprocess, and
+small tmpfs mounts (root only) for full and read-only disks."""
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from bnkeras.cli import main
+from bnkeras.training.config import build_config
+from bnkeras.training.trainer import train_and_evaluate
+from tests.training.conftest import TINY, shapes_dir  # noqa: F401 - the session fixture
+
+QUIET = {"log": lambda *_: None, "progress": 0}
+# Two epochs, so that a run has a checkpoint to resume from and a log of two rows.
+RUN = [*TINY, "train.epochs=2"]
+
+
+def tiny(data_dir, *overrides):
+    return build_config("demo", [*RUN, *overrides], {"data.data_dir": data_dir})
+
+
+def train_args(workdir, data_dir, *overrides):
+    """`bnkeras train` arguments of the tiny run (overrides are --set key=value)."""
+    sets = [f"--set={s}" for s in [*RUN, *overrides]]
+    return ["train", "--workdir", str(workdir), "--data-dir", str(data_dir), *sets]
+
+
+def snapshot(folder):
+    """{relative path: sha256} of every file under `folder`."""
+    folder = Path(folder)
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def cli(capsys, *argv):
+    """(exit code, stdout, stderr) of `bnkeras ARGV` run in this process."""
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_error(code, err, *names):
+    """Exit code 2, one line on stderr naming every one of `names`, no traceback."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("bnkeras ")]
+    assert len(lines) == 1, err
+    for name in names:
+        assert str(name) in lines[0], (name, lines[0])
+
+
+def spawn(*argv, **kwargs):
+    """`bnkeras ARGV` as a real process (stdout discarded, stderr captured)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.Popen(
+        [sys.executable, "-m", "bnkeras", *map(str, argv)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="session")
+def finished_run(shapes_dir, tmp_path_factory):  # noqa: F811
+    """A finished two-epoch tiny run; copy it with `run_copy` before changing it.
+
+    Its first checkpoint is kept beside it as `epoch_0001.keras` (a run keeps only
+    its last and best checkpoints)."""
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    train_and_evaluate(tiny(shapes_dir, "train.epochs=1"), workdir, **QUIET)
+    shutil.copy(workdir / "checkpoints" / "epoch_0001.keras", workdir.parent)
+    train_and_evaluate(tiny(shapes_dir), workdir, **QUIET)
+    return workdir
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    def make(name="run"):
+        target = tmp_path / name
+        shutil.copytree(finished_run, target)
+        return target
+
+    return make
+
+
+@contextlib.contextmanager
+def _tmpfs(size):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (the disk-full and read-only tests run as root)")
+    mount = Path(tempfile.mkdtemp(prefix="bnkeras-tmpfs-"))
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode:
+        mount.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        mount.rmdir()
+
+
+@pytest.fixture
+def tmpfs():
+    """A factory of small tmpfs mounts: `tmpfs("2m")` -> a mounted folder."""
+    with contextlib.ExitStack() as stack:
+        yield lambda size: stack.enter_context(_tmpfs(size))
+
+
+def remount_read_only(mount):
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+
+
+def fill(folder, leave_bytes):
+    """Writes a user file `filler.bin` in `folder` that leaves about `leave_bytes` free."""
+    free = shutil.disk_usage(folder).free
+    path = Path(folder) / "filler.bin"
+    with open(path, "wb") as handle:
+        handle.write(b"\0" * max(0, free - leave_bytes))
+    return path

@@ -1,0 +1,84 @@
+"""`bnkeras evaluate` (and export's reading of a run) under damaged files and bad disks."""
+
+import json
+
+import keras
+
+from bnkeras.training import workdir as run_dir
+from tests.reliability.conftest import (
+    assert_clean_error,
+    cli,
+    fill,
+    remount_read_only,
+    snapshot,
+)
+
+
+def test_a_truncated_model_keras_is_named_with_the_fix(run_copy, capsys):
+    workdir = run_copy()
+    data = (workdir / "model.keras").read_bytes()
+    (workdir / "model.keras").write_bytes(data[: len(data) // 2])
+    before = snapshot(workdir)
+    code, _, err = cli(capsys, "evaluate", workdir)
+    assert_clean_error(code, err, workdir / "model.keras", "damaged", "bnkeras train")
+    code, _, err = cli(capsys, "export", workdir, "--out", workdir.parent / "export")
+    assert_clean_error(code, err, workdir / "model.keras", "damaged")
+    assert snapshot(workdir) == before and not (workdir.parent / "export").exists()
+
+
+def test_a_run_being_trained_can_be_evaluated(run_copy, capsys):
+    workdir = run_copy()
+    with run_dir.lock(workdir):  # as a training process holds it
+        code, out, err = cli(capsys, "evaluate", workdir)
+    assert code == 0 and "(128 images)" in out, err
+
+
+def test_json_into_a_missing_folder_is_created(run_copy, tmp_path, capsys):
+    target = tmp_path / "reports" / "2024" / "eval.json"
+    code, out, err = cli(capsys, "evaluate", run_copy(), "--json", target)
+    assert code == 0, err
+    assert json.loads(target.read_text())["examples"] == 128
+
+
+def test_json_on_a_full_disk(run_copy, tmpfs, capsys):
+    mount = tmpfs("1m")
+    filler = fill(mount, 0)
+    code, _, err = cli(capsys, "evaluate", run_copy(), "--json", mount / "eval.json")
+    assert_clean_error(code, err, mount / "eval.json", "No space left")
+    assert sorted(p.name for p in mount.iterdir()) == ["filler.bin"]  # no temporary file left
+    assert filler.stat().st_size > 0
+
+
+def test_json_on_a_read_only_disk_fails_before_evaluating(run_copy, tmpfs, capsys):
+    mount = tmpfs("1m")
+    remount_read_only(mount)
+    code, out, err = cli(capsys, "evaluate", run_copy(), "--json", mount / "eval.json")
+    assert_clean_error(code, err, mount / "eval.json", "not writable")
+    assert out == ""  # nothing was evaluated
+
+
+def test_a_model_that_takes_any_image_size(shapes_dir, tmp_path, capsys):
+    model = keras.Sequential(
+        [
+            keras.Input((None, None, 3)),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10),
+        ]
+    )
+    path = tmp_path / "any_size.keras"
+    model.save(path)
+    args = ["evaluate", path, "--dataset", "bnkeras_shapes", "--data-dir", shapes_dir]
+    code, _, err = cli(capsys, *args)
+    assert_clean_error(code, err, path, "(None, None, 3)", "--image-size")
+    code, out, err = cli(capsys, *args, "--image-size", "16")
+    assert code == 0 and "(1000 images)" in out, err
+
+
+def test_a_run_without_model_keras_is_read_from_its_last_checkpoint(run_copy, capsys):
+    workdir = run_copy()
+    (workdir / "model.keras").unlink()  # killed before the final model was written
+    before = snapshot(workdir)
+    code, out, err = cli(capsys, "evaluate", workdir)
+    assert code == 0 and "(128 images)" in out, err
+    assert snapshot(workdir) == before

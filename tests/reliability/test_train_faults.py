@@ -1,0 +1,353 @@
+"""`bnkeras train` under bad input and faults: each case exits with one clean line (or
+recovers, saying so) and leaves every file the user had intact."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import time
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from bnkeras.training import workdir as run_dir
+from bnkeras.training.trainer import LOG_FIELDS, read_log, train_and_evaluate
+from tests.reliability.conftest import (
+    QUIET,
+    assert_clean_error,
+    cli,
+    fill,
+    remount_read_only,
+    snapshot,
+    spawn,
+    tiny,
+    train_args,
+)
+
+
+def _epochs(workdir):
+    return [int(r["epoch"]) for r in read_log(workdir)]
+
+
+def _state(workdir):
+    return json.loads((workdir / "checkpoints" / "state.json").read_text())
+
+
+def _wait_for(condition, process, seconds=300):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------------------ --overwrite
+
+
+def test_overwrite_deletes_only_the_runs_own_files(run_copy, shapes_dir, capsys):
+    workdir = run_copy()
+    (workdir / "notes.txt").write_text("my notes")
+    (workdir / "photos").mkdir()
+    (workdir / "photos" / "cat.png").write_bytes(b"\x89PNG not really")
+    (workdir / ".my-settings").write_text("x")
+    mine = {k: v for k, v in snapshot(workdir).items() if k.startswith(("notes", "photos", ".my"))}
+    code, _, err = cli(
+        capsys, *train_args(workdir, shapes_dir, "model.width=8", "train.epochs=1"), "--overwrite"
+    )
+    assert code == 0, err
+    after = snapshot(workdir)
+    assert {k: after[k] for k in mine} == mine
+    assert yaml.safe_load((workdir / "config.yaml").read_text())["model"]["width"] == 8
+    assert _epochs(workdir) == [1] and _state(workdir)["epoch"] == 1
+    assert not (workdir / run_dir.LOCK).exists()
+
+
+def test_a_folder_with_files_no_run_wrote_is_refused(shapes_dir, tmp_path, capsys):
+    workdir = tmp_path / "mine"
+    workdir.mkdir()
+    (workdir / "model.keras").write_bytes(b"the user's own model")
+    (workdir / "log.csv").write_text("date,weight\n2024-01-01,70\n")
+    before = snapshot(workdir)
+    for extra in ([], ["--overwrite"]):
+        code, _, err = cli(capsys, *train_args(workdir, shapes_dir), *extra)
+        assert_clean_error(code, err, workdir, "model.keras", "log.csv", "another --workdir")
+        assert snapshot(workdir) == before
+
+
+# ------------------------------------------------------------------------- lock
+
+
+def test_a_second_train_on_a_locked_workdir_exits_2_naming_the_pid(run_copy, shapes_dir):
+    workdir = run_copy()
+    args = train_args(workdir, shapes_dir, "train.epochs=40")
+    first = spawn(*args)
+    lock = workdir / run_dir.LOCK
+    _wait_for(lambda: lock.exists() and lock.read_text().strip() == str(first.pid), first)
+    second = spawn(*args)
+    assert second.wait(timeout=300) == 2
+    err = second.stderr.read()
+    assert_clean_error(2, err, workdir, f"PID {first.pid}")
+    assert first.poll() is None  # the first run goes on
+    _wait_for(lambda: _state(workdir)["epoch"] >= 3, first)
+    first.send_signal(signal.SIGKILL)  # a crash: the kernel drops the lock
+    first.wait()
+    assert lock.read_text().strip() == str(first.pid)  # the stale file stays ...
+    with run_dir.lock(workdir):  # ... but does not block
+        assert lock.read_text().strip() == str(os.getpid())
+    assert not lock.exists()  # released on exit
+    epochs = _epochs(workdir)
+    assert epochs == sorted(set(epochs))  # one writer: every epoch once
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(run_copy, shapes_dir, capsys):
+    workdir = run_copy()
+    args = train_args(workdir, shapes_dir, "train.epochs=40")
+    process = spawn(*args)
+    _wait_for(lambda: _state(workdir)["epoch"] >= 3, process)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=300) == 130
+    err = process.stderr.read()
+    saved = _state(workdir)["epoch"]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    ours = [line for line in err.splitlines() if line.startswith("bnkeras ")]
+    assert ours == [
+        f"bnkeras train: interrupted; rerun the same command to resume from epoch {saved + 1}"
+    ], err
+    assert not (workdir / run_dir.LOCK).exists()
+    assert not list(workdir.rglob(".*.tmp-*"))
+    before = snapshot(workdir / "checkpoints")
+    code, out, err = cli(capsys, *train_args(workdir, shapes_dir, f"train.epochs={saved + 1}"))
+    assert code == 0, err
+    assert f"resuming from epoch {saved}" in out
+    assert _epochs(workdir) == list(range(1, saved + 2))
+    assert before != snapshot(workdir / "checkpoints")
+
+
+# ------------------------------------------------------------- refused runs
+
+
+@pytest.mark.parametrize(
+    "bad,names",
+    [
+        (["norm.name=ghost", "norm.virtual_batch_size=12"], ["norm.virtual_batch_size=12"]),
+        (["data.train_split=nosuch"], ["nosuch"]),
+        (["norm.momentum=2.0"], ["momentum", "2.0"]),  # the model cannot be built
+    ],
+)
+def test_a_refused_run_leaves_nothing_that_blocks_the_corrected_command(
+    shapes_dir, tmp_path, capsys, bad, names
+):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "notes.txt").write_text("mine")
+    before = snapshot(workdir)
+    code, _, err = cli(capsys, *train_args(workdir, shapes_dir, *bad, "train.epochs=1"))
+    assert_clean_error(code, err, *names)
+    assert snapshot(workdir) == before
+    if bad[0].startswith("norm.name=ghost"):  # the corrected command runs
+        fixed = ["norm.name=ghost", "norm.virtual_batch_size=8", "train.epochs=1"]
+        code, _, err = cli(capsys, *train_args(workdir, shapes_dir, *fixed))
+        assert code == 0, err
+        assert (workdir / "notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------ NaN and resume
+
+
+def test_nan_stops_within_the_batch_and_a_lower_lr_resumes(run_copy, shapes_dir, capsys):
+    workdir = run_copy()
+    kept = snapshot(workdir / "checkpoints")
+    code, _, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3", "train.lr=1e30"))
+    assert_clean_error(code, err, "NaN in epoch 3", "epoch 2", "lower --lr")
+    batch = int(err.split("(batch ")[1].split(")")[0])
+    assert batch < 256 // 32 - 1  # stopped before the end of the epoch
+    kept.pop("state.json")  # which now records the lr tried
+    assert {k: v for k, v in snapshot(workdir / "checkpoints").items() if k in kept} == kept
+    assert _state(workdir)["epoch"] == 2 and _epochs(workdir) == [1, 2]
+
+    code, out, err = cli(
+        capsys, *train_args(workdir, shapes_dir, "train.epochs=3", "train.lr=0.05")
+    )
+    assert code == 0, err
+    assert "changed optimizer settings: train.lr: 1e+30 -> 0.05" in out
+    assert _epochs(workdir) == [1, 2, 3]
+    config_text = (workdir / "config.yaml").read_text()
+    assert yaml.safe_load(config_text)["train"]["lr"] == 0.05
+    assert "# resumed at epoch 2 with train.lr: 1e+30 -> 0.05" in config_text
+    assert _state(workdir)["resumed"][-1] == {"epoch": 2, "changes": {"train.lr": [1e30, 0.05]}}
+
+
+def test_a_changed_model_is_refused_even_without_config_yaml(run_copy, shapes_dir, capsys):
+    workdir = run_copy()
+    (workdir / "config.yaml").unlink()
+    (workdir / ".model.keras.tmp-99999.keras").write_bytes(b"half of a model")  # a killed write
+    before = snapshot(workdir)
+    code, _, err = cli(capsys, *train_args(workdir, shapes_dir, "model.width=8"))
+    assert_clean_error(code, err, workdir, "model.width: 4 -> 8", "--overwrite")
+    assert snapshot(workdir) == before  # config.yaml not rewritten
+    code, out, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
+    assert code == 0, err
+    assert yaml.safe_load((workdir / "config.yaml").read_text())["model"]["width"] == 4
+    assert _epochs(workdir) == [1, 2, 3]
+    assert not list(workdir.glob(".*.tmp-*"))
+
+
+# --------------------------------------------------------------- corrupt files
+
+
+def _only_the_last_checkpoint(workdir):
+    state = _state(workdir)
+    for path in (workdir / "checkpoints").glob("epoch_*.keras"):
+        if path.name != state["last"]:
+            path.unlink()
+    state.update(best=state["last"], best_epoch=state["epoch"])
+    (workdir / "checkpoints" / "state.json").write_text(json.dumps(state))
+    return workdir / "checkpoints" / state["last"]
+
+
+_HEADER = ",".join(LOG_FIELDS)
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    "damage,names",
+    [
+        (lambda w: _only_the_last_checkpoint(w).write_bytes(b""), ["epoch_0002.keras", "damaged"]),
+        (lambda w: _truncate(_only_the_last_checkpoint(w)), ["epoch_0002.keras", "damaged"]),
+        (lambda w: _only_the_last_checkpoint(w).unlink(), ["epoch_0002.keras", "missing"]),
+        (
+            lambda w: (w / "log.csv").write_text(f"{_HEADER}\n1,0.1,banana,0,0,0,1\n"),
+            ["log.csv", "line 2"],
+        ),
+        (lambda w: (w / "log.csv").write_bytes(b"\x00\xff garbage"), ["log.csv", "line 1"]),
+    ],
+    ids=[
+        "empty-checkpoint",
+        "truncated-checkpoint",
+        "deleted-checkpoint",
+        "garbage-log",
+        "binary-log",
+    ],
+)
+def test_damaged_run_files_are_one_line_errors(run_copy, shapes_dir, capsys, damage, names):
+    workdir = run_copy()
+    damage(workdir)
+    before = snapshot(workdir)
+    code, _, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
+    assert_clean_error(code, err, *names)
+    assert snapshot(workdir) == before
+
+
+def test_a_damaged_last_checkpoint_resumes_from_the_best_one(
+    run_copy, finished_run, shapes_dir, capsys
+):
+    workdir = run_copy()
+    state = _state(workdir)
+    shutil.copy(finished_run.parent / "epoch_0001.keras", workdir / "checkpoints")
+    state.update(best="epoch_0001.keras", best_epoch=1, best_value=1.0)
+    (workdir / "checkpoints" / "state.json").write_text(json.dumps(state))
+    _truncate(workdir / "checkpoints" / "epoch_0002.keras")
+    code, out, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
+    assert code == 0, err
+    assert "epoch_0002.keras is damaged" in out
+    assert "resuming from the best checkpoint epoch_0001.keras (epoch 1)" in out
+    assert _epochs(workdir) == [1, 2, 3] and _state(workdir)["epoch"] == 3
+
+
+def test_a_damaged_state_json_resumes_from_the_newest_intact_checkpoint(
+    run_copy, shapes_dir, capsys
+):
+    workdir = run_copy()
+    (workdir / "checkpoints" / "state.json").write_text("")
+    code, out, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
+    assert code == 0, err
+    assert "state.json is empty" in out and "epoch_0002.keras (epoch 2)" in out
+    assert _epochs(workdir) == [1, 2, 3] and _state(workdir)["epoch"] == 3
+
+
+# ----------------------------------------------------------- full / read-only
+
+
+def test_disk_full_while_checkpointing(finished_run, shapes_dir, tmpfs, capsys):
+    workdir = tmpfs("4m") / "run"
+    shutil.copytree(finished_run, workdir)
+    checkpoint = (workdir / "checkpoints" / "epoch_0002.keras").stat().st_size
+    filler = fill(workdir.parent, checkpoint // 2)
+    kept = snapshot(workdir / "checkpoints")
+    code, _, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
+    assert_clean_error(code, err, "epoch_0003.keras", "No space left", "resume from epoch 3")
+    assert snapshot(workdir / "checkpoints") == kept
+    assert not list(workdir.rglob(".*.tmp-*"))
+    assert filler.stat().st_size and not (workdir / run_dir.LOCK).exists()
+
+
+def test_disk_full_writing_the_final_model(finished_run, shapes_dir, tmpfs, capsys):
+    workdir = tmpfs("4m") / "run"
+    shutil.copytree(finished_run, workdir)
+    (workdir / "model.keras").unlink()  # killed after the last checkpoint
+    filler = fill(workdir.parent, 16 * 1024)
+    before = snapshot(workdir)
+    code, _, err = cli(capsys, *train_args(workdir, shapes_dir))
+    assert_clean_error(code, err, "model.keras", "No space left")
+    assert snapshot(workdir) == before and filler.exists()
+    assert not list(workdir.rglob(".*.tmp-*"))
+
+
+def test_read_only_work_directory(finished_run, shapes_dir, tmpfs, capsys):
+    mount = tmpfs("4m")
+    shutil.copytree(finished_run, mount / "run")
+    before = snapshot(mount / "run")
+    remount_read_only(mount)
+    code, _, err = cli(capsys, *train_args(mount / "run", shapes_dir, "train.epochs=3"))
+    assert_clean_error(code, err, mount / "run", "Read-only file system")
+    assert snapshot(mount / "run") == before
+
+
+# ------------------------------------------------------------------------ EMA
+
+
+def test_ema_is_validated_saved_and_a_finished_run_is_not_rewritten(shapes_dir, tmp_path, capsys):
+    workdir = tmp_path / "ema"
+    args = train_args(workdir, shapes_dir, "train.ema=0.9")
+    code, _, err = cli(capsys, *args)
+    assert code == 0, err
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    last = read_log(workdir)[-1]
+    # Validation ran on the EMA weights, the same weights as the final evaluation.
+    assert last["val_loss"] == pytest.approx(metrics["loss"], rel=1e-5)
+    assert last["val_accuracy"] == pytest.approx(metrics["top1"], rel=1e-6)
+    final = keras.saving.load_model(workdir / "model.keras").get_weights()
+    files = snapshot(workdir)
+    code, out, err = cli(capsys, *args)
+    assert code == 0 and "nothing to train" in out, err
+    assert snapshot(workdir) == files
+    (workdir / "model.keras").unlink()  # killed after the last checkpoint: rebuilt from it
+    code, _, err = cli(capsys, *args)
+    assert code == 0, err
+    for a, b in zip(
+        final, keras.saving.load_model(workdir / "model.keras").get_weights(), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+# --------------------------------------------------------------- global state
+
+
+def test_a_run_restores_the_dtype_policy_and_random_state(shapes_dir, tmp_path):
+    random.seed(7)
+    np.random.seed(7)
+    expected = (random.random(), np.random.random())
+    random.seed(7)
+    np.random.seed(7)
+    config = tiny(shapes_dir, "train.mixed_precision=true", "data.train_split=nosuch")
+    with pytest.raises(ValueError, match="nosuch"):
+        train_and_evaluate(config, tmp_path / "run", **QUIET)
+    assert keras.config.dtype_policy().name == "float32"
+    assert (random.random(), np.random.random()) == expected
