@@ -35,7 +35,7 @@ from bnkeras.recalibrate import recalibrate_batchnorm
 from bnkeras.training import checkpoints
 from bnkeras.training import workdir as run_dir
 from bnkeras.training.config import RESUMABLE_CHANGES, differences, dump
-from bnkeras.training.data import load_data
+from bnkeras.training.data import load_data, read_errors
 from bnkeras.training.files import atomic_save_model, atomic_write_text, replacing
 from bnkeras.training.models import build_model
 from bnkeras.training.schedules import make_schedule
@@ -305,7 +305,8 @@ def compile_model(model, config, steps_per_epoch, num_classes):
             from_logits=True, label_smoothing=train["label_smoothing"]
         ),
         metrics=metrics,
-        jit_compile=False,
+        # "auto" is Keras's rule: XLA on a GPU/TPU without a distribution strategy.
+        jit_compile=train["jit_compile"],
     )
     return model
 
@@ -334,8 +335,8 @@ def _run_globals(train_config):
     policy = keras.config.dtype_policy()
     python_state, numpy_state = random.getstate(), np.random.get_state()
     keras.utils.set_random_seed(int(train_config["seed"]))
-    if train_config["mixed_precision"]:
-        keras.config.set_dtype_policy("mixed_float16")
+    if train_config["mixed_precision"]:  # "float16" or "bfloat16"
+        keras.config.set_dtype_policy(f"mixed_{train_config['mixed_precision']}")
     try:
         yield
     finally:
@@ -541,16 +542,17 @@ def _fit(run, progress, log):
             keras.callbacks.TensorBoard(tensorboard, write_graph=False, profile_batch=0)
         )
     try:
-        model.fit(
-            run.train_ds,
-            validation_data=run.eval_ds,
-            epochs=epochs,
-            initial_epoch=run.initial_epoch,
-            steps_per_epoch=run.data.steps_per_epoch,
-            callbacks=callbacks,
-            shuffle=False,  # the training pipeline shuffles
-            verbose=progress if progress is not None else (1 if sys.stdout.isatty() else 0),
-        )
+        with read_errors(run.data):
+            model.fit(
+                run.train_ds,
+                validation_data=run.eval_ds,
+                epochs=epochs,
+                initial_epoch=run.initial_epoch,
+                steps_per_epoch=run.data.steps_per_epoch,
+                callbacks=callbacks,
+                shuffle=False,  # the training pipeline shuffles
+                verbose=progress if progress is not None else (1 if sys.stdout.isatty() else 0),
+            )
     except RuntimeError as error:  # TerminateOnNaN stops within the batch
         batch = re.search(r"NaN or Inf loss encountered at batch (\d+)", str(error))
         if batch is None:
@@ -570,9 +572,13 @@ def _finalize(run, started, log):
     config, model, workdir = run.config, run.model, run.workdir
     precise = config["train"]["precise_bn_batches"]
     if precise:
-        used = recalibrate_batchnorm(model, run.train_ds, precise)
+        # The batches of the epochs after the last one (the same data order as training).
+        batches = run.data.train_batches(precise, first_epoch=config["train"]["epochs"])
+        with read_errors(run.data):
+            used = recalibrate_batchnorm(model, batches, precise)
         log(f"precise BN: moving statistics recomputed as averages over {used} training batches")
-    results = model.evaluate(run.eval_ds, return_dict=True, verbose=0)
+    with read_errors(run.data):
+        results = model.evaluate(run.eval_ds, return_dict=True, verbose=0)
     state = run.callback.state or run.state
     metrics = {
         "loss": float(results["loss"]),

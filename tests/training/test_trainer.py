@@ -157,6 +157,23 @@ def test_precise_bn_and_ema_and_mixed_precision(tiny_config, tmp_path):
     assert keras.config.dtype_policy().name == "float32"  # restored after the run
 
 
+@pytest.mark.parametrize("norm", ["bn", "renorm", "ghost"])
+def test_xla_and_bfloat16(tiny_config, tmp_path, norm):
+    # jit_compile=True is what Keras's "auto" picks on a GPU; bfloat16 needs no loss scaling.
+    config = tiny_config(
+        f"norm.name={norm}",
+        "norm.virtual_batch_size=8",
+        "train.jit_compile=true",
+        "train.mixed_precision=bfloat16",
+    )
+    metrics = train_and_evaluate(config, tmp_path / "run", **QUIET)
+    assert np.isfinite(metrics["loss"])
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    norms = [layer for layer in model.layers if "bn" in layer.name and hasattr(layer, "gamma")]
+    assert norms and {layer.dtype_policy.name for layer in norms} == {"mixed_bfloat16"}
+    assert keras.config.dtype_policy().name == "float32"
+
+
 def test_nan_loss_stops_and_says_so(tiny_config, tmp_path):
     with pytest.raises(TrainingError, match=r"NaN in epoch 1.*no checkpoint.*lower --lr"):
         train_and_evaluate(tiny_config("train.lr=1e30"), tmp_path / "run", **QUIET)
