@@ -19,11 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from bnkeras.export.fold import FoldError, fold_batchnorm
+from bnkeras.export.formats import DEFAULT_OPSET, FILENAMES, FORMATS, MAX_OPSET, MIN_OPSET
 from bnkeras.export.verify import FormatCheck, verify
 
-FORMATS = ("keras", "saved_model", "onnx")
-FILENAMES = {"keras": "model_folded.keras", "saved_model": "saved_model", "onnx": "model.onnx"}
-MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 13, 18, 17
 _UNKNOWN_SIZE = 32  # fills undefined spatial input dimensions of random inputs
 
 
