@@ -1,7 +1,7 @@
 """Output of the `bnkeras` command: its log handler, one-line warnings, a quiet TensorFlow.
 
 Library modules log through `logging.getLogger(__name__)` (all under the `bnkeras`
-logger) and warn through `warnings`; `setup_output` makes the command print those
+logger) and warn through `warnings`; `command_output` makes the command print those
 log messages bare on stdout and each warning as one `warning: ...` line on stderr.
 
 TensorFlow writes C++ log lines straight to the stderr file descriptor. Most obey
@@ -32,30 +32,37 @@ TF_LOG_LINE = re.compile(
     r"|To enable the following instructions: .* rebuild TensorFlow)"
 )
 
-_handler = None
-
-
-def setup_output(verbose=False):
+@contextlib.contextmanager
+def command_output(verbose=False):
     """Prints `bnkeras` log messages on stdout and warnings as one line on stderr.
 
     Args:
         verbose: Also print DEBUG messages, show warnings in Python's own format and
             leave TensorFlow's logging alone.
+
+    The handler, levels and `warnings.showwarning` are restored on exit (the command
+    can run inside another program, e.g. a test); the TensorFlow environment
+    variables set here stay, as TensorFlow reads them once.
     """
-    global _handler
     logger = logging.getLogger("bnkeras")
-    if _handler is not None:
-        logger.removeHandler(_handler)
-    _handler = logging.StreamHandler(sys.stdout)
-    _handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(_handler)
+    tf_logger = logging.getLogger("tensorflow")
+    saved = (logger.level, logger.propagate, tf_logger.level, warnings.showwarning)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
     if not verbose:
         warnings.showwarning = _one_line_warning
         for name, value in TF_QUIET_ENVIRONMENT.items():
             os.environ.setdefault(name, value)
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        tf_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.level, logger.propagate, level, warnings.showwarning = saved
+        tf_logger.setLevel(level)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -63,13 +70,13 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"warning: {text}", file=file or sys.stderr)
 
 
-def import_tensorflow_quietly():
+def import_tensorflow_quietly(verbose=False):
     """Imports TensorFlow without its import-time C++ log lines (unless asked for them).
 
-    The lines are kept when `TF_CPP_MIN_LOG_LEVEL` asks for INFO logs (a user's
-    setting, or `--verbose`, which leaves the variable unset).
+    The lines are kept with `verbose`, and when `TF_CPP_MIN_LOG_LEVEL` is unset or 0
+    (a user's setting: `command_output` sets it otherwise).
     """
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == "0":
+    if verbose or "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") == "0":
         import tensorflow  # noqa: F401
 
         return

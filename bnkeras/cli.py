@@ -60,9 +60,9 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
-    _logging.setup_output(verbose=args.verbose)
-    _logging.import_tensorflow_quietly()
-    return args._module.run(args)
+    with _logging.command_output(verbose=args.verbose):
+        _logging.import_tensorflow_quietly(verbose=args.verbose)
+        return args._module.run(args)
 
 
 if __name__ == "__main__":

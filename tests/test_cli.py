@@ -1,6 +1,7 @@
 """The `bnkeras` command: a parser without TensorFlow, quiet TensorFlow, logging, flags."""
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -119,22 +120,28 @@ def test_choices_are_the_names_the_factories_accept():
     assert config.CHOICES["train.strategy"] == names.STRATEGIES
 
 
-def test_setup_output_prints_info_on_stdout_and_warnings_on_one_line(capsys):
+def test_command_output_prints_info_on_stdout_and_warnings_on_one_line(capsys, monkeypatch):
     import logging
 
-    _logging.setup_output(verbose=False)
-    logging.getLogger("bnkeras.training.trainer").info("epoch 1/2: loss 0.5")
-    logging.getLogger("bnkeras.training.trainer").debug("hidden")
-    with warnings.catch_warnings():
+    for name in _logging.TF_QUIET_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    logger = logging.getLogger("bnkeras.training.trainer")
+    showwarning = warnings.showwarning
+    with _logging.command_output(verbose=False), warnings.catch_warnings():
         warnings.simplefilter("always")
-        _logging.setup_output(verbose=False)  # catch_warnings restores showwarning on exit
+        logger.info("epoch 1/2: loss 0.5")
+        logger.debug("hidden")
         warnings.warn("an epoch has 2 steps:\n  use a smaller batch", UserWarning, stacklevel=1)
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
     captured = capsys.readouterr()
     assert captured.out == "epoch 1/2: loss 0.5\n"
     assert captured.err == "warning: an epoch has 2 steps: use a smaller batch\n"
-    _logging.setup_output(verbose=True)
-    logging.getLogger("bnkeras.x").debug("shown")
+    with _logging.command_output(verbose=True):
+        logger.debug("shown")
     assert capsys.readouterr().out == "shown\n"
+    # Restored on exit: no handler left, records propagate again, warnings as before.
+    assert logging.getLogger("bnkeras").handlers == []
+    assert logging.getLogger("bnkeras").propagate and warnings.showwarning is showwarning
 
 
 def test_tf_log_filter_keeps_other_lines():

@@ -7,6 +7,7 @@ import keras
 
 from bnkeras.training.config import DEFAULTS, load_run_config
 from bnkeras.training.data import load_data
+from bnkeras.training.metrics import top5_metrics
 from bnkeras.training.trainer import TrainingError, load_workdir_model
 
 
@@ -16,7 +17,8 @@ def evaluate(source, *, dataset=None, data_dir=None, batch_size=None, log=print)
     A work directory brings its own data config (dataset, image size,
     preprocessing); `dataset`/`data_dir` override it. A `.keras` file needs
     `dataset`, and is fed images at its input size with the default ImageNet
-    normalization. Returns {"loss", "top1", "top5", "examples"}.
+    normalization. Returns {"loss", "top1", "top5", "examples"}; "top5" is None
+    below `TOP5_MIN_CLASSES` classes (as in `train_and_evaluate`).
     """
     path = Path(source)
     if path.is_dir():
@@ -47,8 +49,7 @@ def evaluate(source, *, dataset=None, data_dir=None, batch_size=None, log=print)
         raise TrainingError(
             f"The model predicts {model_classes} classes but {data_config['dataset']} has {data.num_classes}."
         )
-    metrics = [keras.metrics.CategoricalAccuracy(name="top1")]
-    metrics.append(keras.metrics.TopKCategoricalAccuracy(min(5, data.num_classes), name="top5"))
+    metrics = [keras.metrics.CategoricalAccuracy(name="top1"), *top5_metrics(data.num_classes)]
     model.compile(
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=metrics,
@@ -58,6 +59,6 @@ def evaluate(source, *, dataset=None, data_dir=None, batch_size=None, log=print)
     return {
         "loss": float(results["loss"]),
         "top1": float(results["top1"]),
-        "top5": float(results["top5"]),
+        "top5": float(results["top5"]) if "top5" in results else None,
         "examples": data.eval_examples,
     }

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -26,9 +25,12 @@ import tensorflow as tf
 from bnkeras.recalibrate import recalibrate_batchnorm
 from bnkeras.training import checkpoints
 from bnkeras.training.config import RESUMABLE_CHANGES, differences, dump, load_run_config
+from bnkeras.training.curves import plot_curves
 from bnkeras.training.data import load_data
 from bnkeras.training.files import atomic_save_model, atomic_write_text
+from bnkeras.training.metrics import top5_metrics
 from bnkeras.training.models import build_model
+from bnkeras.training.progress import fit_progress
 from bnkeras.training.schedules import make_schedule
 
 RUN_FILES = ("config.yaml", "log.csv", "metrics.json", "model.keras", "curves.png")
@@ -198,31 +200,6 @@ def _truncate_log(workdir, epochs):
     atomic_write_text(Path(workdir) / "log.csv", text.getvalue())
 
 
-def plot_curves(workdir):
-    rows = read_log(workdir)
-    if not rows:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [r["loss"] for r in rows], label="train")
-    left.plot(epochs, [r["val_loss"] for r in rows], label="eval")
-    left.set(xlabel="epoch", ylabel="loss", title="Loss")
-    right.plot(epochs, [r["accuracy"] for r in rows], label="train")
-    right.plot(epochs, [r["val_accuracy"] for r in rows], label="eval")
-    right.set(xlabel="epoch", ylabel="top-1 accuracy", title="Accuracy")
-    for axis in (left, right):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    fig.tight_layout()
-    fig.savefig(Path(workdir) / "curves.png", dpi=100)
-    plt.close(fig)
-
-
 # ------------------------------------------------------------------------- model
 
 
@@ -257,8 +234,7 @@ def compile_model(model, config, steps_per_epoch, num_classes):
     # Weight decay (decoupled, as Keras applies it) spares BN gamma/beta and biases.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if num_classes > 5:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))
+    metrics += top5_metrics(num_classes)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(
@@ -395,7 +371,8 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
                         str(workdir / "tensorboard"), write_graph=False, profile_batch=0
                     )
                 )
-            verbose = progress if progress is not None else (1 if sys.stdout.isatty() else 0)
+            verbose, progress_callbacks = fit_progress(progress, config["train"]["batch_size"])
+            callbacks += progress_callbacks
             model.fit(
                 train_ds,
                 validation_data=eval_ds,
@@ -435,7 +412,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
     if chief:
         atomic_save_model(_final_model(model), workdir / "model.keras")
         atomic_write_text(workdir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        plot_curves(workdir)
+        plot_curves(workdir, read_log(workdir), metrics["top1"], metrics["best_epoch"])
     else:
         shutil.rmtree(checkpoint_root, ignore_errors=True)
     log(
