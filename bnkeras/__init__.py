@@ -46,8 +46,8 @@ def _started_as_the_command():
 
 
 # True in the `bnkeras` command: it imports the layers (and TensorFlow) when it runs.
-COMMAND_LINE = _started_as_the_command()
-if not COMMAND_LINE:
+_COMMAND_LINE = _started_as_the_command()
+if not _COMMAND_LINE:
     # Importing the layers registers them with Keras, so `.keras` files holding bnkeras
     # layers load with `keras.saving.load_model` once `bnkeras` is imported.
     importlib.import_module("bnkeras.layers")

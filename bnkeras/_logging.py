@@ -32,6 +32,7 @@ TF_LOG_LINE = re.compile(
     r"|To enable the following instructions: .* rebuild TensorFlow)"
 )
 
+
 @contextlib.contextmanager
 def command_output(verbose=False):
     """Prints `bnkeras` log messages on stdout and warnings as one line on stderr.

@@ -62,6 +62,7 @@ def main(argv=None):
         return 0
     with _logging.command_output(verbose=args.verbose):
         _logging.import_tensorflow_quietly(verbose=args.verbose)
+        importlib.import_module("bnkeras.layers")  # registered with Keras: saved models load
         return args._module.run(args)
 
 

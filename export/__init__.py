@@ -22,7 +22,7 @@ __all__ = [
 
 # The `bnkeras` command builds its parser from bnkeras.export.cli without TensorFlow;
 # bnkeras.export.cli imports the pipeline when it runs.
-if not bnkeras.COMMAND_LINE:
+if not bnkeras._COMMAND_LINE:
     from bnkeras.export.fold import FoldError, FoldReport, FoldResult, count_bn, fold_batchnorm
     from bnkeras.export.pipeline import ExportError, ExportResult, export_model
     from bnkeras.export.verify import VerifyReport, verify

@@ -49,7 +49,7 @@ def test_parser_answers_without_tensorflow(argv, code):
 
 def test_python_dash_m_and_import_keep_their_meaning():
     # `import bnkeras` registers the layers (saved models load); the command does not.
-    code = "import sys, bnkeras; print('bnkeras.layers' in sys.modules, bnkeras.COMMAND_LINE)"
+    code = "import sys, bnkeras; print('bnkeras.layers' in sys.modules, bnkeras._COMMAND_LINE)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split() == ["True", "False"], result.stderr
 
@@ -111,12 +111,9 @@ def test_verbose_before_or_after_the_subcommand():
     assert parser.parse_args(["export", "m.keras", "--out", "o"]).verbose is False
 
 
-def test_choices_are_the_names_the_factories_accept():
-    from bnkeras.training import config, models
-    from bnkeras.training.models import norms
+def test_strategy_choices_are_the_config_choices():
+    from bnkeras.training import config
 
-    assert names.MODELS == models.MODELS
-    assert names.NORMS == norms.NORMS
     assert config.CHOICES["train.strategy"] == names.STRATEGIES
 
 

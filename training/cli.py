@@ -34,8 +34,9 @@ FLAGS = {
 }
 
 
-def _choice_help(text, choices):
-    return f"{text}: {', '.join(choices)}"
+def _add_choice(parser, flag, choices, text):
+    """A `NAME` argument whose help lists its choices (argparse would print them twice)."""
+    parser.add_argument(flag, choices=choices, metavar="NAME", help=f"{text}: {', '.join(choices)}")
 
 
 class _Train:
@@ -52,15 +53,8 @@ class _Train:
             "--epochs", type=int, metavar="N", help="total epochs (a larger N continues a run)"
         )
         parser.add_argument("--batch-size", type=int, metavar="N", help="global batch size")
-        parser.add_argument(
-            "--model",
-            choices=MODELS,
-            metavar="NAME",
-            help=_choice_help("resnet8-110 for CIFAR-size images, resnet18/34/50 and", MODELS),
-        )
-        parser.add_argument(
-            "--norm", choices=NORMS, metavar="NAME", help=_choice_help("the norm layer", NORMS)
-        )
+        _add_choice(parser, "--model", MODELS, "the model (resnet8-110 are CIFAR ResNets)")
+        _add_choice(parser, "--norm", NORMS, "the norm layer")
         parser.add_argument("--dataset", help="bnkeras_shapes (embedded), a TFDS name, or 'folder'")
         parser.add_argument(
             "--data-dir", help="TFDS data dir, or the image folder for --dataset folder"
@@ -68,12 +62,7 @@ class _Train:
         parser.add_argument(
             "--lr", type=float, help="peak learning rate (per 256 images with lr_scaling=linear)"
         )
-        parser.add_argument(
-            "--strategy",
-            choices=STRATEGIES,
-            metavar="NAME",
-            help=_choice_help("tf.distribute strategy (multiworker reads TF_CONFIG)", STRATEGIES),
-        )
+        _add_choice(parser, "--strategy", STRATEGIES, "tf.distribute (multiworker reads TF_CONFIG)")
         parser.add_argument(
             "--mixed-precision",
             nargs="?",

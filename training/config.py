@@ -127,6 +127,15 @@ def valid_keys():
     return [f"{section}.{key}" for section, values in DEFAULTS.items() for key in values]
 
 
+_TYPE_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+}
+
+
 def _coerce(key, value, default):
     if default is None or value is None:
         return value
@@ -153,7 +162,7 @@ def _coerce(key, value, default):
     elif isinstance(default, list) and isinstance(value, list):
         return value
     raise ConfigError(
-        f"Config key {key} expects a {type(default).__name__}. Received: {key}={value!r}"
+        f"Config key {key} expects {_TYPE_NAMES[type(default)]}. Received: {key}={value!r}"
     )
 
 

@@ -1,8 +1,7 @@
-"""The names the command line offers as choices, importable without TensorFlow.
+"""The names of models, norms and strategies, importable without TensorFlow.
 
-`bnkeras train --help` lists these without importing the model code; a test checks
-that they equal the names the factories accept (`models.MODELS`, `norms.NORMS`,
-the strategies of the config).
+The model and norm factories accept these names, and `bnkeras train --help` lists
+them as choices without importing the model code.
 """
 
 CIFAR_DEPTHS = (8, 14, 20, 32, 44, 56, 110)

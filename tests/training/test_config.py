@@ -59,7 +59,7 @@ def test_yaml_file(tmp_path):
             "demo",
             ["train.epochs=two"],
             {},
-            r"train.epochs expects a int. Received: train.epochs='two'",
+            r"train.epochs expects an integer. Received: train.epochs='two'",
         ),
         (
             "demo",

@@ -10,8 +10,7 @@ import functools
 import keras
 
 import bnkeras
-
-NORMS = ("bn", "renorm", "ghost", "keras", "none")
+from bnkeras.training.names import NORMS
 
 
 def get_norm(
