@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import warnings
 
 # Set with os.environ.setdefault before TensorFlow is imported: a user's value wins.
@@ -88,6 +87,8 @@ def import_tensorflow_quietly(verbose=False):
 @contextlib.contextmanager
 def _stderr_without_tf_log_lines():
     """Captures file descriptor 2; on exit writes back every line but TF's log lines."""
+    import tempfile
+
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
