@@ -18,10 +18,9 @@ import sys
 import warnings
 
 # Set with os.environ.setdefault before TensorFlow is imported: a user's value wins.
+# (absl reads no environment variable for its level: the import-time lines are filtered.)
 TF_QUIET_ENVIRONMENT = {
-    "TF_CPP_MIN_LOG_LEVEL": "3",  # C++ INFO, WARNING and ERROR lines (errors raise in Python)
-    "GLOG_minloglevel": "3",
-    "ABSL_MIN_LOG_LEVEL": "3",
+    "TF_CPP_MIN_LOG_LEVEL": "3",  # hides C++ INFO, WARNING and ERROR lines; errors still raise
 }
 # A TF C++ log line (`I0000 00:00:1795433902.608290   11155 port.cc:153] ...`), absl's
 # notice before its initialization, and the continuation of cpu_feature_guard's line.
@@ -46,7 +45,8 @@ def command_output(verbose=False):
     """
     logger = logging.getLogger("bnkeras")
     tf_logger = logging.getLogger("tensorflow")
-    saved = (logger.level, logger.propagate, tf_logger.level, warnings.showwarning)
+    saved_levels = (logger.level, tf_logger.level)
+    saved = (logger.propagate, warnings.showwarning)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
@@ -61,8 +61,9 @@ def command_output(verbose=False):
         yield
     finally:
         logger.removeHandler(handler)
-        logger.level, logger.propagate, level, warnings.showwarning = saved
-        tf_logger.setLevel(level)
+        logger.propagate, warnings.showwarning = saved
+        logger.setLevel(saved_levels[0])
+        tf_logger.setLevel(saved_levels[1])
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

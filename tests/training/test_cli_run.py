@@ -25,12 +25,14 @@ PROGRESS_LINE = (
 )
 
 
-def _bnkeras(*argv):
+def _bnkeras(*argv, **environment):
     """`python -m bnkeras ARGV` in a fresh process, stdout and stderr through pipes.
 
-    The environment is a newcomer's: without the TensorFlow log settings of the tests.
+    The environment is a newcomer's (without the TensorFlow log settings of the tests),
+    plus `environment`.
     """
     env = {k: v for k, v in os.environ.items() if k not in _logging.TF_QUIET_ENVIRONMENT}
+    env.update(environment)
     return subprocess.run(
         [sys.executable, "-m", "bnkeras", *argv],
         capture_output=True,
@@ -68,6 +70,9 @@ def test_train_and_export_through_a_pipe(shapes_dir, tmp_path):
     verbose = _bnkeras("--verbose", "export", str(tmp_path / "none.keras"), "--out", "o")
     assert verbose.returncode == 2 and "none.keras does not exist" in verbose.stderr
     assert TF_LOG.search(verbose.stderr), verbose.stderr
+    # A user's TF_CPP_MIN_LOG_LEVEL wins over the command's default.
+    user = _bnkeras("export", "none.keras", "--out", "o", TF_CPP_MIN_LOG_LEVEL="0")
+    assert user.returncode == 2 and TF_LOG.search(user.stderr), user.stderr
 
 
 def _fit(progress, epochs=2):
