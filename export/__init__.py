@@ -5,9 +5,7 @@ report = bnkeras.export.verify(model, inputs, folded=result.model)
 bnkeras.export.export_model("model.keras", "out/")  # what `bnkeras export` runs
 """
 
-from bnkeras.export.fold import FoldError, FoldReport, FoldResult, count_bn, fold_batchnorm
-from bnkeras.export.pipeline import ExportError, ExportResult, export_model
-from bnkeras.export.verify import VerifyReport, verify
+import bnkeras
 
 __all__ = [
     "ExportError",
@@ -21,3 +19,10 @@ __all__ = [
     "fold_batchnorm",
     "verify",
 ]
+
+# The `bnkeras` command builds its parser from bnkeras.export.cli without TensorFlow;
+# bnkeras.export.cli imports the pipeline when it runs.
+if not bnkeras._COMMAND_LINE:
+    from bnkeras.export.fold import FoldError, FoldReport, FoldResult, count_bn, fold_batchnorm
+    from bnkeras.export.pipeline import ExportError, ExportResult, export_model
+    from bnkeras.export.verify import VerifyReport, verify

@@ -1,14 +1,15 @@
-"""`bnkeras export`: the command-line face of `bnkeras.export.export_model`."""
+"""`bnkeras export`: the command-line face of `bnkeras.export.export_model`.
 
+Only `bnkeras.export.formats` is imported at module level: the parser is built
+without TensorFlow; `run` imports the pipeline.
+"""
+
+import logging
 import sys
 
-from bnkeras.export.pipeline import (
-    DEFAULT_FORMATS,
-    DEFAULT_OPSET,
-    FORMATS,
-    ExportError,
-    export_model,
-)
+from bnkeras.export.formats import DEFAULT_FORMATS, DEFAULT_OPSET, FORMATS
+
+logger = logging.getLogger(__name__)
 
 HELP = "Fold BN into conv/dense weights, write .keras / SavedModel / ONNX and verify each."
 
@@ -57,6 +58,8 @@ def add_arguments(parser):
 
 
 def run(args):
+    from bnkeras.export.pipeline import ExportError, export_model
+
     try:
         result = export_model(
             args.source,
@@ -79,5 +82,5 @@ def run(args):
             file=sys.stderr,
         )
         return 1
-    print(f"wrote {result.out_dir} (all formats verified)")
+    logger.info(f"wrote {result.out_dir} (all formats verified)")
     return 0

@@ -28,6 +28,14 @@ import tensorflow as tf
 from bnkeras._timing import interleaved_times, paired_ratio
 from bnkeras.export import outdir
 from bnkeras.export.fold import FoldError, fold_batchnorm
+from bnkeras.export.formats import (
+    DEFAULT_FORMATS,
+    DEFAULT_OPSET,
+    FILENAMES,
+    FORMATS,
+    MAX_OPSET,
+    MIN_OPSET,
+)
 from bnkeras.export.litert import (
     check_int8,
     compare_speed,
@@ -39,19 +47,10 @@ from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("keras", "saved_model", "onnx", "litert")
-DEFAULT_FORMATS = ("keras", "saved_model", "onnx")
-FILENAMES = {
-    "keras": "model_folded.keras",
-    "saved_model": "saved_model",
-    "onnx": "model.onnx",
-    "litert": "model.tflite",
-}
 LOG_NAME = "export.log"  # what the converters print
 INT8_NAME = "model_int8.tflite"
 _DATA_ERRORS = (ValueError, OSError, StopIteration, tf.errors.OpError)  # reading a run's data
 _NOISY_LOGGERS = ("tf2onnx", "absl", "tensorflow")
-MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 13, 18, 17
 
 
 class ExportError(ValueError):

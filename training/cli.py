@@ -1,11 +1,23 @@
-"""`bnkeras train` and `bnkeras evaluate`: parse, load the preset, call the library."""
+"""`bnkeras train` and `bnkeras evaluate`: parse, load the preset, call the library.
 
+Only the standard library and `bnkeras.training.names` are imported at module level:
+the parser is built without TensorFlow.
+"""
+
+import logging
 import sys
 
-TRAIN_HELP = "Train (or resume) a classifier with a chosen norm layer in a work directory."
-EVALUATE_HELP = "Print loss, top-1 and top-5 accuracy of a trained run or a .keras model."
+from bnkeras.training.names import JIT_COMPILE, MIXED_PRECISION, MODELS, NORMS, STRATEGIES
 
-# flag -> config key
+logger = logging.getLogger(__name__)
+
+TRAIN_HELP = "Train (or resume) a classifier with a chosen norm layer in a work directory."
+EVALUATE_HELP = (
+    "Print loss, top-1 and (for more than 5 classes) top-5 accuracy of a trained run or a "
+    ".keras model."
+)
+
+# flag -> config key; a flag left out keeps the preset's value.
 FLAGS = {
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
@@ -15,8 +27,15 @@ FLAGS = {
     "data_dir": "data.data_dir",
     "lr": "train.lr",
     "strategy": "train.strategy",
+    "mixed_precision": "train.mixed_precision",
+    "jit_compile": "train.jit_compile",
     "precise_bn_batches": "train.precise_bn_batches",
 }
+
+
+def _add_choice(parser, flag, choices, text):
+    """A `NAME` argument whose help lists its choices (argparse would print them twice)."""
+    parser.add_argument(flag, choices=choices, metavar="NAME", help=f"{text}: {', '.join(choices)}")
 
 
 class _Train:
@@ -29,12 +48,12 @@ class _Train:
             "imagenette_resnet18, imagenet_resnet50) or a YAML file (default: demo)",
         )
         parser.add_argument("--workdir", required=True, help="run directory; rerunning resumes")
-        parser.add_argument("--epochs", type=int)
-        parser.add_argument("--batch-size", type=int, help="global batch size")
         parser.add_argument(
-            "--model", help="resnet8/14/20/32/44/56/110 (CIFAR), resnet18/34/50, mobilenet_v2"
+            "--epochs", type=int, metavar="N", help="total epochs (a larger N continues a run)"
         )
-        parser.add_argument("--norm", help="bn | renorm | ghost | keras | none")
+        parser.add_argument("--batch-size", type=int, metavar="N", help="global batch size")
+        _add_choice(parser, "--model", MODELS, "the model (resnet8-110 are CIFAR ResNets)")
+        _add_choice(parser, "--norm", NORMS, "the norm layer")
         parser.add_argument("--dataset", help="bnkeras_shapes (embedded), a TFDS name, or 'folder'")
         parser.add_argument(
             "--data-dir", help="TFDS data dir, or the image folder for --dataset folder"
@@ -42,12 +61,26 @@ class _Train:
         parser.add_argument(
             "--lr", type=float, help="peak learning rate (per 256 images with lr_scaling=linear)"
         )
-        parser.add_argument("--strategy", help="default | mirrored | multiworker (TF_CONFIG)")
-        parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 policy")
+        _add_choice(parser, "--strategy", STRATEGIES, "tf.distribute (multiworker reads TF_CONFIG)")
+        parser.add_argument(
+            "--mixed-precision",
+            nargs="?",
+            const="float16",
+            choices=MIXED_PRECISION,
+            metavar="DTYPE",
+            help="mixed precision compute dtype: float16 (the default of a bare "
+            "--mixed-precision) or bfloat16",
+        )
+        parser.add_argument(
+            "--jit-compile",
+            choices=tuple(JIT_COMPILE),
+            help="XLA compilation of the train step: auto (Keras decides), true or false",
+        )
         parser.add_argument("--sync-bn", action="store_true", help="BN statistics across replicas")
         parser.add_argument(
             "--precise-bn-batches",
             type=int,
+            metavar="N",
             help="recompute BN statistics over N batches at the end",
         )
         parser.add_argument(
@@ -66,12 +99,7 @@ class _Train:
         from bnkeras.training.config import ConfigError, build_config
 
         try:
-            flat = {key: getattr(args, flag) for flag, key in FLAGS.items()}
-            if args.mixed_precision:
-                flat["train.mixed_precision"] = True
-            if args.sync_bn:
-                flat["norm.sync"] = True
-            config = build_config(args.config, args.set, flat)
+            config = build_config(args.config, args.set, config_overrides(args))
         except ConfigError as error:
             return _fail("train", error)
         from bnkeras.training.trainer import train_and_evaluate
@@ -86,6 +114,16 @@ class _Train:
         return 0
 
 
+def config_overrides(args):
+    """The flat config overrides {'train.epochs': 3, ...} of the flags given in `args`."""
+    flat = {key: getattr(args, flag) for flag, key in FLAGS.items()}
+    if args.jit_compile is not None:
+        flat["train.jit_compile"] = JIT_COMPILE[args.jit_compile]
+    if args.sync_bn:
+        flat["norm.sync"] = True
+    return {key: value for key, value in flat.items() if value is not None}
+
+
 class _Evaluate:
     @staticmethod
     def add_arguments(parser):
@@ -94,9 +132,17 @@ class _Evaluate:
             "--dataset", help="override the run's dataset (needed for a .keras file)"
         )
         parser.add_argument("--data-dir", help="TFDS data dir or image folder")
-        parser.add_argument("--batch-size", type=int)
         parser.add_argument(
-            "--image-size", type=int, help="image size for a model that takes any size"
+            "--batch-size",
+            type=int,
+            metavar="N",
+            help="evaluation batch size (default: the run's train.batch_size, else 128)",
+        )
+        parser.add_argument(
+            "--image-size",
+            type=int,
+            metavar="N",
+            help="image size for a .keras model that takes any size",
         )
         parser.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
 
@@ -115,8 +161,9 @@ class _Evaluate:
             )
         except (ValueError, RuntimeError) as error:
             return _fail("evaluate", error)
-        print(
-            f"loss {metrics['loss']:.4f}  top-1 {metrics['top1']:.4f}  top-5 {metrics['top5']:.4f}  "
+        top5 = f"  top-5 {metrics['top5']:.4f}" if metrics["top5"] is not None else ""
+        logger.info(
+            f"loss {metrics['loss']:.4f}  top-1 {metrics['top1']:.4f}{top5}  "
             f"({metrics['examples']} images)"
         )
         return 0

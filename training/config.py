@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from bnkeras.training.names import MODELS, NORMS, STRATEGIES
+
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 CHANNELS = 3  # the pipelines decode RGB images
@@ -223,14 +225,10 @@ def key(default, check, doc=""):
 
 
 def _model_names():
-    from bnkeras.training.models import MODELS
-
-    return tuple(MODELS)
+    return MODELS
 
 
 def _norm_names():
-    from bnkeras.training.models.norms import NORMS
-
     return NORMS
 
 
@@ -331,7 +329,7 @@ class TrainConfig(Section):
     )
     jit_compile: object = key("auto", Choice(("auto", True, False)), "XLA compilation")
     precise_bn_batches: int = key(0, NON_NEGATIVE_INT, "recompute BN statistics at the end")
-    strategy: str = key("default", Choice(("default", "mirrored", "multiworker")))
+    strategy: str = key("default", Choice(STRATEGIES))
     seed: int = key(0, NON_NEGATIVE_INT, "weight initialization")
 
 

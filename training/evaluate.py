@@ -11,6 +11,7 @@ from bnkeras.training import workdir as run_dir
 from bnkeras.training.config import DEFAULTS
 from bnkeras.training.data import load_data
 from bnkeras.training.files import atomic_write_text
+from bnkeras.training.metrics import top5_metrics
 from bnkeras.training.trainer import TrainingError
 
 
@@ -75,7 +76,8 @@ def evaluate(
     `dataset`, and is fed images at its input size (or `image_size` for a model
     that takes any size) with the default ImageNet normalization. With
     `json_path`, the metrics are also written there (its folder is created and
-    checked before evaluating). Returns {"loss", "top1", "top5", "examples"}.
+    checked before evaluating). Returns {"loss", "top1", "top5", "examples"};
+    "top5" is None below `TOP5_MIN_CLASSES` classes (as in `train_and_evaluate`).
     """
     path = Path(source)
     target = _json_target(json_path) if json_path is not None else None
@@ -105,8 +107,7 @@ def evaluate(
         raise TrainingError(
             f"The model predicts {model_classes} classes but {data_config['dataset']} has {data.num_classes}."
         )
-    metrics = [keras.metrics.CategoricalAccuracy(name="top1")]
-    metrics.append(keras.metrics.TopKCategoricalAccuracy(min(5, data.num_classes), name="top5"))
+    metrics = [keras.metrics.CategoricalAccuracy(name="top1"), *top5_metrics(data.num_classes)]
     model.compile(
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=metrics,
@@ -116,7 +117,7 @@ def evaluate(
     metrics = {
         "loss": float(results["loss"]),
         "top1": float(results["top1"]),
-        "top5": float(results["top5"]),
+        "top5": float(results["top5"]) if "top5" in results else None,
         "examples": data.eval_examples,
     }
     if target is not None:

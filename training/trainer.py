@@ -22,7 +22,6 @@ import random
 import re
 import shutil
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -35,9 +34,12 @@ from bnkeras.recalibrate import recalibrate_batchnorm
 from bnkeras.training import checkpoints
 from bnkeras.training import workdir as run_dir
 from bnkeras.training.config import RESUMABLE_CHANGES, differences, dump
+from bnkeras.training.curves import plot_curves
 from bnkeras.training.data import load_data, read_errors
-from bnkeras.training.files import atomic_save_model, atomic_write_text, replacing
+from bnkeras.training.files import atomic_save_model, atomic_write_text
+from bnkeras.training.metrics import top5_metrics
 from bnkeras.training.models import build_model
+from bnkeras.training.progress import fit_progress
 from bnkeras.training.schedules import make_schedule
 
 LOG_FIELDS = ("epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -236,32 +238,6 @@ def _truncate_log(workdir, epochs):
     atomic_write_text(Path(workdir) / "log.csv", text.getvalue())
 
 
-def plot_curves(workdir):
-    rows = read_log(workdir)
-    if not rows:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [r["loss"] for r in rows], label="train")
-    left.plot(epochs, [r["val_loss"] for r in rows], label="eval")
-    left.set(xlabel="epoch", ylabel="loss", title="Loss")
-    right.plot(epochs, [r["accuracy"] for r in rows], label="train")
-    right.plot(epochs, [r["val_accuracy"] for r in rows], label="eval")
-    right.set(xlabel="epoch", ylabel="top-1 accuracy", title="Accuracy")
-    for axis in (left, right):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    fig.tight_layout()
-    with replacing(Path(workdir) / "curves.png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-
-
 # ------------------------------------------------------------------------- model
 
 
@@ -297,8 +273,7 @@ def compile_model(model, config, steps_per_epoch, num_classes):
     # Weight decay (decoupled, as Keras applies it) spares BN gamma/beta and biases.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-    if num_classes > 5:
-        metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))
+    metrics += top5_metrics(num_classes)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(
@@ -541,6 +516,8 @@ def _fit(run, progress, log):
         callbacks.append(
             keras.callbacks.TensorBoard(tensorboard, write_graph=False, profile_batch=0)
         )
+    verbose, progress_callbacks = fit_progress(progress, run.config["train"]["batch_size"])
+    callbacks += progress_callbacks
     try:
         with read_errors(run.data):
             model.fit(
@@ -551,7 +528,7 @@ def _fit(run, progress, log):
                 steps_per_epoch=run.data.steps_per_epoch,
                 callbacks=callbacks,
                 shuffle=False,  # the training pipeline shuffles
-                verbose=progress if progress is not None else (1 if sys.stdout.isatty() else 0),
+                verbose=verbose,
             )
     except RuntimeError as error:  # TerminateOnNaN stops within the batch
         batch = re.search(r"NaN or Inf loss encountered at batch (\d+)", str(error))
@@ -595,7 +572,7 @@ def _finalize(run, started, log):
     if run.chief:
         atomic_save_model(_final_model(model), workdir / run_dir.MODEL)
         atomic_write_text(workdir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        plot_curves(workdir)
+        plot_curves(workdir, read_log(workdir), metrics["top1"], metrics["best_epoch"])
     else:
         shutil.rmtree(run.callback.checkpoint_root, ignore_errors=True)
     _log_final(metrics, workdir, log)

@@ -256,8 +256,6 @@ def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
     "argv,message",
     [
         (["--config", "nope"], "Unknown preset 'nope'"),
-        (["--model", "vgg"], "Unknown model 'vgg'"),
-        (["--norm", "layer"], "Unknown norm 'layer'"),
         (["--dataset", "no_such_dataset"], "Unknown dataset 'no_such_dataset'"),
         (["--dataset", "folder", "--data-dir", "/nonexistent/images"], "does not exist"),
         (["--set", "train.nope=1"], "Unknown config key train.nope"),

@@ -8,15 +8,7 @@ from bnkeras.training.models.mobilenet_v2 import mobilenet_v2
 from bnkeras.training.models.norms import NORMS, get_norm
 from bnkeras.training.models.resnet import resnet
 from bnkeras.training.models.resnet_cifar import cifar_resnet
-
-CIFAR_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
-MODELS = (
-    *(f"resnet{d}" for d in CIFAR_DEPTHS),
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "mobilenet_v2",
-)
+from bnkeras.training.names import CIFAR_DEPTHS, MODELS
 
 
 def norm_from_config(norm_config, total_steps=None):

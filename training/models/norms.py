@@ -12,10 +12,9 @@ import keras
 
 import bnkeras
 from bnkeras.layers.renorm_schedules import describe
+from bnkeras.training.names import NORMS
 
 logger = logging.getLogger(__name__)
-
-NORMS = ("bn", "renorm", "ghost", "keras", "none")
 
 
 def get_norm(

@@ -1,0 +1,11 @@
+"""The export formats and ONNX opsets, importable without TensorFlow (for the parser)."""
+
+FORMATS = ("keras", "saved_model", "onnx", "litert")
+DEFAULT_FORMATS = ("keras", "saved_model", "onnx")
+FILENAMES = {
+    "keras": "model_folded.keras",
+    "saved_model": "saved_model",
+    "onnx": "model.onnx",
+    "litert": "model.tflite",
+}
+MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 13, 18, 17

@@ -1,0 +1,154 @@
+"""The `bnkeras` command: a parser without TensorFlow, quiet TensorFlow, logging, flags."""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from bnkeras import _logging
+from bnkeras.cli import build_parser, main
+from bnkeras.training import cli as training_cli
+from bnkeras.training import names
+
+# A line TensorFlow's C++ logging (or absl before its initialization) writes to stderr.
+TF_LOG = re.compile(
+    r"^[IWEF]\d{4} |All log messages before absl::InitializeLog|oneDNN|cpu_feature_guard",
+    re.MULTILINE,
+)
+
+
+@pytest.mark.parametrize(
+    "argv,code",
+    [
+        (["--help"], 0),
+        (["--version"], 0),
+        (["train", "--help"], 0),
+        (["evaluate", "--help"], 0),
+        (["export", "--help"], 0),
+        (["train", "--workdir", "x", "--model", "vgg"], 2),
+        (["--no-such-flag"], 2),
+    ],
+)
+def test_parser_answers_without_tensorflow(argv, code):
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "bnkeras", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == code, result.stderr
+    imported = re.findall(r"\|\s+(\S+)$", result.stderr, re.MULTILINE)
+    assert "bnkeras.cli" in imported
+    assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras")]
+    assert not TF_LOG.search(result.stderr)
+
+
+def test_python_dash_m_and_import_keep_their_meaning():
+    # `import bnkeras` registers the layers (saved models load); the command does not.
+    code = "import sys, bnkeras; print('bnkeras.layers' in sys.modules, bnkeras._COMMAND_LINE)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["True", "False"], result.stderr
+
+
+def test_help_lists_choices_and_every_argument_has_help(capsys):
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            assert action.help, f"bnkeras {name} {action.option_strings or action.dest}"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for choice in (*names.MODELS, *names.NORMS, *names.STRATEGIES, "bfloat16", "auto"):
+        assert choice in out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--model", "vgg"], "argument --model: invalid choice: 'vgg'"),
+        (["--norm", "layer"], "argument --norm: invalid choice: 'layer'"),
+        (["--strategy", "tpu"], "argument --strategy: invalid choice: 'tpu'"),
+        (["--mixed-precision", "float8"], "argument --mixed-precision: invalid choice"),
+        (["--jit-compile", "yes"], "argument --jit-compile: invalid choice: 'yes'"),
+    ],
+)
+def test_bad_choice_is_an_argparse_error(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--workdir", "run", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        ([], {}),
+        (["--mixed-precision"], {"train.mixed_precision": "float16"}),
+        (["--mixed-precision", "bfloat16"], {"train.mixed_precision": "bfloat16"}),
+        (["--jit-compile", "auto"], {"train.jit_compile": "auto"}),
+        (["--jit-compile", "true"], {"train.jit_compile": True}),
+        (["--jit-compile", "false"], {"train.jit_compile": False}),
+        (
+            ["--epochs", "3", "--norm", "ghost", "--sync-bn"],
+            {"train.epochs": 3, "norm.name": "ghost", "norm.sync": True},
+        ),
+    ],
+)
+def test_train_flags_map_to_config_keys(argv, expected):
+    args = build_parser().parse_args(["train", "--workdir", "run", *argv])
+    assert training_cli.config_overrides(args) == expected
+
+
+def test_verbose_before_or_after_the_subcommand():
+    parser = build_parser()
+    assert parser.parse_args(["-v", "export", "m.keras", "--out", "o"]).verbose is True
+    assert parser.parse_args(["export", "m.keras", "--out", "o", "--verbose"]).verbose is True
+    assert parser.parse_args(["export", "m.keras", "--out", "o"]).verbose is False
+
+
+def test_strategy_choices_are_the_config_choices():
+    from bnkeras.training import config
+
+    assert config.CHOICES["train.strategy"] == names.STRATEGIES
+
+
+def test_command_output_prints_info_on_stdout_and_warnings_on_one_line(capsys, monkeypatch):
+    import logging
+
+    for name in _logging.TF_QUIET_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    logger = logging.getLogger("bnkeras.training.trainer")
+    showwarning = warnings.showwarning
+    with _logging.command_output(verbose=False), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        logger.info("epoch 1/2: loss 0.5")
+        logger.debug("hidden")
+        warnings.warn("an epoch has 2 steps:\n  use a smaller batch", UserWarning, stacklevel=1)
+        assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    captured = capsys.readouterr()
+    assert captured.out == "epoch 1/2: loss 0.5\n"
+    assert captured.err == "warning: an epoch has 2 steps: use a smaller batch\n"
+    with _logging.command_output(verbose=True):
+        logger.debug("shown")
+    assert capsys.readouterr().out == "shown\n"
+    # Restored on exit: no handler left, records propagate again, warnings as before.
+    assert logging.getLogger("bnkeras").handlers == []
+    assert logging.getLogger("bnkeras").propagate and warnings.showwarning is showwarning
+
+
+def test_tf_log_filter_keeps_other_lines():
+    lines = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1795433902.608290   11155 port.cc:153] oneDNN custom operations are on.",
+        "E0000 00:00:1795433941.832851   11610 util.cc:131] oneDNN supports DT_HALF only on",
+        "W1123 11:33:52.123456   11610 cuda.cc:12] no GPU",
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild "
+        "TensorFlow with the appropriate compiler flags.",
+    ]
+    kept = ["Traceback (most recent call last):", "warning: I0000 is not a log line here"]
+    assert [line for line in lines + kept if not _logging.TF_LOG_LINE.match(line)] == kept
