@@ -82,7 +82,7 @@ def load_source(source):
         raise ExportError(
             f"{source} is not a Keras model file: give a .keras file (model.save(...))."
         )
-    if path.is_dir() and not run_dir.is_run(path):
+    if path.is_dir() and not (run_dir.is_run(path) or (path / run_dir.MODEL).is_file()):
         raise ExportError(
             f"{source} is a directory but not a training work directory: it has no "
             "model.keras, config.yaml or checkpoints (give a .keras file, or the --workdir of a "

@@ -112,9 +112,12 @@ def test_verbose_before_or_after_the_subcommand():
 
 
 def test_strategy_choices_are_the_config_choices():
-    from bnkeras.training import config
+    from bnkeras.training.config import ConfigError, build_config
 
-    assert config.CHOICES["train.strategy"] == names.STRATEGIES
+    for name in names.STRATEGIES:
+        assert build_config("demo", [f"train.strategy={name}"])["train"]["strategy"] == name
+    with pytest.raises(ConfigError, match="train.strategy"):
+        build_config("demo", ["train.strategy=tpu"])
 
 
 def test_command_output_prints_info_on_stdout_and_warnings_on_one_line(capsys, monkeypatch):
