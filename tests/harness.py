@@ -1,4 +1,4 @@
-"""Shared checks that every bnkeras layer runs (house style rule 5).
+"""Shared checks that every bnkeras layer runs: each layer test calls them.
 
 Each function takes a `make_layer(**overrides)` factory, so a layer test reads
 `harness.check_keras_round_trip(make_layer, tmp_path)`.
