@@ -146,8 +146,7 @@ def plot(record, workdir):
     fig, (ax,) = report.figure(1, width=7.5)
     colours = ["C0", "C1", "C2", "C3", "C1", "C2", "C3"]
     report.accuracy_bars(ax, record, list(ARMS), [0, 1, 2, 3, 4.5, 5.5, 6.5], colours)
-    ax.set(
-        ylabel="test accuracy (moving statistics)",
-        title="(a) microbatches          (b) non-i.i.d. batches",
-    )
+    ax.set_ylabel("test accuracy (moving statistics)")
+    for centre, label in ((1.5, "(a) microbatches"), (5.5, "(b) non-i.i.d. batches")):
+        ax.text(centre, 1.02, label, transform=ax.get_xaxis_transform(), ha="center")
     return [report.save_figure(fig, workdir, FIGURES[0])]
