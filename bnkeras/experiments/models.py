@@ -2,13 +2,10 @@
 
 `norm` is one of `"none"`, `"bn"`, `"ghost"`, `"renorm"`, `"noisy-bn"`, with
 options in `norm_options` (e.g. `virtual_batch_size`, `rmax`, `dmax`,
-`renorm_momentum`, `noise`). Layers before a norm layer have no bias.
+`renorm_momentum`, `renorm_bias_correction`, `noise`). Layers before a norm layer have no bias.
 """
 
-import inspect
-
 import keras
-import tensorflow as tf
 
 import bnkeras
 from bnkeras.experiments import ReproduceError
@@ -46,61 +43,6 @@ class NoisyAffine(keras.layers.Layer):
         return input_shape
 
 
-def renorm_has_virtual_batches():
-    """Whether `bnkeras.BatchRenormalization` takes `virtual_batch_size`."""
-    return "virtual_batch_size" in inspect.signature(bnkeras.BatchRenormalization).parameters
-
-
-class MicrobatchRenorm(keras.layers.Layer):
-    """Batch renorm over microbatches, composed from one `bnkeras.BatchRenormalization`.
-
-    HOOK: a stand-in until `BatchRenormalization(virtual_batch_size=...)` exists
-    (`renorm_layer` uses the layer's own argument as soon as it does). In
-    training the batch (a static multiple of `virtual_batch_size`) is split into
-    microbatches and the shared layer normalizes each with its own statistics;
-    the layer's statistics are then updated once per microbatch, so its momenta
-    are set to `momentum ** (1 / groups)` to keep the per-step averaging of a
-    single update; its `renorm_step` advances once per microbatch, so use constant
-    clips rather than step schedules. Inference is the layer's inference.
-    """
-
-    def __init__(self, virtual_batch_size, groups, momentum=0.99, renorm_momentum=0.99, **kw):
-        super().__init__()
-        self.virtual_batch_size = int(virtual_batch_size)
-        self.inner = bnkeras.BatchRenormalization(
-            momentum=momentum ** (1.0 / groups),
-            renorm_momentum=renorm_momentum ** (1.0 / groups),
-            **kw,
-        )
-
-    def build(self, input_shape):
-        self.inner.build(input_shape)
-
-    def call(self, inputs, training=None):
-        if not training:
-            return self.inner(inputs, training=False)
-        batch = inputs.shape[0]
-        if batch is None or batch % self.virtual_batch_size:
-            raise ReproduceError(
-                "MicrobatchRenorm needs a static batch size divisible by virtual_batch_size. "
-                f"Received: batch={batch}, virtual_batch_size={self.virtual_batch_size}"
-            )
-        parts = tf.split(inputs, batch // self.virtual_batch_size)
-        return tf.concat([self.inner(part, training=True) for part in parts], axis=0)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-
-def renorm_layer(virtual_batch_size=None, batch_size=None, **options):
-    """A renorm layer, over microbatches of `virtual_batch_size` when given."""
-    if virtual_batch_size is None:
-        return bnkeras.BatchRenormalization(**options)
-    if renorm_has_virtual_batches():
-        return bnkeras.BatchRenormalization(virtual_batch_size=virtual_batch_size, **options)
-    return MicrobatchRenorm(virtual_batch_size, batch_size // virtual_batch_size, **options)
-
-
 def apply_norm(x, norm, norm_options=None):
     """`x` through the norm layer `norm` (functional API)."""
     options = dict(norm_options or {})
@@ -111,7 +53,7 @@ def apply_norm(x, norm, norm_options=None):
     if norm == "ghost":
         return bnkeras.GhostBatchNormalization(options["virtual_batch_size"])(x)
     if norm == "renorm":
-        return renorm_layer(**options)(x)
+        return bnkeras.BatchRenormalization(**options)(x)
     if norm == "noisy-bn":
         x = bnkeras.BatchNormalization()(x)
         return NoisyAffine(options.get("noise", 0.5), seed=options.get("seed"))(x)

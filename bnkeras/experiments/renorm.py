@@ -6,7 +6,10 @@ batch renorm on the same microbatches vs BN on the whole batch of 32.
 (b) Non-i.i.d. batches, each drawn from two classes: BN vs batch renorm. All
 are evaluated with their moving statistics (plain inference). The VGG-like CNN
 trains on bnkeras_shapes; renorm uses constant clips rmax, dmax from step 0
-(the paper's warm-up is defined over tens of thousands of steps).
+(the paper's warm-up is defined over tens of thousands of steps). Both renorm
+arms run again with `renorm_bias_correction=True`, whose renorm statistics are
+averages of the batches seen from step 1 instead of moving away from their
+initial values 0 and 1 over the first hundreds of steps.
 """
 
 import keras
@@ -21,13 +24,15 @@ CLAIM = (
     "inference statistics disagree and renorm trains a markedly better model."
 )
 FIGURES = ("renorm.png",)
-# name -> (norm, virtual batch size or None, non-i.i.d. batches)
+# name -> (norm, virtual batch size or None, non-i.i.d. batches, bias-corrected start-up)
 ARMS = {
-    "bn_full": ("bn", None, False),
-    "bn_micro": ("ghost", "micro", False),
-    "renorm_micro": ("renorm", "micro", False),
-    "bn_noniid": ("bn", None, True),
-    "renorm_noniid": ("renorm", None, True),
+    "bn_full": ("bn", None, False, False),
+    "bn_micro": ("ghost", "micro", False, False),
+    "renorm_micro": ("renorm", "micro", False, False),
+    "renorm_micro_startup": ("renorm", "micro", False, True),
+    "bn_noniid": ("bn", None, True, False),
+    "renorm_noniid": ("renorm", None, True, False),
+    "renorm_noniid_startup": ("renorm", None, True, True),
 }
 COMPARISONS = (
     ("microbatches: renorm - BN (test accuracy)", "accuracy_renorm_micro", "accuracy_bn_micro", +1),
@@ -38,11 +43,19 @@ COMPARISONS = (
         +1,
     ),
     ("BN on the whole batch - BN on microbatches", "accuracy_bn_full", "accuracy_bn_micro", +1),
+    (
+        "microbatches: renorm with bias-corrected start-up - plain renorm",
+        "accuracy_renorm_micro_startup",
+        "accuracy_renorm_micro",
+        +1,
+    ),
+    (
+        "non-i.i.d. batches: renorm with bias-corrected start-up - plain renorm",
+        "accuracy_renorm_noniid_startup",
+        "accuracy_renorm_noniid",
+        +1,
+    ),
 )
-# HOOK: when BatchRenormalization gains a documented start-up option for its
-# renorm statistics (bias-corrected averages or initialisation from the first
-# batches), add arms "renorm_micro_startup" / "renorm_noniid_startup" here with
-# that option in `_norm_options`, and a comparison against the plain arms.
 
 
 DEFAULT = {
@@ -62,41 +75,41 @@ QUICK = {"train": 256, "test": 128, "steps": 12, "batch_size": 8, "widths": [8]}
 
 
 def setup_text(s):
-    microbatches = (
-        "BatchRenormalization(virtual_batch_size)"
-        if models.renorm_has_virtual_batches()
-        else "one BatchRenormalization applied to each microbatch in turn"
-    )
     return (
         data.describe_shapes_vgg(s) + f", SGD lr {s['lr']} momentum {s['momentum']}, batch "
         f"{s['batch_size']}, {s['steps']} steps; renorm rmax {s['rmax']}, dmax {s['dmax']}, "
-        f"renorm momentum {s['renorm_momentum']} from step 0. (a) microbatches of "
-        f"{s['microbatch']}: GhostBatchNormalization vs renorm ({microbatches}) vs BN at "
+        f"renorm momentum {s['renorm_momentum']} from step 0, each arm also with "
+        "renorm_bias_correction=True (start-up). (a) microbatches of "
+        f"{s['microbatch']}: GhostBatchNormalization vs "
+        "BatchRenormalization(virtual_batch_size) vs BN at "
         f"{s['batch_size']}; (b) each batch from 2 classes: BN vs renorm."
     )
 
 
-def _norm_options(s, norm, micro):
+def _norm_options(s, norm, micro, startup):
     options = {}
     if micro:
         options["virtual_batch_size"] = s["microbatch"]
     if norm == "renorm":
-        options.update(rmax=s["rmax"], dmax=s["dmax"], renorm_momentum=s["renorm_momentum"])
-        if micro:
-            options["batch_size"] = s["batch_size"]
+        options.update(
+            rmax=s["rmax"],
+            dmax=s["dmax"],
+            renorm_momentum=s["renorm_momentum"],
+            renorm_bias_correction=startup,
+        )
     return options
 
 
 def run_seed(seed, s):
     shapes = data.shapes(s["train"], s["test"])
     metrics, curves = {}, {}
-    for name, (norm, micro, non_iid) in ARMS.items():
+    for name, (norm, micro, non_iid, startup) in ARMS.items():
         keras.utils.set_random_seed(seed)
         model = models.vgg(
             shapes.x_train.shape[1:],
             shapes.num_classes,
             norm,
-            _norm_options(s, norm, micro),
+            _norm_options(s, norm, micro, startup),
             widths=s["widths"],
         )
         rng = np.random.default_rng(seed)
@@ -124,16 +137,16 @@ def result_text(record):
         f"{m['accuracy_bn_micro']:.3f}, renorm on microbatches {m['accuracy_renorm_micro']:.3f}"
         + ("" if closed is None else f" (closes {closed:.0%} of the gap)")
         + f"; (b) non-i.i.d. batches: BN {m['accuracy_bn_noniid']:.3f} vs renorm "
-        f"{m['accuracy_renorm_noniid']:.3f}."
+        f"{m['accuracy_renorm_noniid']:.3f}; bias-corrected renorm start-up: "
+        f"{m['accuracy_renorm_micro_startup']:.3f} (a), {m['accuracy_renorm_noniid_startup']:.3f} (b)."
     )
 
 
 def plot(record, workdir):
-    fig, (ax,) = report.figure(1, width=6.0)
-    colours = ["C0", "C1", "C2", "C1", "C2"]
-    report.accuracy_bars(ax, record, list(ARMS), [0, 1, 2, 3.5, 4.5], colours)
-    ax.set(
-        ylabel="test accuracy (moving statistics)",
-        title="(a) microbatches          (b) non-i.i.d. batches",
-    )
+    fig, (ax,) = report.figure(1, width=7.5)
+    colours = ["C0", "C1", "C2", "C3", "C1", "C2", "C3"]
+    report.accuracy_bars(ax, record, list(ARMS), [0, 1, 2, 3, 4.5, 5.5, 6.5], colours)
+    ax.set_ylabel("test accuracy (moving statistics)")
+    for centre, label in ((1.5, "(a) microbatches"), (5.5, "(b) non-i.i.d. batches")):
+        ax.text(centre, 1.02, label, transform=ax.get_xaxis_transform(), ha="center")
     return [report.save_figure(fig, workdir, FIGURES[0])]
