@@ -22,7 +22,6 @@ matching mixed policy.
 import argparse
 import os
 import platform
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,6 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import bnkeras  # noqa: E402
+from bnkeras._timing import interleaved_times  # noqa: E402
 
 try:
     import tf_keras
@@ -132,23 +132,15 @@ def measure(shape, repeats, axis=-1, only="", xla=True):
             layer.build(shape)
         steps[name] = make_steps(layer, shape, dynamic, jit_compile)
     results = {}
-    order = np.random.default_rng(0)
     # Inference calls are short, so they get more rounds; every round runs the
     # candidates in a new random order, so no one always follows the same neighbour.
-    for phase, index, args, rounds in (
-        ("train", 0, (x, dy), repeats),
-        ("infer", 1, (x,), 3 * repeats),
+    for seed, (phase, index, args, rounds) in enumerate(
+        (("train", 0, (x, dy), repeats), ("infer", 1, (x,), 3 * repeats))
     ):
-        times = {name: [] for name in steps}
-        for fns in steps.values():  # warm up: trace and run twice
-            for _ in range(2):
-                _block(fns[index](*args))
-        names = list(steps)
-        for _ in range(rounds):
-            for name in order.permutation(names):
-                start = time.perf_counter()
-                _block(steps[name][index](*args))
-                times[name].append(time.perf_counter() - start)
+        calls = {
+            name: (lambda fn=fns[index], a=args: _block(fn(*a))) for name, fns in steps.items()
+        }
+        times = interleaved_times(calls, rounds, warmup=2, seed=seed)
         results[phase] = {name: float(np.median(t)) * 1e3 for name, t in times.items()}
     return results
 
