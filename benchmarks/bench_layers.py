@@ -4,8 +4,8 @@ Every candidate runs side by side in this one process, interleaved (one call of
 each per round, in a fresh random order every round; inference gets 3x the
 rounds), and the table shows medians and each one's ratio to the raw fused kernel
 (`tf.raw_ops.FusedBatchNormV3`, the floor). A training step is
-forward + backward: the gradients with respect to the input, gamma and beta, fed
-the output gradient directly, so no loss computation is timed. Rows for tf.keras
+forward + backward: the output and the gradients with respect to the input, gamma
+and beta, fed the output gradient directly, so no loss computation is timed. Rows for tf.keras
 appear when the `tf-keras` package is installed.
 
 Rows marked `[XLA]` run the same step under `tf.function(jit_compile=True)`; their
@@ -111,11 +111,14 @@ def make_steps(layer, shape, dynamic, jit_compile):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x, training=True)
-        return tape.gradient(y, [x, *layer.trainable_weights], output_gradients=dy)
+        grads = tape.gradient(y, [x, *layer.trainable_weights], output_gradients=dy)
+        # The output is returned too (a slice of it): without it, graph pruning drops
+        # whatever part of the forward pass the gradients do not need.
+        return [y[:1, :1], *grads]
 
     @tf.function(input_signature=[spec], jit_compile=jit_compile)
     def infer(x):
-        return layer(x, training=False)
+        return layer(x, training=False)[:1, :1]
 
     return train, infer
 
@@ -146,6 +149,8 @@ def measure(shape, repeats, axis=-1, only="", xla=True):
 
 
 def _block(result):
+    # Waits for the step by fetching a small result: `.numpy()` of a whole activation
+    # would add a copy of it to every timed call (and pull every ratio towards 1).
     first = result[0] if isinstance(result, (list, tuple)) else result
     first.numpy()
 

@@ -234,14 +234,14 @@ class BatchNormBase(keras.layers.Layer):
 
     def _fused_training_outputs(self, inputs):
         """Training on the fused kernel (None: take the general path instead)."""
-        gamma, beta = self._gamma_beta(tf.float32)
-        if self._affine_uses_batch_moments:
-            # r and d of renorm need the batch statistics before the fused call.
-            mean, variance = _fused.moments(inputs, self.epsilon)
-            gamma, beta = self._training_affine(mean, variance, gamma, beta)
-        outputs, mean, variance = _fused.train(
-            inputs, *self._fused_scale_offset(gamma, beta), self.epsilon
-        )
+        scale, offset = self._fused_scale_offset(*self._gamma_beta(tf.float32))
+        correction = None if self._recalibrating else self._batch_correction()
+        if correction is None:
+            outputs, mean, variance = _fused.train(inputs, scale, offset, self.epsilon)
+        else:
+            outputs, mean, variance = _fused.train_corrected(
+                inputs, scale, offset, self.epsilon, correction
+            )
         self._update_moving_statistics(mean, variance)
         return outputs
 
@@ -257,8 +257,14 @@ class BatchNormBase(keras.layers.Layer):
             mean, variance = weighted_moments(x, mask_weights(mask, x), axes, ctx)
         return Moments(mean, variance, tf.reshape(mean, [-1]), tf.reshape(variance, [-1]))
 
-    # True when `_training_affine` depends on the batch statistics (renorm).
-    _affine_uses_batch_moments = False
+    def _batch_correction(self):
+        """None, or renorm's `(batch mean, batch variance) -> (r, d)` for the fused path.
+
+        The returned function maps per-channel float32 statistics to the per-channel
+        correction of the normalized input, `x_hat * r + d`, without gradient; it
+        must read no variables (read them when building it).
+        """
+        return None
 
     def _training_affine(self, batch_mean, batch_variance, gamma, beta):
         """Scale and offset applied to the normalized input in training (renorm: r, d)."""

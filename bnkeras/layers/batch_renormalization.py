@@ -173,37 +173,44 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
             "renorm_step", (), "zeros", dtype="int64", aggregation="only_first_replica"
         )
 
-    _affine_uses_batch_moments = True
-
-    def _clip_value(self, bound, dtype):
+    def _clip_value(self, bound, dtype=tf.float32):
         if isinstance(bound, float):
             return tf.constant(bound, dtype)
         return tf.cast(bound(self.renorm_step), dtype)
 
-    def _correction(self, mean, variance, per_example=False):
-        """r and d (no gradient) of batch statistics against the renorm statistics.
+    def _batch_correction(self, per_example=False):
+        """(batch mean, batch variance) -> (r, d), no gradient, against the renorm
+        statistics read here (the function itself reads no variables).
 
-        `mean`, `variance` are per channel, or with `per_example` broadcast against
-        the input (each example's ghost batch's).
+        The statistics are per channel, or with `per_example` broadcast against the
+        input (each example's ghost batch's).
         """
-        dtype = mean.dtype
-        stddev = tf.sqrt(variance + self.epsilon)
-        renorm_mean = tf.cast(self.renorm_mean, dtype)
+        renorm_mean = tf.convert_to_tensor(self.renorm_mean)
         # Guard against a zero moving stddev early on (as Keras).
-        renorm_stddev = tf.maximum(tf.cast(self.renorm_stddev, dtype), self.epsilon**0.5)
+        renorm_stddev = tf.maximum(tf.convert_to_tensor(self.renorm_stddev), self.epsilon**0.5)
         if per_example:
             renorm_mean = self._to_broadcast(renorm_mean)
             renorm_stddev = self._to_broadcast(renorm_stddev)
-        rmax = self._clip_value(self.rmax, dtype)
-        dmax = self._clip_value(self.dmax, dtype)
-        r = tf.clip_by_value(stddev / renorm_stddev, 1.0 / rmax, rmax)
-        d = tf.clip_by_value((mean - renorm_mean) / renorm_stddev, -dmax, dmax)
-        if self.renorm_bias_correction:
-            # No batch averaged yet: the first step is plain BN.
-            first = tf.equal(self.renorm_step, 0)
-            r = tf.where(first, tf.ones_like(r), r)
-            d = tf.where(first, tf.zeros_like(d), d)
-        return tf.stop_gradient(r), tf.stop_gradient(d)
+        rmax, dmax = self._clip_value(self.rmax), self._clip_value(self.dmax)
+        # No batch averaged yet: with bias correction the first step is plain BN.
+        first = tf.equal(self.renorm_step, 0) if self.renorm_bias_correction else None
+
+        def correction(mean, variance):
+            dtype = mean.dtype
+            stddev = tf.sqrt(variance + self.epsilon)
+            moving_stddev = tf.cast(renorm_stddev, dtype)
+            r_max = tf.cast(rmax, dtype)
+            d_max = tf.cast(dmax, dtype)
+            r = tf.clip_by_value(stddev / moving_stddev, 1.0 / r_max, r_max)
+            d = tf.clip_by_value(
+                (mean - tf.cast(renorm_mean, dtype)) / moving_stddev, -d_max, d_max
+            )
+            if first is not None:
+                r = tf.where(first, tf.ones_like(r), r)
+                d = tf.where(first, tf.zeros_like(d), d)
+            return tf.stop_gradient(r), tf.stop_gradient(d)
+
+        return correction
 
     @staticmethod
     def _compose(r, d, gamma, beta):
@@ -216,7 +223,7 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
     def _training_affine(self, batch_mean, batch_variance, gamma, beta):
         if self._recalibrating:
             return gamma, beta
-        return self._compose(*self._correction(batch_mean, batch_variance), gamma, beta)
+        return self._compose(*self._batch_correction()(batch_mean, batch_variance), gamma, beta)
 
     def _training_outputs(self, x, inputs, mask):
         if self.virtual_batch_size is None:
@@ -228,7 +235,8 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
         if self._recalibrating:
             self._update_moving_statistics(moments.batch_mean, moments.batch_variance)
         else:
-            r, d = self._correction(moments.mean, moments.variance, per_example=True)
+            correction = self._batch_correction(per_example=True)
+            r, d = correction(moments.mean, moments.variance)
             gamma, beta = self._compose(r, d, gamma, beta)
             # Each example carries its ghost batch's stddev: the mean over examples
             # is the mean of the ghost batches' stddevs, weighted by their sizes.

@@ -49,7 +49,7 @@ def test_short_run_renormalizes(rng):
     assert float(layer._clip_value(layer.dmax, "float32")) == 5.0
     batch = tf.constant(harness.random_batch(rng, (8, 4), mean=12.0, std=6.0))
     mean, variance = tf.nn.moments(batch, [0])
-    r, d = layer._correction(mean, variance)
+    r, d = layer._batch_correction()(mean, variance)
     assert np.all(np.abs(np.asarray(r) - 1.0) > 0.05), r
     assert np.all(np.abs(np.asarray(d)) > 0.05), d
     plain = _with_weights(bnkeras.BatchNormalization(), layer, batch.shape)
