@@ -7,7 +7,8 @@ against conv -> BN of the original on the same input, so that a wrong fold shows
 even where a deep random model is too chaotic for the end-to-end comparison.
 
 A check passes where `|candidate - reference| <= atol + rtol * |reference|` for
-every element. By default `atol` scales with the output: `atol_scale` times its
+every element; its max relative error is taken over the elements larger than
+`atol` (near zero any rounding is a large relative error). By default `atol` scales with the output: `atol_scale` times its
 largest magnitude, and at least `NOISE_MULTIPLE` times the difference between the
 original model run eagerly and as a graph (what the model itself reproduces).
 Outputs after a final softmax (sigmoid) are compared as logits, recovered as the
@@ -18,6 +19,7 @@ model: such a check fails, saying why.
 """
 
 import dataclasses
+import gc
 
 import keras
 import numpy as np
@@ -296,9 +298,10 @@ def compare_output(name, reference, candidate, rtol, atol, across_batch=True):
         return OutputCheck(name, float("inf"), float("inf"), False, atol, note="non-finite values")
     diff = np.abs(candidate - reference)
     max_abs = float(diff.max(initial=0.0))
-    max_rel = float(
-        (diff / np.maximum(np.abs(reference), np.finfo(np.float32).tiny)).max(initial=0.0)
-    )
+    # Relative to the elements above atol: near a zero reference any rounding is a
+    # large relative error, and such elements are judged by atol alone.
+    significant = np.abs(reference) > atol
+    max_rel = float((diff[significant] / np.abs(reference[significant])).max(initial=0.0))
     note = _uninformative(reference, atol, across_batch)
     passed = bool(np.all(diff <= atol + rtol * np.abs(reference)))
     peak = float(np.abs(reference).max())
@@ -374,49 +377,64 @@ def verify(
         report.notes.append(
             "outputs after a final softmax/sigmoid are compared as logits (log-probabilities)"
         )
-    runners = []
+    runners = []  # (format, opener): each format is opened, checked and released in turn
     if folded is not None:
-        runners.append(("keras", lambda x: as_list(folded(x, training=False))))
+        runners.append(("keras", lambda: lambda x: as_list(folded(x, training=False))))
     if saved_model is not None:
-        runners.append(("saved_model", _Lazy(open_saved_model, saved_model)))
+        runners.append(("saved_model", lambda: open_saved_model(saved_model)))
     if onnx is not None:
-        runners.append(("onnx", _Lazy(open_onnx, onnx)))
+        runners.append(("onnx", lambda: open_onnx(onnx)))
     if litert is not None:
         from bnkeras.export.litert import litert_runner  # imports verify
 
-        runners.append(("litert", _Lazy(lambda path: litert_runner(model, path), litert)))
-    checks = {name: FormatCheck(name, []) for name, _ in runners}
-    for batch in input_batches(model, inputs):
-        raw = as_list(model(batch, training=False))
-        reference = [as_logits(r, a) for r, a in zip(raw, activations, strict=True)]
-        noise = _graph_noise(model, batch, reference, activations)
-        atols = [
-            _scaled_atol(r, n, atol, atol_scale, a)
-            for r, n, a in zip(reference, noise, activations, strict=True)
-        ]
-        for name, run in runners:
-            if checks[name].error:
-                continue
-            try:
-                outputs = run(batch)
-            except Exception as error:  # a format that cannot even run fails verification
-                checks[name].error = f"{type(error).__name__}: {error}"
-                continue
-            if len(outputs) != len(reference):
-                checks[name].error = f"{len(outputs)} outputs, expected {len(reference)}"
-                continue
-            for i, out in enumerate(outputs):
-                check = compare_output(
-                    names[i], reference[i], as_logits(out, activations[i]), rtol, atols[i]
-                )
-                check.inputs = _shape_text(batch)
-                checks[name].outputs.append(check)
+        runners.append(("litert", lambda: litert_runner(model, litert)))
+    batches = input_batches(model, inputs)
+    references = [_reference(model, batch, activations, atol, atol_scale) for batch in batches]
+    checks = {}
+    for name, open_format in runners:
+        checks[name] = _check_format(
+            name, open_format, batches, references, names, activations, rtol
+        )
+        gc.collect()  # the opened format (weights, session, interpreter) before the next
     report.checks = list(checks.values())
     layers_of = folded if folded is not None else folded_layers
     if fold_report is not None and layers_of is not None:
         report.layers = verify_layers(model, layers_of, fold_report, inputs, rtol, atol_scale)
     _judge_void_outputs(report)
     return report
+
+
+def _reference(model, batch, activations, atol, atol_scale):
+    """(reference outputs as logits, atol per output) of the original on `batch`."""
+    raw = as_list(model(batch, training=False))
+    reference = [as_logits(r, a) for r, a in zip(raw, activations, strict=True)]
+    noise = _graph_noise(model, batch, reference, activations)
+    atols = [
+        _scaled_atol(r, n, atol, atol_scale, a)
+        for r, n, a in zip(reference, noise, activations, strict=True)
+    ]
+    return reference, atols
+
+
+def _check_format(name, open_format, batches, references, names, activations, rtol):
+    """The `FormatCheck` of one format over every batch; the format is released after."""
+    check = FormatCheck(name, [])
+    try:
+        run = open_format()
+        for batch, (reference, atols) in zip(batches, references, strict=True):
+            outputs = run(batch)
+            if len(outputs) != len(reference):
+                check.error = f"{len(outputs)} outputs, expected {len(reference)}"
+                return check
+            for i, out in enumerate(outputs):
+                result = compare_output(
+                    names[i], reference[i], as_logits(out, activations[i]), rtol, atols[i]
+                )
+                result.inputs = _shape_text(batch)
+                check.outputs.append(result)
+    except Exception as error:  # a format that cannot even run fails verification
+        check.error = f"{type(error).__name__}: {error}"
+    return check
 
 
 def _judge_void_outputs(report):
@@ -521,18 +539,6 @@ def verify_layers(model, folded, fold_report, inputs, rtol, atol_scale):
 
 def _input_list(inputs):
     return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-
-
-class _Lazy:
-    """Opens a format on first use (inside the caller's error handling), then runs it."""
-
-    def __init__(self, open_format, path):
-        self.open_format, self.path, self.run = open_format, path, None
-
-    def __call__(self, inputs):
-        if self.run is None:
-            self.run = self.open_format(self.path)
-        return self.run(inputs)
 
 
 def open_saved_model(path):

@@ -9,6 +9,7 @@ from bnkeras.export.verify import (
     PIXEL_RANGE,
     UNKNOWN_SIZES,
     as_logits,
+    compare_output,
     compute_dtypes,
     random_inputs,
 )
@@ -173,3 +174,15 @@ def test_per_layer_mode_reaches_into_nested_models(rng):
     inner.bias.assign(inner.bias + 0.5)
     report = verify(model, x, folded=result.model, fold_report=result.report)
     assert [c.layer for c in report.layers if not c.passed] == ["fn_conv"]
+
+
+def test_max_rel_is_taken_over_the_elements_above_atol():
+    reference = np.array([[100.0, 1e-9, -50.0]])
+    candidate = reference + np.array([[1e-3, 1e-7, 0.0]])
+    check = compare_output("out", reference, candidate, rtol=1e-4, atol=1e-6, across_batch=False)
+    # 1e-7 on a 1e-9 reference is judged by atol alone; the relative error is 1e-3 / 100.
+    assert check.passed
+    assert check.max_rel == pytest.approx(1e-5)
+    assert check.max_abs == pytest.approx(1e-3)
+    broken = compare_output("out", reference, reference * 1.01, 1e-4, 1e-6, across_batch=False)
+    assert not broken.passed and broken.max_rel == pytest.approx(0.01)
