@@ -1,5 +1,13 @@
-"""The smallest member of each keras.applications family, untrained with random BN
-statistics, through fold, per-layer and end-to-end verification and every format.
+"""Every keras.applications family, untrained with random BN statistics, through
+fold, per-layer and end-to-end verification and every format.
+
+Each family is built by its own keras.applications builder (keras.src, pinned by
+the `keras<3.16` requirement) at a reduced depth where the builder takes one:
+every block and cell type of the family is there (e.g. ResNet's convolution and
+identity blocks, NASNet's normal and reduction cells), at a fraction of the
+conversion time. Families without a depth argument (Inception, Xception,
+MobileNet V1/V2/V3, VGG) use their smallest public member. The full-size members
+of all 40 applications are exported by `benchmarks/export_zoo.py`.
 
 Run with `-s` to see one line per model (BN count, folded, error per format, time).
 """
@@ -10,28 +18,65 @@ import time
 import keras
 import numpy as np
 import pytest
+from keras.src.applications import convnext, densenet, efficientnet, efficientnet_v2, nasnet
+from keras.src.applications import resnet as resnet_v1
 
 from bnkeras.export import fold_batchnorm, verify
 from bnkeras.export.verify import random_inputs
 from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
 from tests.export.test_fold import randomize
 
-# (application, input size, extra arguments): each family's smallest member at
-# (close to) its smallest input size.
+
+def _resnet(preact):
+    """ResNet50 (v1) / ResNet50V2 with 2 blocks a stage (a projection and an identity block)."""
+    stack = resnet_v1.stack_residual_blocks_v2 if preact else resnet_v1.stack_residual_blocks_v1
+    strides = (2, 2, 2, 1) if preact else (1, 2, 2, 2)  # as ResNet50V2 / ResNet50
+
+    def stack_fn(x):
+        for stage, (filters, stride) in enumerate(zip((64, 128, 256, 512), strides, strict=True)):
+            x = stack(x, filters, 2, stride1=stride, name=f"conv{stage + 2}")
+        return x
+
+    return lambda **kw: resnet_v1.ResNet(stack_fn, preact, True, name="resnet", **kw)
+
+
+def _application(name, **extra):
+    return lambda **kw: getattr(keras.applications, name)(**extra, **kw)
+
+
+# (family, builder, input size): each family's own builder.
 ZOO = [
-    ("ResNet50", 32, {}),
-    ("ResNet50V2", 32, {}),
-    ("InceptionV3", 75, {}),
-    ("Xception", 71, {}),
-    ("MobileNet", 32, {"alpha": 0.25}),
-    ("MobileNetV2", 32, {"alpha": 0.35}),
-    ("MobileNetV3Small", 32, {"alpha": 0.75, "minimalistic": True}),
-    ("DenseNet121", 32, {}),
-    ("NASNetMobile", 32, {}),
-    ("EfficientNetB0", 32, {}),
-    ("EfficientNetV2B0", 32, {}),
-    ("ConvNeXtTiny", 32, {}),
-    ("VGG16", 32, {}),
+    ("ResNet", _resnet(preact=False), 32),
+    ("ResNetV2", _resnet(preact=True), 32),
+    ("InceptionV3", _application("InceptionV3"), 75),
+    ("Xception", _application("Xception"), 71),
+    ("MobileNet", _application("MobileNet", alpha=0.25), 32),
+    ("MobileNetV2", _application("MobileNetV2", alpha=0.35), 32),
+    ("MobileNetV3Small", _application("MobileNetV3Small", alpha=0.75, minimalistic=True), 32),
+    ("DenseNet", lambda **kw: densenet.DenseNet([2, 2, 2, 2], **kw), 32),
+    (
+        "NASNet",
+        lambda **kw: nasnet.NASNet(
+            penultimate_filters=192, num_blocks=1, stem_block_filters=32, skip_reduction=False, **kw
+        ),
+        32,
+    ),
+    (
+        "EfficientNet",
+        lambda **kw: efficientnet.EfficientNet(0.5, 0.1, 32, name="efficientnet", **kw),
+        32,
+    ),
+    (
+        "EfficientNetV2",
+        lambda **kw: efficientnet_v2.EfficientNetV2(0.5, 0.1, 32, name="efficientnetv2-b0", **kw),
+        32,
+    ),
+    (
+        "ConvNeXt",
+        lambda **kw: convnext.ConvNeXt([1, 1, 2, 1], [32, 64, 96, 128], name="convnext", **kw),
+        32,
+    ),
+    ("VGG16", _application("VGG16", include_top=False, pooling="avg"), 32),
 ]
 _LINEAR = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
@@ -51,14 +96,13 @@ def _bn_after_linear(model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,size,kwargs", ZOO, ids=[z[0] for z in ZOO])
-def test_application_folds_and_exports(name, size, kwargs, tmp_path):
+@pytest.mark.parametrize("name,build,size", ZOO, ids=[z[0] for z in ZOO])
+def test_application_folds_and_exports(name, build, size, tmp_path):
     started = time.perf_counter()
     keras.backend.clear_session()
     gc.collect()
-    model = getattr(keras.applications, name)(
-        input_shape=(size, size, 3), weights=None, classes=10, **kwargs
-    )
+    kwargs = {} if name == "VGG16" else {"classes": 10}
+    model = build(input_shape=(size, size, 3), weights=None, **kwargs)
     randomize(model, np.random.default_rng(0))
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
 
