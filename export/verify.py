@@ -340,6 +340,7 @@ def verify(
     saved_model=None,
     onnx=None,
     litert=None,
+    openvino=None,
     rtol=None,
     atol=None,
     fold_report=None,
@@ -357,6 +358,8 @@ def verify(
         onnx: Optional path of an ONNX file, run in onnxruntime on the CPU.
         litert: Optional path of a LiteRT (`.tflite`) file, run in the LiteRT
             interpreter.
+        openvino: Optional path of an OpenVINO IR (`.xml`) file, run in OpenVINO
+            Runtime on the CPU.
         rtol, atol: Tolerances; by default `TOLERANCES` for the lowest precision
             any layer computes in, with `atol` scaled per output (module docstring).
             A given `atol` is absolute (still raised to the graph noise).
@@ -388,6 +391,10 @@ def verify(
         from bnkeras.export.litert import litert_runner  # imports verify
 
         runners.append(("litert", lambda: litert_runner(model, litert)))
+    if openvino is not None:
+        from bnkeras.export.openvino import openvino_runner  # imports verify
+
+        runners.append(("openvino", lambda: openvino_runner(openvino)))
     batches = input_batches(model, inputs)
     references = [_reference(model, batch, activations, atol, atol_scale) for batch in batches]
     checks = {}

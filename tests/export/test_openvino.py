@@ -1,0 +1,51 @@
+"""The OpenVINO format: written through Keras's exporter, run in OpenVINO Runtime."""
+
+import keras
+import numpy as np
+import pytest
+
+from bnkeras.export import fold_batchnorm, verify
+from bnkeras.export.openvino import openvino_runner, write_openvino
+from tests import harness
+from tests.export.test_fold import randomize
+from tests.export.test_onnx import _grouped_conv_model, _normalization_model
+
+pytest.importorskip("openvino")
+
+
+def _folded_model(rng):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, use_bias=False)(x))
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.BatchNormalization()(keras.layers.DepthwiseConv2D(3, padding="same")(x))
+    model = keras.Model(inputs, keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(x)))
+    randomize(model, rng)
+    return model
+
+
+def test_folded_model_verifies_at_two_sizes_and_a_wrong_one_fails(tmp_path, rng):
+    model = _folded_model(rng)
+    result = fold_batchnorm(model)
+    path = tmp_path / "model.xml"
+    write_openvino(result.model, path)
+    assert path.is_file() and path.with_suffix(".bin").is_file()
+    x = rng.uniform(0, 255, (4, 12, 12, 3)).astype("float32")
+    report = verify(model, x, openvino=path)
+    assert report.passed, report
+    (check,) = report.checks
+    assert check.format == "openvino" and len(check.outputs) == 2  # run-time size: two sizes
+    assert all(o.max_abs < 1e-4 for o in check.outputs)
+    # The check can fail: the IR of a model with other weights does not verify.
+    other = _folded_model(np.random.default_rng(99))
+    write_openvino(other, tmp_path / "other.xml")
+    assert not verify(model, x, openvino=tmp_path / "other.xml").passed
+
+
+@pytest.mark.parametrize("build", [_normalization_model, _grouped_conv_model])
+def test_preprocessing_and_grouped_convs_convert(build, tmp_path, rng):
+    model = build()
+    write_openvino(model, tmp_path / "model.xml")
+    x = harness.random_batch(rng, (3, *model.inputs[0].shape[1:]))
+    (got,) = openvino_runner(tmp_path / "model.xml")(x)
+    np.testing.assert_allclose(got, model(x), atol=1e-5, rtol=1e-5)
