@@ -104,7 +104,7 @@ def main():
         path = Path(tmp) / "resnet50.keras"
         model.save(path)
         start = time.perf_counter()
-        result = export_model(path, Path(tmp) / "export", batch_size=8, log=lambda *_: None)
+        result = export_model(path, Path(tmp) / "export", batch_size=8)
         seconds = time.perf_counter() - start
     print(
         f"`bnkeras export` of ResNet50 (load, fold, .keras + SavedModel + ONNX, verify each): "

@@ -6,7 +6,9 @@ import sys
 
 __version__ = "0.1.0"
 
-# public name -> the module defining it; imported on first attribute access.
+# public name -> the module defining it; imported on first attribute access. The layers are
+# the names of bnkeras.layers.__all__, listed again here because importing bnkeras.layers
+# imports TensorFlow (tests/test_packaging.py checks that the two lists agree).
 _PUBLIC = {
     "BatchNormalization": "bnkeras.layers",
     "BatchRenormalization": "bnkeras.layers",

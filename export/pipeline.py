@@ -161,7 +161,6 @@ def export_model(
     int8=False,
     int8_max_drop=1.0,
     calibration_batches=16,
-    log=print,
 ):
     """Folds the model of `source`, writes each format into `out_dir` and verifies it.
 
@@ -178,6 +177,9 @@ def export_model(
     fails when its top-1 accuracy on the run's evaluation set is more than
     `int8_max_drop` points below the float LiteRT model's (without a run's data:
     when more than `int8_max_drop` percent of top-1 predictions change).
+
+    The verification inputs, the fold report, the verification and timing results
+    are logged at INFO level through `logging.getLogger(__name__)`.
     """
     started = time.perf_counter()
     formats = check_formats(formats)
@@ -192,20 +194,20 @@ def export_model(
     model, workdir = load_source(source)
     if int8:
         check_classifier(model)
-    inputs, input_kind = _verification_inputs(model, workdir, inputs, batch_size, log)
-    result = _fold(model, log)
+    inputs, input_kind = _verification_inputs(model, workdir, inputs, batch_size)
+    result = _fold(model)
     with _disk_errors(out_dir), outdir.partial_dir(out) as partial:
         paths, failures = _write_formats(result.model, formats, partial, opset)
         outdir._pause("after_write")
         report = _verify(model, inputs, paths, failures, rtol, atol, result)
-        log(str(report))
+        logger.info(str(report))
         quantized = None
         if int8 and "litert" in paths:
             data = _int8_data(workdir, batch_size, calibration_batches, inputs)
             quantized = _export_int8(model, result.model, paths["litert"], data, int8_max_drop)
-            log(quantized["line"])
+            logger.info(quantized["line"])
         latency = measure_latency(model, result.model, inputs)
-        log(latency.pop("line"))
+        logger.info(latency.pop("line"))
         summary = {
             outdir.EXPORT_FIELD: outdir.EXPORT_VERSION,
             "source": str(source),
@@ -227,15 +229,17 @@ def export_model(
     return ExportResult(Path(out_dir), summary)
 
 
-def _fold(model, log):
+def _fold(model):
     try:
         result = fold_batchnorm(model)
     except FoldError as error:
         raise ExportError(str(error)) from None
     if result.report.bn_before == 0:
-        log("nothing to fold: the model has no BN layers; exporting and verifying it as it is")
+        logger.info(
+            "nothing to fold: the model has no BN layers; exporting and verifying it as it is"
+        )
     else:
-        log(str(result.report))
+        logger.info(str(result.report))
     return result
 
 
@@ -302,7 +306,7 @@ def _verify(model, inputs, paths, failures, rtol, atol, result):
     return report
 
 
-def _verification_inputs(model, workdir, inputs, batch_size, log):
+def _verification_inputs(model, workdir, inputs, batch_size):
     """(batch, description) for verification, saying on screen which inputs are used."""
     if inputs is not None:
         return inputs, "given inputs"
@@ -312,12 +316,14 @@ def _verification_inputs(model, workdir, inputs, batch_size, log):
             from bnkeras.training.workdir import verification_batch
 
             batch = verification_batch(workdir, batch_size)
-            log(f"verification inputs: a batch of {batch_size} from the run's evaluation data")
+            logger.info(
+                f"verification inputs: a batch of {batch_size} from the run's evaluation data"
+            )
             return batch, "dataset batch"
         except _DATA_ERRORS as error:
             reason = f"the run's data could not be read ({type(error).__name__}: {error})"
             reason = reason.splitlines()[0]
-    log(f"verification inputs: random normal inputs, batch {batch_size}, because {reason}")
+    logger.info(f"verification inputs: random normal inputs, batch {batch_size}, because {reason}")
     return random_inputs(model, batch_size), f"random inputs ({reason})"
 
 

@@ -1,4 +1,4 @@
-"""Installing bnkeras must never replace a user's TensorFlow build."""
+"""Installing bnkeras must never replace a user's TensorFlow build; its public names."""
 
 import importlib.metadata
 import subprocess
@@ -33,3 +33,18 @@ def test_missing_tensorflow_names_the_extras():
     )
     assert result.returncode != 0
     assert "bnkeras[cpu]" in result.stderr and "bnkeras[gpu]" in result.stderr
+
+
+def test_the_package_names_every_public_layer():
+    """`bnkeras` lists its layers without importing TensorFlow: the names and objects
+    of `bnkeras.layers.__all__`, no more and no fewer."""
+    import bnkeras
+    import bnkeras.layers
+
+    from_layers = {name for name, module in bnkeras._PUBLIC.items() if module == "bnkeras.layers"}
+    assert from_layers == set(bnkeras.layers.__all__)
+    assert set(bnkeras.layers.__all__) <= set(bnkeras.__all__) <= set(dir(bnkeras))
+    for name in bnkeras.layers.__all__:
+        assert getattr(bnkeras, name) is getattr(bnkeras.layers, name), name
+    for name in bnkeras.__all__:
+        assert getattr(bnkeras, name) is not None, name

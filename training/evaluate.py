@@ -67,7 +67,6 @@ def evaluate(
     batch_size=None,
     image_size=None,
     json_path=None,
-    log=print,
 ):
     """Evaluates a training work directory or a `.keras` classifier.
 

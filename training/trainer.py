@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
 import random
@@ -24,6 +25,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -41,6 +43,8 @@ from bnkeras.training.metrics import top5_metrics
 from bnkeras.training.models import build_model
 from bnkeras.training.progress import fit_progress
 from bnkeras.training.schedules import make_schedule
+
+logger = logging.getLogger(__name__)
 
 LOG_FIELDS = ("epoch", "lr", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 # Keys of the optimizer and the loss that may change when a run resumes (recorded in
@@ -105,10 +109,10 @@ def _current_lr(optimizer):
 class EpochEnd(keras.callbacks.Callback):
     """Per epoch: the log.csv row, a one-line summary, the NaN check and the checkpoint."""
 
-    def __init__(self, workdir, checkpoint_root, config, state, log, write):
+    def __init__(self, workdir, checkpoint_root, config, state, write):
         super().__init__()
         self.workdir, self.checkpoint_root = workdir, checkpoint_root
-        self.config, self.state, self.log, self.write = config, state, log, write
+        self.config, self.state, self.write = config, state, write
         self.nan_epoch = None
         self.epoch = None  # 0-based, the epoch in progress
         self._start = None
@@ -145,7 +149,7 @@ class EpochEnd(keras.callbacks.Callback):
             self.state,
         )
         total = self.config["train"]["epochs"]
-        self.log(
+        logger.info(
             f"epoch {done}/{total}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}, "
             f"val_loss {row['val_loss']:.4f}, val_accuracy {row['val_accuracy']:.4f}, "
             f"lr {row['lr']:.4g}, {seconds:.1f} s"
@@ -384,7 +388,7 @@ class _Run:
         return state["epoch"] if state else 0
 
 
-def _plan(run, overwrite, log):
+def _plan(run, overwrite):
     """Decides whether the run resumes (and from which checkpoint) before anything is written."""
     if not run.chief:  # other workers resume from the chief's checkpoints
         run.state = checkpoints.read_state(run.workdir)
@@ -395,7 +399,7 @@ def _plan(run, overwrite, log):
     run.state, note = run_dir.resume_state(run.workdir, old)
     if note:
         run.recovered = True
-        log(f"warning: {note}")
+        warnings.warn(note, UserWarning, stacklevel=2)
     read_log(run.workdir)  # a damaged log.csv is reported before any work
     changes = differences(old, run.config) if old else []
     refused = [c for c in changes if c[0] not in (*RESUMABLE_CHANGES, *OPTIMIZER_CHANGES)]
@@ -429,7 +433,7 @@ def _load_checkpoint(model, path):
         ) from None
 
 
-def _setup(run, log):
+def _setup(run):
     """Data, model and optimizer (restored from the checkpoint when resuming)."""
     config, epochs = run.config, run.config["train"]["epochs"]
     run.data = load_data(
@@ -443,7 +447,7 @@ def _setup(run, log):
     run.train_ds = run.data.train.with_options(options)
     run.eval_ds = run.data.eval.with_options(options)
     size = config["data"]["image_size"]
-    log(
+    logger.info(
         f"data: {run.data.description}; model: {config['model']['name']} with norm "
         f"{config['norm']['name']}; {run.strategy.num_replicas_in_sync} replica(s)"
     )
@@ -462,17 +466,17 @@ def _setup(run, log):
     _multiworker_workarounds(run.model, run.strategy, run.data.eval)
 
 
-def _start(run, overwrite, log):
+def _start(run, overwrite):
     """Everything set up: now the run's files are written (a refused run leaves none)."""
     checkpoint_root = run.workdir
     if not run.chief:
         # All workers take part in saving under tf.distribute; the others save to scratch.
         checkpoint_root = run.workdir / f".worker-{run.strategy.cluster_resolver.task_id}"
-    run.callback = EpochEnd(run.workdir, checkpoint_root, run.config, run.state, log, run.chief)
+    run.callback = EpochEnd(run.workdir, checkpoint_root, run.config, run.state, run.chief)
     if not run.chief:
         return
     if overwrite and run_dir.is_run(run.workdir):
-        log(f"--overwrite: deleting the previous run in {run.workdir}")
+        logger.info(f"--overwrite: deleting the previous run in {run.workdir}")
         run_dir.clear(run.workdir)
     run_dir.remove_temporary(run.workdir)
     header = ""
@@ -481,7 +485,7 @@ def _start(run, overwrite, log):
             record = {"epoch": run.initial_epoch, "changes": {k: [a, b] for k, a, b in run.changes}}
             run.state["resumed"] = [*run.state.get("resumed", []), record]
             listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in run.changes)
-            log(
+            logger.info(
                 f"resuming from epoch {run.initial_epoch} with changed optimizer settings: {listed}"
             )
         if run.changes or run.recovered:
@@ -495,13 +499,13 @@ def _start(run, overwrite, log):
     atomic_write_text(run.workdir / run_dir.CONFIG, header + dump(run.config))
     _truncate_log(run.workdir, run.initial_epoch)
     if run.initial_epoch:
-        log(f"resuming from epoch {run.initial_epoch} (checkpoint {run.state['last']})")
+        logger.info(f"resuming from epoch {run.initial_epoch} (checkpoint {run.state['last']})")
 
 
-def _fit(run, progress, log):
+def _fit(run, progress):
     epochs, model = run.config["train"]["epochs"], run.model
     if run.initial_epoch >= epochs:
-        log(
+        logger.info(
             f"the run already has {run.initial_epoch} epochs (asked for {epochs}): nothing to train"
         )
         if run.config["train"]["ema"] > 0:  # the checkpoint holds the raw weights and their EMA
@@ -544,7 +548,7 @@ def _fit(run, progress, log):
         raise TrainingError(nan_message(run.callback.nan_epoch, run.callback.state, run.workdir))
 
 
-def _finalize(run, started, log):
+def _finalize(run, started):
     """Precise BN, the final evaluation, model.keras and metrics.json."""
     config, model, workdir = run.config, run.model, run.workdir
     precise = config["train"]["precise_bn_batches"]
@@ -553,7 +557,9 @@ def _finalize(run, started, log):
         batches = run.data.train_batches(precise, first_epoch=config["train"]["epochs"])
         with read_errors(run.data):
             used = recalibrate_batchnorm(model, batches, precise)
-        log(f"precise BN: moving statistics recomputed as averages over {used} training batches")
+        logger.info(
+            f"precise BN: moving statistics recomputed as averages over {used} training batches"
+        )
     with read_errors(run.data):
         results = model.evaluate(run.eval_ds, return_dict=True, verbose=0)
     state = run.callback.state or run.state
@@ -575,12 +581,12 @@ def _finalize(run, started, log):
         plot_curves(workdir, read_log(workdir), metrics["top1"], metrics["best_epoch"])
     else:
         shutil.rmtree(run.callback.checkpoint_root, ignore_errors=True)
-    _log_final(metrics, workdir, log)
+    _log_final(metrics, workdir)
     return metrics
 
 
-def _log_final(metrics, workdir, log):
-    log(
+def _log_final(metrics, workdir):
+    logger.info(
         f"final: loss {metrics['loss']:.4f}, top-1 {metrics['top1']:.4f}"
         + (f", top-5 {metrics['top5']:.4f}" if metrics["top5"] is not None else "")
         + f" after {metrics['epochs_completed']} epochs; run in {workdir}"
@@ -605,7 +611,7 @@ def _interrupted(run):
     return "interrupted before an epoch was saved; rerun the same command to start again"
 
 
-def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=None):
+def train_and_evaluate(config, workdir, *, overwrite=False, progress=None):
     """Trains or resumes the run of `config` in `workdir`; returns the final metrics.
 
     Raises TrainingError (with a message naming the problem and the fix) for bad
@@ -614,6 +620,11 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
     same kind of message. Ctrl-C raises `TrainingInterrupted` (a KeyboardInterrupt)
     whose message says from which epoch a rerun resumes. The work directory is
     locked for the call; a second call on it fails at once, naming the holder's PID.
+
+    Progress (data, resume, a line per epoch, the final metrics) is logged at INFO
+    level through `logging.getLogger(__name__)`; resuming from another checkpoint
+    than the last one (it was damaged) is a `UserWarning`. `progress` chooses the
+    progress inside an epoch (`bnkeras.training.progress.fit_progress`).
     """
     started = time.perf_counter()
     strategy = make_strategy(config["train"]["strategy"])
@@ -623,23 +634,23 @@ def train_and_evaluate(config, workdir, *, overwrite=False, log=print, progress=
         if run.chief:
             run_dir.check_owned(run.workdir)
             stack.enter_context(run_dir.lock(run.workdir))
-        _plan(run, overwrite, log)
+        _plan(run, overwrite)
         finished = _finished_metrics(run, overwrite)
         if finished is not None:
             if run.chief:
                 _truncate_log(run.workdir, run.initial_epoch)  # rows of a killed longer rerun
-            log(
+            logger.info(
                 f"the run already has {run.initial_epoch} epochs (asked for "
                 f"{config['train']['epochs']}): nothing to train; its model and metrics are kept"
             )
-            _log_final(finished, run.workdir, log)
+            _log_final(finished, run.workdir)
             return finished
         try:
             with _run_globals(config["train"]):
-                _setup(run, log)
-                _start(run, overwrite, log)
-                _fit(run, progress, log)
-                return _finalize(run, started, log)
+                _setup(run)
+                _start(run, overwrite)
+                _fit(run, progress)
+                return _finalize(run, started)
         except KeyboardInterrupt:
             raise TrainingInterrupted(_interrupted(run)) from None
         except OSError as error:

@@ -167,7 +167,7 @@ def test_multiple_inputs_and_outputs_export(tmp_path, rng):
     model = keras.Model([a, b], [keras.layers.Add()([x, y]), y])
     randomize(model, rng)
     model.save(tmp_path / "multi.keras")
-    result = pipeline.export_model(tmp_path / "multi.keras", tmp_path / "out", log=lambda *_: None)
+    result = pipeline.export_model(tmp_path / "multi.keras", tmp_path / "out")
     assert result.passed
     assert len(result.report["verification"]["formats"][0]["outputs"]) == 2
     np.testing.assert_equal(result.report["fold"]["bn_after"], 0)

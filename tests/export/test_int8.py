@@ -18,7 +18,7 @@ def test_int8_on_a_run_is_judged_by_accuracy_drop(shapes_dir, tmp_path, capsys):
 
     workdir = tmp_path / "run"
     config = build_config("demo", [*TINY, "train.epochs=2"], {"data.data_dir": shapes_dir})
-    train_and_evaluate(config, workdir, log=lambda *_: None)
+    train_and_evaluate(config, workdir)
     capsys.readouterr()
     out = tmp_path / "export"
     code = main(["export", str(workdir), "--out", str(out), "--formats", "keras", "--int8"])

@@ -77,7 +77,7 @@ def test_every_format_is_in_the_report(tmp_path, rng, formats):
     randomize(model, rng)
     model.save(tmp_path / "m.keras")
     result = pipeline.export_model(
-        tmp_path / "m.keras", tmp_path / "out", formats=formats.split(","), log=lambda *_: None
+        tmp_path / "m.keras", tmp_path / "out", formats=formats.split(",")
     )
     assert result.passed
     assert [f["format"] for f in result.report["verification"]["formats"]] == formats.split(",")

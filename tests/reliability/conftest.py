@@ -18,7 +18,7 @@ from bnkeras.training.config import build_config
 from bnkeras.training.trainer import train_and_evaluate
 from tests.training.conftest import TINY, shapes_dir  # noqa: F401 - the session fixture
 
-QUIET = {"log": lambda *_: None, "progress": 0}
+QUIET = {"progress": 0}
 # Two epochs, so that a run has a checkpoint to resume from and a log of two rows.
 RUN = [*TINY, "train.epochs=2"]
 

@@ -27,6 +27,10 @@ from tests.reliability.conftest import (
     train_args,
 )
 
+# Resuming from another checkpoint than the last is a UserWarning, which the command
+# prints as one `warning: ...` line on stderr (the suite turns bnkeras warnings into errors).
+_SHOW_RECOVERY = "always:.*resuming from the:UserWarning"
+
 
 def _epochs(workdir):
     return [int(r["epoch"]) for r in read_log(workdir)]
@@ -245,6 +249,7 @@ def test_damaged_run_files_are_one_line_errors(run_copy, shapes_dir, capsys, dam
     assert snapshot(workdir) == before
 
 
+@pytest.mark.filterwarnings(_SHOW_RECOVERY)
 def test_a_damaged_last_checkpoint_resumes_from_the_best_one(
     run_copy, finished_run, shapes_dir, capsys
 ):
@@ -256,11 +261,14 @@ def test_a_damaged_last_checkpoint_resumes_from_the_best_one(
     _truncate(workdir / "checkpoints" / "epoch_0002.keras")
     code, out, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
     assert code == 0, err
-    assert "epoch_0002.keras is damaged" in out
-    assert "resuming from the best checkpoint epoch_0001.keras (epoch 1)" in out
+    (warning,) = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert "epoch_0002.keras is damaged" in warning
+    assert "resuming from the best checkpoint epoch_0001.keras (epoch 1)" in warning
+    assert "resuming from epoch 1 (checkpoint epoch_0001.keras)" in out
     assert _epochs(workdir) == [1, 2, 3] and _state(workdir)["epoch"] == 3
 
 
+@pytest.mark.filterwarnings(_SHOW_RECOVERY)
 def test_a_damaged_state_json_resumes_from_the_newest_intact_checkpoint(
     run_copy, shapes_dir, capsys
 ):
@@ -268,7 +276,8 @@ def test_a_damaged_state_json_resumes_from_the_newest_intact_checkpoint(
     (workdir / "checkpoints" / "state.json").write_text("")
     code, out, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
     assert code == 0, err
-    assert "state.json is empty" in out and "epoch_0002.keras (epoch 2)" in out
+    (warning,) = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert "state.json is empty" in warning and "epoch_0002.keras (epoch 2)" in warning
     assert _epochs(workdir) == [1, 2, 3] and _state(workdir)["epoch"] == 3
 
 

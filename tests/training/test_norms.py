@@ -10,7 +10,7 @@ from bnkeras.training.models import norm_from_config
 from bnkeras.training.models.norms import get_norm
 from bnkeras.training.trainer import train_and_evaluate
 
-QUIET = {"log": lambda *_: None, "progress": 0}
+QUIET = {"progress": 0}
 LOGGER = "bnkeras.training.models.norms"
 
 

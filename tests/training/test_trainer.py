@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from bnkeras.training.trainer import TrainingError, read_log, train_and_evaluate
 from bnkeras.training.workdir import WorkdirError
 from tests.training.conftest import TINY
 
-QUIET = {"log": lambda *_: None, "progress": 0}
+QUIET = {"progress": 0}
 
 
 def test_one_epoch_writes_the_work_directory(tiny_config, tmp_path):
@@ -116,12 +117,15 @@ def test_resume_after_kill_matches_an_uninterrupted_run(shapes_dir, tmp_path):
     assert metrics["epochs_completed"] == 3
 
 
-def test_rerun_resumes_and_larger_epochs_continue(tiny_config, tmp_path):
+def test_rerun_resumes_and_larger_epochs_continue(tiny_config, tmp_path, caplog):
     workdir = tmp_path / "run"
     train_and_evaluate(tiny_config(), workdir, **QUIET)
-    messages = []
-    train_and_evaluate(tiny_config(), workdir, log=messages.append, progress=0)
-    assert any("nothing to train" in m for m in messages)
+    with caplog.at_level(logging.INFO, logger="bnkeras"):
+        train_and_evaluate(tiny_config(), workdir, **QUIET)
+    assert any(
+        name == "bnkeras.training.trainer" and level == logging.INFO and "nothing to train" in m
+        for name, level, m in caplog.record_tuples
+    )
     metrics = train_and_evaluate(tiny_config(flat_epochs := "train.epochs=2"), workdir, **QUIET)
     assert flat_epochs and metrics["epochs_completed"] == 2
     assert [r["epoch"] for r in read_log(workdir)] == [1.0, 2.0]
@@ -144,15 +148,14 @@ def test_renorm_step_resumes(tiny_config, tmp_path):
     assert steps == {2 * 256 // 32}
 
 
-def test_precise_bn_and_ema_and_mixed_precision(tiny_config, tmp_path):
-    messages = []
+def test_precise_bn_and_ema_and_mixed_precision(tiny_config, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="bnkeras")
     metrics = train_and_evaluate(
         tiny_config("train.precise_bn_batches=3", "train.ema=0.9", "train.mixed_precision=true"),
         tmp_path / "run",
-        log=messages.append,
-        progress=0,
+        **QUIET,
     )
-    assert any("precise BN" in m and "3 training batches" in m for m in messages)
+    assert any("precise BN" in m and "3 training batches" in m for m in caplog.messages)
     assert metrics["precise_bn_batches"] == 3 and np.isfinite(metrics["loss"])
     assert keras.config.dtype_policy().name == "float32"  # restored after the run
 
@@ -288,7 +291,7 @@ def test_nan_after_a_good_epoch_keeps_that_checkpoint(tiny_config, tmp_path):
     train_and_evaluate(tiny_config(), workdir, **QUIET)
     state = json.loads((workdir / "checkpoints" / "state.json").read_text())
     model = keras.saving.load_model(workdir / "model.keras")
-    callback = EpochEnd(workdir, workdir, tiny_config(), state, lambda *_: None, True)
+    callback = EpochEnd(workdir, workdir, tiny_config(), state, True)
     callback.set_model(model)
     callback.on_epoch_begin(1)
     callback.on_epoch_end(
