@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -277,7 +278,7 @@ def load_model(workdir):
         )
     state, note = resume_state(workdir, None)
     if note:
-        logger.warning(note)
+        warnings.warn(note, UserWarning, stacklevel=2)
     logger.info(
         "%s has no %s (the run has not finished): using its checkpoint of epoch %d",
         workdir,
