@@ -1,11 +1,14 @@
 """The export formats and ONNX opsets, importable without TensorFlow (for the parser)."""
 
-FORMATS = ("keras", "saved_model", "onnx", "litert")
+FORMATS = ("keras", "saved_model", "onnx", "litert", "openvino")
 DEFAULT_FORMATS = ("keras", "saved_model", "onnx")
 FILENAMES = {
     "keras": "model_folded.keras",
     "saved_model": "saved_model",
     "onnx": "model.onnx",
     "litert": "model.tflite",
+    "openvino": "model.xml",
 }
+# Files a format writes beside its main one.
+COMPANIONS = {"openvino": ("model.bin",)}
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 13, 18, 17

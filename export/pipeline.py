@@ -29,6 +29,7 @@ from bnkeras._timing import interleaved_times, paired_ratio
 from bnkeras.export import outdir
 from bnkeras.export.fold import FoldError, fold_batchnorm
 from bnkeras.export.formats import (
+    COMPANIONS,
     DEFAULT_FORMATS,
     DEFAULT_OPSET,
     FILENAMES,
@@ -42,7 +43,10 @@ from bnkeras.export.litert import (
     write_litert,
     write_litert_int8,
 )
-from bnkeras.export.verify import FormatCheck, random_inputs, verify
+from bnkeras.export.openvino import INSTALL_HINT as OPENVINO_HINT
+from bnkeras.export.openvino import available as openvino_available
+from bnkeras.export.openvino import write_openvino
+from bnkeras.export.verify import FormatCheck, expects_pixels, random_inputs, verify
 from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
 
 logger = logging.getLogger(__name__)
@@ -105,6 +109,8 @@ def check_formats(formats):
             f"Unknown export format {', '.join(unknown) or '(none)'}: valid formats are "
             f"{', '.join(FORMATS)}."
         )
+    if "openvino" in formats and not openvino_available():
+        raise ExportError(f"--formats openvino: {OPENVINO_HINT}.")
     return formats
 
 
@@ -138,7 +144,7 @@ def check_batch_size(batch_size):
 
 def _check_out(source, out_dir, overwrite):
     """The real path of `out_dir`, after cleaning what killed exports left beside it."""
-    known = (*FILENAMES.values(), LOG_NAME, INT8_NAME)
+    known = (*FILENAMES.values(), *(f for c in COMPANIONS.values() for f in c), LOG_NAME, INT8_NAME)
     with _disk_errors(out_dir):
         outdir.clean_leftovers(Path(os.path.realpath(out_dir)))
     try:
@@ -212,7 +218,11 @@ def export_model(
             outdir.EXPORT_FIELD: outdir.EXPORT_VERSION,
             "source": str(source),
             "formats": {fmt: FILENAMES[fmt] for fmt in formats},
-            "files": [FILENAMES[fmt] for fmt in formats] + [LOG_NAME] + [INT8_NAME] * int8,
+            "files": [
+                name for fmt in formats for name in (FILENAMES[fmt], *COMPANIONS.get(fmt, ()))
+            ]
+            + [LOG_NAME]
+            + [INT8_NAME] * int8,
             "opset": opset if "onnx" in formats else None,
             "inputs": input_kind,
             "batch_size": batch_size,
@@ -254,6 +264,7 @@ def _write_formats(folded, formats, partial, opset):
         "saved_model": write_saved_model,
         "onnx": lambda m, p: write_onnx(m, p, opset),
         "litert": write_litert,
+        "openvino": write_openvino,
     }
     paths, failures = {}, {}
     with quiet_output(partial / LOG_NAME), collecting_cycles():
@@ -295,6 +306,7 @@ def _verify(model, inputs, paths, failures, rtol, atol, result):
             saved_model=paths.get("saved_model"),
             onnx=paths.get("onnx"),
             litert=paths.get("litert"),
+            openvino=paths.get("openvino"),
             rtol=rtol,
             atol=atol,
             fold_report=result.report,
@@ -323,7 +335,11 @@ def _verification_inputs(model, workdir, inputs, batch_size):
         except _DATA_ERRORS as error:
             reason = f"the run's data could not be read ({type(error).__name__}: {error})"
             reason = reason.splitlines()[0]
-    logger.info(f"verification inputs: random normal inputs, batch {batch_size}, because {reason}")
+    pixels = [expects_pixels(model, tensor) for tensor in model.inputs]
+    kind = "random pixels in 0-255" if all(pixels) else "random normal inputs"
+    if any(pixels) and not all(pixels):
+        kind = "random inputs (pixels in 0-255 for the image inputs, normal values for the rest)"
+    logger.info(f"verification inputs: {kind}, batch {batch_size}, because {reason}")
     return random_inputs(model, batch_size), f"random inputs ({reason})"
 
 
@@ -389,7 +405,7 @@ def _export_int8(model, folded, float_path, data, max_drop):
 def measure_latency(model, folded, inputs, budget_seconds=5.0):
     """Interleaved inference timing of the unfolded and folded model, as a report entry.
 
-    The number of rounds fits a time budget (at least 5, at most 100); the
+    The number of rounds fits a time budget (at least 3, at most 100); the
     speed-up is the median of round-by-round ratios, and a ratio whose
     interquartile range contains 1 is reported as no measurable difference.
     """
@@ -403,7 +419,7 @@ def measure_latency(model, folded, inputs, budget_seconds=5.0):
     }
     first = interleaved_times(candidates, 1, warmup=1)
     per_round = sum(t[0] for t in first.values())
-    rounds = int(min(100, max(5, budget_seconds // max(per_round, 1e-9))))
+    rounds = int(min(100, max(3, budget_seconds // max(per_round, 1e-9))))
     times = interleaved_times(candidates, rounds, warmup=0)
     ratio, (low, high) = paired_ratio(times["unfolded"], times["folded"])
     medians = {name: float(np.median(t)) * 1e3 for name, t in times.items()}

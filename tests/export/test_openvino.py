@@ -1,10 +1,13 @@
 """The OpenVINO format: written through Keras's exporter, run in OpenVINO Runtime."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
 
-from bnkeras.export import fold_batchnorm, verify
+from bnkeras.cli import main
+from bnkeras.export import fold_batchnorm, pipeline, verify
 from bnkeras.export.openvino import openvino_runner, write_openvino
 from tests import harness
 from tests.export.test_fold import randomize
@@ -49,3 +52,27 @@ def test_preprocessing_and_grouped_convs_convert(build, tmp_path, rng):
     x = harness.random_batch(rng, (3, *model.inputs[0].shape[1:]))
     (got,) = openvino_runner(tmp_path / "model.xml")(x)
     np.testing.assert_allclose(got, model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_export_writes_and_verifies_openvino_and_replaces_it(tmp_path, rng):
+    model = _folded_model(rng)
+    model.save(tmp_path / "m.keras")
+    argv = ["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--formats", "keras,openvino"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["files"][:3] == ["model_folded.keras", "model.xml", "model.bin"]
+    formats = {f["format"]: f for f in report["verification"]["formats"]}
+    assert formats["openvino"]["passed"] and len(formats["openvino"]["outputs"]) == 2
+    # A previous export with OpenVINO files is recognised as one and replaced.
+    assert main([*argv, "--formats", "openvino", "--overwrite"]) == 0
+    assert not (tmp_path / "out" / "model_folded.keras").exists()
+
+
+def test_missing_openvino_is_a_clean_error(tmp_path, rng, monkeypatch, capsys):
+    model = _folded_model(rng)
+    model.save(tmp_path / "m.keras")
+    monkeypatch.setattr(pipeline, "openvino_available", lambda: False)
+    argv = ["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--formats", "keras,openvino"]) == 2
+    assert 'pip install "bnkeras[openvino]"' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
