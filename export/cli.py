@@ -11,7 +11,7 @@ from bnkeras.export.formats import DEFAULT_FORMATS, DEFAULT_OPSET, FORMATS
 
 logger = logging.getLogger(__name__)
 
-HELP = "Fold BN into conv/dense weights, write .keras / SavedModel / ONNX and verify each."
+HELP = "Fold BN into conv/dense weights, write .keras / SavedModel / ONNX / LiteRT / OpenVINO and verify each."
 
 
 def add_arguments(parser):

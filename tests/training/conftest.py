@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 
 from bnkeras.training.config import build_config
@@ -36,3 +38,22 @@ def tiny_config(shapes_dir):
         return build_config("demo", [*TINY, *overrides], {"data.data_dir": shapes_dir, **flat})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def one_epoch_run(shapes_dir, tmp_path_factory):
+    """(work directory, metrics) of the finished default tiny run, trained once per
+    session; tests that change it take a copy with `one_epoch_copy`."""
+    from bnkeras.training.trainer import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("one_epoch") / "run"
+    config = build_config("demo", TINY, {"data.data_dir": shapes_dir})
+    return workdir, train_and_evaluate(config, workdir, progress=0)
+
+
+@pytest.fixture
+def one_epoch_copy(one_epoch_run, tmp_path):
+    """A private copy of the finished default tiny run: `tmp_path / "run"`."""
+    target = tmp_path / "run"
+    shutil.copytree(one_epoch_run[0], target)
+    return target

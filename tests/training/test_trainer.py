@@ -21,9 +21,8 @@ from tests.training.conftest import TINY
 QUIET = {"progress": 0}
 
 
-def test_one_epoch_writes_the_work_directory(tiny_config, tmp_path):
-    workdir = tmp_path / "run"
-    metrics = train_and_evaluate(tiny_config(), workdir, **QUIET)
+def test_one_epoch_writes_the_work_directory(one_epoch_run):
+    workdir, metrics = one_epoch_run
     for name in (
         "config.yaml",
         "log.csv",
@@ -117,9 +116,8 @@ def test_resume_after_kill_matches_an_uninterrupted_run(shapes_dir, tmp_path):
     assert metrics["epochs_completed"] == 3
 
 
-def test_rerun_resumes_and_larger_epochs_continue(tiny_config, tmp_path, caplog):
-    workdir = tmp_path / "run"
-    train_and_evaluate(tiny_config(), workdir, **QUIET)
+def test_rerun_resumes_and_larger_epochs_continue(tiny_config, one_epoch_copy, caplog):
+    workdir = one_epoch_copy
     with caplog.at_level(logging.INFO, logger="bnkeras"):
         train_and_evaluate(tiny_config(), workdir, **QUIET)
     assert any(
@@ -182,9 +180,8 @@ def test_nan_loss_stops_and_says_so(tiny_config, tmp_path):
         train_and_evaluate(tiny_config("train.lr=1e30"), tmp_path / "run", **QUIET)
 
 
-def test_incompatible_workdir_is_refused_unless_overwrite(tiny_config, tmp_path):
-    workdir = tmp_path / "run"
-    train_and_evaluate(tiny_config(), workdir, **QUIET)
+def test_incompatible_workdir_is_refused_unless_overwrite(tiny_config, one_epoch_copy):
+    workdir = one_epoch_copy
     with pytest.raises(TrainingError, match=r"another config \(model.width: 4 -> 8\).*--overwrite"):
         train_and_evaluate(tiny_config("model.width=8"), workdir, **QUIET)
     train_and_evaluate(tiny_config("model.width=8"), workdir, overwrite=True, **QUIET)
@@ -284,11 +281,10 @@ def test_python_dash_m_entry_point():
     assert result.stdout.startswith("bnkeras ")
 
 
-def test_nan_after_a_good_epoch_keeps_that_checkpoint(tiny_config, tmp_path):
+def test_nan_after_a_good_epoch_keeps_that_checkpoint(tiny_config, one_epoch_copy):
     from bnkeras.training.trainer import EpochEnd, nan_message
 
-    workdir = tmp_path / "run"
-    train_and_evaluate(tiny_config(), workdir, **QUIET)
+    workdir = one_epoch_copy
     state = json.loads((workdir / "checkpoints" / "state.json").read_text())
     model = keras.saving.load_model(workdir / "model.keras")
     callback = EpochEnd(workdir, workdir, tiny_config(), state, True)
@@ -338,9 +334,8 @@ def test_train_from_an_image_folder(tmp_path, capsys):
     assert metrics["train_examples"] == 48 and metrics["eval_examples"] == 16
 
 
-def test_evaluate_a_model_file(tiny_config, shapes_dir, tmp_path, capsys):
-    workdir = tmp_path / "run"
-    train_and_evaluate(tiny_config(), workdir, **QUIET)
+def test_evaluate_a_model_file(one_epoch_run, shapes_dir, tmp_path, capsys):
+    workdir = one_epoch_run[0]
     code, _, err = _cli(capsys, "evaluate", str(workdir / "model.keras"))
     assert code == 2 and "needs --dataset" in err
     code, out, err = _cli(
@@ -358,12 +353,11 @@ def test_evaluate_a_model_file(tiny_config, shapes_dir, tmp_path, capsys):
     assert code == 2 and "neither a training work directory nor a .keras model file" in err
 
 
-def test_log_rows_past_the_last_checkpoint_are_dropped_on_resume(tiny_config, tmp_path):
+def test_log_rows_past_the_last_checkpoint_are_dropped_on_resume(tiny_config, one_epoch_copy):
     """Killed between writing an epoch's log row and its checkpoint: the row goes."""
     from bnkeras.training.trainer import append_log
 
-    workdir = tmp_path / "run"
-    train_and_evaluate(tiny_config(), workdir, **QUIET)
+    workdir = one_epoch_copy
     row = {
         "epoch": 2,
         "lr": 0.1,
