@@ -1,38 +1,55 @@
-"""The README's main command, end to end: the demo preset trains on the embedded
-dataset, then `bnkeras export` folds, writes and verifies the three formats."""
+"""The README's main command, end to end, as a newcomer runs it (a fresh environment
+without TensorFlow's log settings, stdout and stderr through pipes): the demo preset
+trains on the embedded dataset, then `bnkeras export` folds, writes and verifies the
+formats. Also checks what the screen shows: no TensorFlow log lines on stderr, and
+progress lines instead of a progress bar on a pipe."""
 
 import json
-import os
-import subprocess
-import sys
+import re
 
 import pytest
+
+from tests.test_cli import TF_LOG
+from tests.training.test_cli_run import _bnkeras
+
+EPOCHS = 8
+PROGRESS = re.compile(
+    r"epoch (\d)/8 step (\d+)/(\d+): (first step \d+\.\d s, loss \d\.\d{4}"
+    r"|\d+ images/s, loss \d\.\d{4}, ETA \d+:\d\d)"
+)
+
+
+def _check_progress(stdout):
+    """Each epoch: progress lines (the last at its last step), then its one summary line."""
+    assert "\x1b" not in stdout and "━" not in stdout
+    lines = stdout.splitlines()
+    for epoch in range(1, EPOCHS + 1):
+        progress = [i for i, line in enumerate(lines) if line.startswith(f"epoch {epoch}/8 step")]
+        summary = [i for i, line in enumerate(lines) if line.startswith(f"epoch {epoch}/8: loss")]
+        assert progress and len(summary) == 1 and progress[-1] == summary[0] - 1, stdout
+        matches = [PROGRESS.fullmatch(lines[i]) for i in progress]
+        assert all(matches), [lines[i] for i in progress]
+        step, steps = matches[-1].group(2, 3)
+        assert step == steps, lines[progress[-1]]  # the last line at the epoch's last step
 
 
 @pytest.mark.slow
 def test_demo_preset_then_export(tmp_path):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TFDS_DATA_DIR": str(tmp_path / "tfds")}
+    tfds = {"TFDS_DATA_DIR": str(tmp_path / "tfds")}
     workdir = tmp_path / "runs" / "demo"
-    train = subprocess.run(
-        [sys.executable, "-m", "bnkeras", "train", "--config", "demo", "--workdir", str(workdir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    train = _bnkeras("train", "--config", "demo", "--workdir", str(workdir), **tfds)
     assert train.returncode == 0, train.stderr[-3000:]
+    assert not TF_LOG.search(train.stderr), train.stderr
+    _check_progress(train.stdout)
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert metrics["top1"] >= 0.90, metrics
-    assert metrics["epochs_completed"] == 8
-    export = subprocess.run(
-        [sys.executable, "-m", "bnkeras", "export", str(workdir), "--out", str(workdir / "export")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    assert metrics["epochs_completed"] == EPOCHS
+    out = workdir / "export"
+    export = _bnkeras("export", str(workdir), "--out", str(out), "--overwrite", **tfds)
     assert export.returncode == 0, export.stderr[-3000:]
-    report = json.loads((workdir / "export" / "report.json").read_text())
+    assert not TF_LOG.search(export.stderr), export.stderr
+    assert f"wrote {out} (all formats verified)" in export.stdout
+    report = json.loads((out / "report.json").read_text())
     assert report["verification"]["passed"] and report["fold"]["bn_after"] == 0
     assert report["inputs"] == "dataset batch"
     print(
