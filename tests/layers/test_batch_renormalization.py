@@ -17,7 +17,20 @@ def make(**kwargs):
 def test_harness(tmp_path, rng):
     # moving_mean, moving_variance, renorm_mean, renorm_stddev, renorm_step
     harness.run_all(make, tmp_path, rng, non_trainable=5)
-    harness.run_all(lambda **kw: bnkeras.BatchRenormalization(**kw), tmp_path, rng, non_trainable=5)
+
+
+def test_harness_with_the_warmup_schedules(tmp_path, rng):
+    """The checks the clipping schedules take part in (serialized, restored with the
+    step, computed inside fit, XLA and a replica context); the rest of the harness
+    does not depend on how rmax and dmax are given."""
+    make_scheduled = lambda **kw: bnkeras.BatchRenormalization(**kw)  # noqa: E731
+    harness.check_config_round_trip(make_scheduled)
+    harness.check_keras_round_trip(make_scheduled, tmp_path, rng)
+    harness.check_fit_step(make_scheduled, rng)
+    harness.check_xla_fit(make_scheduled, rng)
+    harness.check_xla_equals_graph(make_scheduled, rng)
+    harness.check_mixed_precision(make_scheduled, rng)
+    harness.check_synchronized(make_scheduled, rng)
 
 
 @pytest.mark.parametrize("shape,axis", SHAPES)
