@@ -29,9 +29,37 @@ def available():
 
 def write_openvino(model, path):
     """Writes `model` as OpenVINO IR (`path` ends in .xml; the weights go to the .bin
-    beside it) with Keras's own exporter, keeping the run-time batch dimension."""
-    _openvino()
-    model.export(str(path), format="openvino", verbose=False)
+    beside it), float32, keeping run-time dimensions such as the batch.
+
+    Not `model.export(format="openvino")`: with Keras 3.15 and OpenVINO 2026.4 its
+    IR of a model with swish activations (EfficientNet) has an extra output per
+    activation (the tensors TensorFlow keeps for their custom gradient). This
+    converts the same inference function and keeps only the model's outputs.
+    """
+    import tensorflow as tf
+
+    ov = _openvino()
+    signature = [
+        tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name.split(":")[0])
+        for t in model.inputs
+    ]
+
+    @tf.function
+    def serve(*inputs):
+        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+
+    concrete = serve.get_concrete_function(*signature)
+    converted = ov.convert_model(concrete)
+    results = {}
+    for result in converted.get_results():
+        for name in result.input(0).get_tensor().get_names():
+            results.setdefault(name, result)
+    outputs = [results[tensor.name] for tensor in concrete.outputs]
+    for index, result in enumerate(outputs):
+        result.output(0).get_tensor().set_names({f"output_{index}"})
+    ov.save_model(
+        ov.Model(outputs, converted.get_parameters(), model.name), str(path), compress_to_fp16=False
+    )
 
 
 def openvino_runner(path, precision="f32"):

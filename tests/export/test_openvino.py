@@ -76,3 +76,18 @@ def test_missing_openvino_is_a_clean_error(tmp_path, rng, monkeypatch, capsys):
     assert main([*argv, "--formats", "keras,openvino"]) == 2
     assert 'pip install "bnkeras[openvino]"' in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_only_the_models_outputs_in_their_order(tmp_path, rng):
+    """Swish keeps tensors for its custom gradient; Keras's own OpenVINO export makes
+    each an extra output (EfficientNet: 23 outputs instead of 1)."""
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(5, activation="swish")(inputs)
+    first = keras.layers.Dense(3, activation="swish")(hidden)
+    model = keras.Model(inputs, [first, keras.layers.Dense(2)(hidden)])
+    write_openvino(model, tmp_path / "model.xml")
+    x = harness.random_batch(rng, (4, 6))
+    outputs = openvino_runner(tmp_path / "model.xml")(x)
+    assert [o.shape for o in outputs] == [(4, 3), (4, 2)]
+    for got, want in zip(outputs, model(x), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)

@@ -22,6 +22,8 @@ from keras.src.applications import convnext, densenet, efficientnet, efficientne
 from keras.src.applications import resnet as resnet_v1
 
 from bnkeras.export import fold_batchnorm, verify
+from bnkeras.export.litert import write_litert
+from bnkeras.export.openvino import write_openvino
 from bnkeras.export.verify import random_inputs
 from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
 from tests.export.test_fold import randomize
@@ -78,6 +80,11 @@ ZOO = [
     ),
     ("VGG16", _application("VGG16", include_top=False, pooling="avg"), 32),
 ]
+# Families also written as LiteRT and OpenVINO (each adds ~5-15 s): the ones with
+# the ops converters handle specially (Normalization, grouped convs, GELU and
+# LayerNorm; swish and squeeze-excite; hard-swish). benchmarks/export_zoo.py writes
+# every format for all 40 applications.
+EDGE_FORMATS = {"ConvNeXt", "EfficientNet", "MobileNetV3Small"}
 _LINEAR = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
 
@@ -118,6 +125,10 @@ def test_application_folds_and_exports(name, build, size, tmp_path):
     write_keras(result.model, paths["keras"])
     write_saved_model(result.model, paths["saved_model"])
     write_onnx(result.model, paths["onnx"], 17)
+    if name in EDGE_FORMATS:
+        paths["litert"], paths["openvino"] = tmp_path / "m.tflite", tmp_path / "m.xml"
+        write_litert(result.model, paths["litert"])
+        write_openvino(result.model, paths["openvino"])
     reloaded = keras.saving.load_model(paths["keras"], compile=False)
     checked = verify(
         model,
@@ -125,6 +136,8 @@ def test_application_folds_and_exports(name, build, size, tmp_path):
         folded=reloaded,
         saved_model=paths["saved_model"],
         onnx=paths["onnx"],
+        litert=paths.get("litert"),
+        openvino=paths.get("openvino"),
         fold_report=report,
     )
     assert checked.passed, checked
