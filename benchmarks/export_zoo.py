@@ -128,7 +128,7 @@ def print_row(row, formats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", help="application names (default: all 40)")
-    parser.add_argument("--formats", default="keras,saved_model,onnx,litert")
+    parser.add_argument("--formats", default="keras,saved_model,onnx,litert,openvino")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
