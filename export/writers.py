@@ -1,7 +1,7 @@
 """Writers for the export formats: .keras, SavedModel and ONNX."""
 
-import contextlib
 import logging
+from pathlib import Path
 
 import tensorflow as tf
 
@@ -9,6 +9,11 @@ import tensorflow as tf
 # TensorFlow backend runs grouped convolutions (and channels_first 3D convs) through
 # `tf.function(jit_compile=True)`, which marks the call with both.
 _NO_INLINE_ATTRS = ("_XlaMustCompile", "_noinline")
+# Constants above this size stay out of the TensorFlow graphs of the ONNX conversion
+# (tf2onnx's own threshold); smaller ones may be shapes that Grappler needs to see.
+_LARGE_CONSTANT_BYTES = 1000
+_ZEROS = "/bnkeras_zeros"  # name suffix of the constants behind the weights' stand-ins
+_MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one message
 
 
 class ONNXConversionError(RuntimeError):
@@ -30,18 +35,6 @@ def write_saved_model(model, path):
     model.export(str(path), format="tf_saved_model", verbose=False)
 
 
-@contextlib.contextmanager
-def _quiet_tensorflow_logger():
-    """tf2onnx's graph path calls TF1 freezing APIs that log deprecation notices."""
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def frozen_graph_def(model):
     """(graph_def, input names, output names) of `model`'s inference graph.
 
@@ -50,17 +43,14 @@ def frozen_graph_def(model):
     graph's only inputs are the model's; functions Keras marks for XLA
     compilation are made inlinable so that their ops get converted.
     """
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
 
     @tf.function
     def serve(*inputs):
         return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
 
-    concrete = serve.get_concrete_function(*_input_signature(model))
-    frozen = convert_variables_to_constants_v2(concrete)
-    graph_def = frozen.graph.as_graph_def()
+    signature = _input_signature(model)
+    concrete = serve.get_concrete_function(*signature)
+    graph_def = _freeze(concrete)
     for node in graph_def.node:
         for attr in _NO_INLINE_ATTRS:
             node.attr.pop(attr, None)
@@ -70,9 +60,198 @@ def frozen_graph_def(model):
         for node in function.node_def:
             for attr in _NO_INLINE_ATTRS:
                 node.attr.pop(attr, None)
-    inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
-    outputs = [t.name for t in frozen.outputs]
-    return graph_def, inputs, outputs
+    inputs = [t.name for t in concrete.inputs[: len(signature)]]  # the rest are captures
+    return graph_def, inputs, [t.name for t in concrete.outputs]
+
+
+def _freeze(concrete):
+    """The GraphDef of `concrete` with its variables and captured tensors as constants.
+
+    TensorFlow's `convert_variables_to_constants_v2` also builds a ConcreteFunction
+    from that GraphDef, which costs several copies of the weights (ResNet50, 100 MB
+    of weights, peaked 1 GB above its start instead of 220 MB); its first two steps
+    give the GraphDef alone.
+    """
+    from tensorflow.python.framework import convert_to_constants
+
+    try:
+        data = convert_to_constants._FunctionConverterDataInEager(
+            func=concrete, lower_control_flow=True, aggressive_inlining=False
+        )
+        return convert_to_constants._replace_variables_by_constants(data)[0]
+    except (AttributeError, TypeError):  # they changed: the public converter
+        frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+        return frozen.graph.as_graph_def()
+
+
+def _split_weights(graph_def):
+    """(graph_def with a stand-in for each large constant, {name: tensor content}).
+
+    Grappler and each TensorFlow graph import copy the weights several times over
+    (Grappler alone took 1.1 GB for ResNet50); tf2onnx takes the contents from the
+    dict instead (its `large_model` path). The stand-in is a PlaceholderWithDefault
+    of zeros stored without values: Grappler folds nothing through it, and unlike
+    for a Placeholder it allocates no zero tensor of the full size as a fake input.
+    """
+    light, contents = tf.compat.v1.GraphDef(), {}
+    light.versions.CopyFrom(graph_def.versions)
+    light.library.CopyFrom(graph_def.library)
+    for node in graph_def.node:
+        is_const = node.op == "Const" and "value" in node.attr  # `attr[...]` would add it
+        content = node.attr["value"].tensor.tensor_content if is_const else b""
+        if len(content) <= _LARGE_CONSTANT_BYTES:
+            light.node.add().CopyFrom(node)
+            continue
+        contents[node.name] = content
+        tensor = node.attr["value"].tensor
+        zeros = light.node.add(name=node.name + _ZEROS, op="Const")
+        zeros.attr["dtype"].CopyFrom(node.attr["dtype"])
+        zeros.attr["value"].tensor.dtype = tensor.dtype
+        zeros.attr["value"].tensor.tensor_shape.CopyFrom(tensor.tensor_shape)
+        stand_in = light.node.add(name=node.name, op="PlaceholderWithDefault", input=[zeros.name])
+        stand_in.attr["dtype"].CopyFrom(node.attr["dtype"])
+        stand_in.attr["shape"].shape.CopyFrom(tensor.tensor_shape)
+    return light, contents
+
+
+def _restore_constants(graph_def, names):
+    """`graph_def` with the stand-ins of `_split_weights` as constants without contents."""
+    restored = tf.compat.v1.GraphDef()
+    restored.versions.CopyFrom(graph_def.versions)
+    restored.library.CopyFrom(graph_def.library)
+    for node in graph_def.node:
+        if node.name.endswith(_ZEROS) and node.name[: -len(_ZEROS)] in names:
+            continue
+        copy = restored.node.add()
+        copy.CopyFrom(node)
+        if node.name in names and node.op == "PlaceholderWithDefault":
+            copy.op = "Const"
+            del copy.input[:]
+            copy.attr["value"].tensor.dtype = node.attr["dtype"].type
+            copy.attr["value"].tensor.tensor_shape.CopyFrom(copy.attr.pop("shape").shape)
+    return restored
+
+
+def _tf2onnx_graph(model, opset):
+    """tf2onnx's graph of `model`, before its optimizers.
+
+    `tf2onnx.convert.from_graph_def` would also run a TF1 freeze whose result it
+    discards, and import the whole GraphDef, weights included, twice.
+    """
+    import tf2onnx
+
+    graph_def, inputs, outputs = frozen_graph_def(model)
+    graph_def, contents = _split_weights(graph_def)
+    renames = {name: name.split(":")[0] for name in inputs}
+    renames.update({name: f"output_{i}" for i, name in enumerate(outputs)})
+    with tf.Graph().as_default() as tf_graph:
+        graph_def = tf2onnx.tf_loader.tf_optimize(inputs, outputs, graph_def)
+        graph_def = _restore_constants(graph_def, contents)
+        tf.import_graph_def(graph_def, name="")
+        del graph_def
+        graph = tf2onnx.tfonnx.process_tf_graph(
+            tf_graph,
+            continue_on_error=True,
+            opset=opset,
+            input_names=inputs,
+            output_names=outputs,
+            const_node_values=contents,
+            tensors_to_rename=renames,
+            custom_op_handlers=dict(_OP_HANDLERS),
+        )
+    del contents
+    _compact(graph)  # frees the weights the op handlers replaced (e.g. transposed kernels)
+    return graph
+
+
+def _optimized(model, opset):
+    """tf2onnx's optimized graph of `model`.
+
+    By default tf2onnx copies the whole graph, weights included, before each of its
+    optimizers so that a failing one can be skipped: the copies made the optimizers
+    the peak of the export. Here they run in place; when one fails (e.g.
+    optimize_transpose on MobileNetV3's hard sigmoid), the graph is half rewritten,
+    so the model is converted again and optimized without it.
+    """
+    from tf2onnx import optimizer
+
+    if not hasattr(optimizer, "_get_optimizers"):  # tf2onnx changed: its default way
+        return optimizer.optimize_graph(_tf2onnx_graph(model, opset))
+    optimizers = dict(optimizer._get_optimizers())
+    while True:
+        graph, failed = _tf2onnx_graph(model, opset), []
+        compacting = {name: _compacting(opt, name, failed) for name, opt in optimizers.items()}
+        try:
+            return optimizer.optimize_graph(graph, catch_errors=False, optimizers=compacting)
+        except Exception:
+            if not failed:
+                raise
+            # Worded and logged as tf2onnx does, so that it goes with the converter's output.
+            logging.getLogger("tf2onnx.optimizer").warning(
+                "Failed to apply %s", failed[0], exc_info=True
+            )
+        del graph, optimizers[failed[0]]
+
+
+def _compacting(factory, name, failed):
+    """tf2onnx optimizer class `factory` that compacts the graph after optimizing it,
+    and appends `name` to `failed` when it raises."""
+
+    class Compacting(factory):
+        def optimize(self, graph, iteration):
+            try:
+                graph = super().optimize(graph, iteration)
+            except Exception:
+                failed.append(name)
+                raise
+            _compact(graph)
+            return graph
+
+    return Compacting
+
+
+def _compact(graph):
+    """Gives each node of a tf2onnx graph a fresh copy of its NodeProto.
+
+    tf2onnx rewrites every node's proto after each optimizer; with protobuf's upb
+    backend the replaced attributes stay allocated until the whole proto is freed,
+    so each optimizer left one more copy of the weights (2.3 GB for ResNet50).
+    Should tf2onnx's private node attributes change, nothing is compacted.
+    """
+    import onnx
+
+    for node in graph.get_nodes():
+        if hasattr(node, "_op") and hasattr(node, "_attr"):
+            proto = onnx.NodeProto()
+            proto.CopyFrom(node.op)
+            node._op, node._attr = proto, {a.name: a for a in proto.attribute}
+        for body in (node.get_body_graphs() or {}).values():
+            _compact(body)
+
+
+def _model_proto(graph, name):
+    """`graph.make_model(name)` with the weights copied once instead of three times.
+
+    tf2onnx copies each tensor into its node's proto, then into a GraphProto, then
+    into the ModelProto; here the model is made with empty tensors in their place,
+    and the weights are moved in afterwards, freeing each node's copy.
+    """
+    import onnx
+
+    weights = {}
+    for node in graph.get_nodes():
+        value = node.get_attr("value")
+        if node.is_const() and value is not None and value.t.ByteSize() > _LARGE_CONSTANT_BYTES:
+            weights[node.output[0]] = value.t
+            node.set_attr("value", onnx.TensorProto(data_type=value.t.data_type, dims=value.t.dims))
+    proto = graph.make_model(name)
+    _compact(graph)  # the node protos then no longer hold the weights: only `weights` does
+    for tensor in proto.graph.initializer:
+        if tensor.name in weights:
+            tensor_name = tensor.name
+            tensor.CopyFrom(weights.pop(tensor_name))
+            tensor.name = tensor_name
+    return proto
 
 
 def _erfc_as_one_minus_erf(ctx, node, name, args):
@@ -110,33 +289,32 @@ def write_onnx(model, path, opset):
     `model.export(format="onnx")` is not used: in Keras 3.15 it makes the eager
     tensors of `keras.layers.Normalization` extra graph inputs, keeps grouped
     convolutions as unconvertible XLA calls, and needs a float32 dtype policy.
-    Raises `ONNXConversionError` when the converter skipped any operation.
+    A model above protobuf's 2 GB limit keeps its weights in `<path>.data` beside
+    the file. Raises `ONNXConversionError` when the converter skipped any operation.
     """
     try:
-        import tf2onnx
+        import tf2onnx  # noqa: F401 - the helpers use it
     except ImportError as error:  # pragma: no cover - a declared dependency
         raise ImportError("ONNX export needs tf2onnx: pip install tf2onnx") from error
+    import onnx
 
-    graph_def, inputs, outputs = frozen_graph_def(model)
-    renames = {name: name.split(":")[0] for name in inputs}
-    renames.update({name: f"output_{i}" for i, name in enumerate(outputs)})
-    with _quiet_tensorflow_logger():
-        proto, _ = tf2onnx.convert.from_graph_def(
-            graph_def,
-            name=model.name,
-            input_names=inputs,
-            output_names=outputs,
-            opset=opset,
-            tensors_to_rename=renames,
-            custom_op_handlers=dict(_OP_HANDLERS),
-        )
+    graph = _optimized(model, opset)
+    proto = _model_proto(graph, f"converted from {model.name}")
+    del graph
     missing = unconverted_ops(proto)
     if missing:
         raise ONNXConversionError(
             f"tf2onnx could not convert {', '.join(missing)} (opset {opset}); the ONNX file "
             "would not run, so it was not written."
         )
-    import onnx
-
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    path = Path(path)
+    if proto.ByteSize() > _MAX_PROTO_BYTES:
+        data_path = path.with_name(f"{path.name}.data")
+        data_path.unlink(missing_ok=True)  # onnx appends to an existing one
+        onnx.save_model(proto, path, save_as_external_data=True, location=data_path.name)
+        onnx.checker.check_model(path)
+        return
+    data = proto.SerializeToString()
+    del proto  # checked and written from the bytes: no second copy of the weights
+    onnx.checker.check_model(data)
+    path.write_bytes(data)

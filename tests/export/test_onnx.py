@@ -6,6 +6,7 @@ import onnxruntime
 import pytest
 import tensorflow as tf
 
+from bnkeras.export import writers
 from bnkeras.export.fold import fold_batchnorm
 from bnkeras.export.writers import ONNXConversionError, write_onnx
 from tests import harness
@@ -23,12 +24,22 @@ def _normalization_model():
     return keras.Model(inputs, keras.layers.Conv2D(4, 3)(x))
 
 
+def _wide_normalization_model():
+    """Mean and variance large enough to be kept out of the TensorFlow graphs."""
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((4, 4, 300))
+    x = keras.layers.Normalization(mean=rng.normal(size=300), variance=rng.uniform(0.5, 2, 300))
+    return keras.Model(inputs, keras.layers.Conv2D(4, 1)(x(inputs)))
+
+
 def _grouped_conv_model():
     inputs = keras.Input((8, 8, 4))
     return keras.Model(inputs, keras.layers.Conv2D(4, 3, groups=2)(inputs))
 
 
-@pytest.mark.parametrize("build", [_normalization_model, _grouped_conv_model])
+@pytest.mark.parametrize(
+    "build", [_normalization_model, _wide_normalization_model, _grouped_conv_model]
+)
 def test_onnx_is_self_contained_and_matches(build, tmp_path, rng):
     model = build()
     x = harness.random_batch(rng, (3, *model.inputs[0].shape[1:]))
@@ -72,5 +83,33 @@ def test_exact_gelu_converts(tmp_path, rng):
     write_onnx(model, tmp_path / "model.onnx", 17)
     assert "Erf" in {n.op_type for n in onnx.load(tmp_path / "model.onnx").graph.node}
     x = harness.random_batch(rng, (3, 5))
+    (got,) = _run(tmp_path / "model.onnx", [x])
+    np.testing.assert_allclose(got, model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_failing_optimizer_is_skipped(tmp_path, rng, monkeypatch, caplog):
+    """Optimizing in place, a failing tf2onnx optimizer (MobileNetV3 breaks
+    optimize_transpose) leaves a broken graph: converted again, without it."""
+    from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
+
+    def fail(self, graph):
+        raise ValueError("max() arg is an empty sequence")
+
+    monkeypatch.setattr(TransposeOptimizer, "_optimize", fail)
+    model = _grouped_conv_model()
+    write_onnx(model, tmp_path / "model.onnx", 17)
+    assert "Failed to apply optimize_transpose" in caplog.text  # tf2onnx skipped it
+    x = harness.random_batch(rng, (3, 8, 8, 4))
+    (got,) = _run(tmp_path / "model.onnx", [x])
+    np.testing.assert_allclose(got, model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_model_above_the_protobuf_limit_keeps_its_weights_beside_it(tmp_path, rng, monkeypatch):
+    monkeypatch.setattr(writers, "_MAX_PROTO_BYTES", 1000)
+    model = _wide_normalization_model()
+    write_onnx(model, tmp_path / "model.onnx", 17)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.data"]
+    assert (tmp_path / "model.onnx.data").stat().st_size > 300 * 4 * 4  # the kernel at least
+    x = harness.random_batch(rng, (3, 4, 4, 300))
     (got,) = _run(tmp_path / "model.onnx", [x])
     np.testing.assert_allclose(got, model(x), atol=1e-5, rtol=1e-5)
