@@ -9,6 +9,6 @@ FILENAMES = {
     "litert": "model.tflite",
     "openvino": "model.xml",
 }
-# Files a format writes beside its main one.
-COMPANIONS = {"openvino": ("model.bin",)}
+# Files a format writes beside its main one (ONNX: the weights of a model over 2 GB).
+COMPANIONS = {"openvino": ("model.bin",), "onnx": ("model.onnx.data",)}
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 13, 18, 17

@@ -218,11 +218,7 @@ def export_model(
             outdir.EXPORT_FIELD: outdir.EXPORT_VERSION,
             "source": str(source),
             "formats": {fmt: FILENAMES[fmt] for fmt in formats},
-            "files": [
-                name for fmt in formats for name in (FILENAMES[fmt], *COMPANIONS.get(fmt, ()))
-            ]
-            + [LOG_NAME]
-            + [INT8_NAME] * int8,
+            "files": _written(partial, formats) + [LOG_NAME] + [INT8_NAME] * int8,
             "opset": opset if "onnx" in formats else None,
             "inputs": input_kind,
             "batch_size": batch_size,
@@ -237,6 +233,15 @@ def export_model(
         _check_out(source, out_dir, overwrite)  # nothing else appeared there meanwhile
         outdir.move_into_place(partial, out)
     return ExportResult(Path(out_dir), summary)
+
+
+def _written(partial, formats):
+    """The files of `formats` in `partial`: each main file and the companions written."""
+    names = []
+    for fmt in formats:
+        companions = [c for c in COMPANIONS.get(fmt, ()) if (partial / c).exists()]
+        names += [FILENAMES[fmt], *companions]
+    return names
 
 
 def _fold(model):
@@ -443,11 +448,11 @@ def measure_latency(model, folded, inputs, budget_seconds=5.0):
 def collecting_cycles(interval=0.5):
     """Collects garbage cycles every `interval` seconds while the block runs.
 
-    tf2onnx's optimizer deep-copies the whole ONNX graph, weights included, once
-    per optimization pass and drops the previous copy as a reference cycle, which
-    Python's automatic collector leaves for long: ResNet50 (100 MB of weights)
-    reached 7.5 GB. Objects that exist before the block are frozen (not scanned),
-    so each collection costs milliseconds.
+    The converters (tf2onnx's graph rewrites, TensorFlow's tracing) drop large
+    objects as reference cycles, which Python's automatic collector leaves for
+    long; tf2onnx's default optimizer loop, with a deep copy of the graph per pass,
+    took ResNet50 (100 MB of weights) to 7.5 GB without it. Objects that exist
+    before the block are frozen (not scanned), so each collection costs milliseconds.
     """
     gc.collect()
     gc.freeze()
@@ -470,8 +475,8 @@ def collecting_cycles(interval=0.5):
 def release_memory():
     """Collects garbage and hands freed heap memory back to the system (glibc).
 
-    After the ONNX conversion of ResNet50, glibc kept 1.3 GB of freed memory that
-    the verification's TensorFlow allocations then came on top of.
+    glibc keeps freed memory for reuse; between formats it is handed back, so that
+    one converter's peak does not stay under the next one's.
     """
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to hand back
