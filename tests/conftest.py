@@ -28,3 +28,9 @@ def _reset_keras_state():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first: the two workers then end together instead of one
+    finishing the end-to-end run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -242,6 +242,12 @@ class BatchNormBase(keras.layers.Layer):
             outputs, mean, variance = _fused.train_corrected(
                 inputs, scale, offset, self.epsilon, correction
             )
+            # The correction read the renorm statistics that this update overwrites;
+            # without an explicit order the read could come after the update (seen
+            # as graph and XLA steps disagreeing now and then under load).
+            with tf.control_dependencies([outputs]):
+                self._update_moving_statistics(mean, variance)
+            return outputs
         self._update_moving_statistics(mean, variance)
         return outputs
 
