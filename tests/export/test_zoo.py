@@ -82,9 +82,9 @@ ZOO = [
 ]
 # Families also written as LiteRT and OpenVINO (each adds ~5-15 s): the ones with
 # the ops converters handle specially (Normalization, grouped convs, GELU and
-# LayerNorm; swish and squeeze-excite; hard-swish). benchmarks/export_zoo.py writes
-# every format for all 40 applications.
-EDGE_FORMATS = {"ConvNeXt", "EfficientNet", "MobileNetV3Small"}
+# LayerNorm; swish and squeeze-excite). benchmarks/export_zoo.py writes every
+# format for all 40 applications.
+EDGE_FORMATS = {"ConvNeXt", "EfficientNet"}
 _LINEAR = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
 

@@ -158,9 +158,12 @@ def test_precise_bn_and_ema_and_mixed_precision(tiny_config, tmp_path, caplog):
     assert keras.config.dtype_policy().name == "float32"  # restored after the run
 
 
-@pytest.mark.parametrize("norm", ["bn", "renorm", "ghost"])
+@pytest.mark.parametrize("norm", ["renorm", "ghost"])
 def test_xla_and_bfloat16(tiny_config, tmp_path, norm):
     # jit_compile=True is what Keras's "auto" picks on a GPU; bfloat16 needs no loss scaling.
+    # Renorm (its warm-up laid over the run) and ghost BN (whole ghost batches in training,
+    # a remainder in evaluation) take BN's paths and more; every layer's XLA paths are
+    # checked against the graph in tests/harness.py.
     config = tiny_config(
         f"norm.name={norm}",
         "norm.virtual_batch_size=8",
