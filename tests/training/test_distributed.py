@@ -151,8 +151,12 @@ def test_multiworker_training(shapes_dir, tmp_path):
         ]
 
     results = _workers(argv)
-    for code, _, err in results:
-        assert code == 0, err[-3000:]
+    failed = [
+        f"worker {i} (exit {code}):\n{err[-3000:]}"
+        for i, (code, _, err) in enumerate(results)
+        if code
+    ]
+    assert not failed, "\n".join(failed)
     assert "2 replica(s)" in results[0][1]
     assert json.loads((workdir / "metrics.json").read_text())["epochs_completed"] == 1
     assert not list(workdir.glob(".worker-*"))  # the other worker's scratch copy is gone
