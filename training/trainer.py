@@ -330,13 +330,15 @@ def _multiworker_workarounds(model, strategy, dataset):
 
     - fit() builds metrics and optimizer from a batch averaged over replicas
       (`strategy.reduce` of a PerReplica batch), which fails: build once from a
-      local batch instead;
+      local batch (of zeros) instead;
     - the step's scalar logs are reduced with `strategy.reduce("MEAN", v, axis=0)`,
       invalid for 0-d values: give every log value shape [1].
     """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
-    images, labels = next(iter(dataset))
+    # A batch of zeros of the data's shapes: a partly read iterator of the (cached)
+    # evaluation data left some workers fewer validation batches, now and then.
+    images, labels = (tf.zeros([1, *spec.shape[1:]], spec.dtype) for spec in dataset.element_spec)
     with strategy.scope():
         model._symbolic_build(data_batch=(images, labels))
     model._maybe_symbolic_build = lambda *args, **kwargs: None
