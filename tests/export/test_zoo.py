@@ -1,5 +1,6 @@
 """Every keras.applications family, untrained with random BN statistics, through
-fold, per-layer and end-to-end verification and every format.
+fold, per-layer and end-to-end verification, `.keras` and ONNX (and the other
+formats for the families whose ops their converters treat specially).
 
 Each family is built by its own keras.applications builder (keras.src, pinned by
 the `keras<3.16` requirement) at a reduced depth where the builder takes one:
@@ -80,10 +81,12 @@ ZOO = [
     ),
     ("VGG16", _application("VGG16", include_top=False, pooling="avg"), 32),
 ]
-# Families also written as LiteRT and OpenVINO (each adds ~5-15 s): the ones with
-# the ops converters handle specially (Normalization, grouped convs, GELU and
-# LayerNorm; swish and squeeze-excite). benchmarks/export_zoo.py writes every
-# format for all 40 applications.
+# Every family goes through the fold, the `.keras` file and ONNX (tf2onnx converts
+# each family's ops its own way). Families also written as SavedModel, LiteRT and
+# OpenVINO (each format adds ~2-15 s): the ones with the ops those converters handle
+# specially (Normalization's captured constants, grouped convs, GELU and LayerNorm;
+# swish and squeeze-excite); the others trace the same TensorFlow ops as these.
+# benchmarks/export_zoo.py writes every format for all 40 applications.
 EDGE_FORMATS = {"ConvNeXt", "EfficientNet"}
 _LINEAR = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
@@ -120,13 +123,13 @@ def test_application_folds_and_exports(name, build, size, tmp_path):
     assert len(report.entries) == len(bns) and report.bn_after == 0
     assert len(report.folded) + len(report.refused) == len(bns)
 
-    paths = {"keras": tmp_path / "m.keras", "saved_model": tmp_path / "sm"}
-    paths["onnx"] = tmp_path / "m.onnx"
+    paths = {"keras": tmp_path / "m.keras", "onnx": tmp_path / "m.onnx"}
     write_keras(result.model, paths["keras"])
-    write_saved_model(result.model, paths["saved_model"])
     write_onnx(result.model, paths["onnx"], 17)
     if name in EDGE_FORMATS:
+        paths["saved_model"] = tmp_path / "sm"
         paths["litert"], paths["openvino"] = tmp_path / "m.tflite", tmp_path / "m.xml"
+        write_saved_model(result.model, paths["saved_model"])
         write_litert(result.model, paths["litert"])
         write_openvino(result.model, paths["openvino"])
     reloaded = keras.saving.load_model(paths["keras"], compile=False)
@@ -134,13 +137,14 @@ def test_application_folds_and_exports(name, build, size, tmp_path):
         model,
         random_inputs(model, 4),
         folded=reloaded,
-        saved_model=paths["saved_model"],
+        saved_model=paths.get("saved_model"),
         onnx=paths["onnx"],
         litert=paths.get("litert"),
         openvino=paths.get("openvino"),
         fold_report=report,
     )
     assert checked.passed, checked
+    assert {c.format for c in checked.checks} == set(paths)  # every written format checked
     assert len(checked.layers) == len(report.folded)
     worst = {
         c.format: max(o.max_abs / max(o.peak, 1e-30) for o in c.outputs) for c in checked.checks
