@@ -112,13 +112,13 @@ def make_steps(layer, shape, dynamic, jit_compile):
             tape.watch(x)
             y = layer(x, training=True)
         grads = tape.gradient(y, [x, *layer.trainable_weights], output_gradients=dy)
-        # The output is returned too (a slice of it): without it, graph pruning drops
-        # whatever part of the forward pass the gradients do not need.
-        return [y[:1, :1], *grads]
+        # The whole output is returned too, as a network would consume it: without it,
+        # pruning (and XLA) drops whatever part of the forward pass the gradients do not need.
+        return [y, *grads]
 
     @tf.function(input_signature=[spec], jit_compile=jit_compile)
     def infer(x):
-        return layer(x, training=False)[:1, :1]
+        return layer(x, training=False)  # whole: XLA computes only what is returned
 
     return train, infer
 
@@ -149,10 +149,11 @@ def measure(shape, repeats, axis=-1, only="", xla=True):
 
 
 def _block(result):
-    # Waits for the step by fetching a small result: `.numpy()` of a whole activation
-    # would add a copy of it to every timed call (and pull every ratio towards 1).
+    # Waits for the step by fetching one element of its output (an eager slice after
+    # the call, which also waits for a GPU): `.numpy()` of a whole activation would add
+    # a copy of it to every timed call (and pull every ratio towards 1).
     first = result[0] if isinstance(result, (list, tuple)) else result
-    first.numpy()
+    first[(0,) * first.shape.rank].numpy()
 
 
 def device_description():
