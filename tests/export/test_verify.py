@@ -33,6 +33,12 @@ def test_correct_fold_of_untrained_application_passes(untrained_mobilenet):
     assert report.passed, report
     assert len(report.layers) == len(result.report.folded) == 52
     assert all(c.max_abs <= c.atol for c in report.layers)
+    conv = report.layers[0]  # Conv1 and bn_Conv1 of the original on the model's input
+    reference = model.get_layer("bn_Conv1")(model.get_layer("Conv1")(x), training=False)
+    assert conv.layer == "Conv1" and conv.peak == pytest.approx(float(np.abs(reference).max()))
+    assert f"max abs {max(report.layers, key=lambda c: c.max_abs / c.peak).max_abs:.3g}" in str(
+        report
+    )
 
 
 def test_broken_fold_of_untrained_application_fails(untrained_mobilenet):

@@ -149,7 +149,7 @@ def test_application_folds_and_exports(name, build, size, tmp_path):
     worst = {
         c.format: max(o.max_abs / max(o.peak, 1e-30) for o in c.outputs) for c in checked.checks
     }
-    layer_worst = max((c.max_abs / max(c.atol / 1e-5, 1e-30) for c in checked.layers), default=0)
+    layer_worst = max((c.max_abs / max(c.peak, 1e-30) for c in checked.layers), default=0)
     print(
         f"\nZOO {name:17s} {size:3d}px BN {len(bns):3d} folded {len(report.folded):3d} "
         f"affine {len(report.refused):2d} | per-layer {layer_worst:.1e} | "
