@@ -38,6 +38,11 @@ def test_mobilenet_v2_through_all_formats(mobilenet, tmp_path, capsys):
         "onnx",
     }
     assert all(o["max_abs"] < 1e-4 for f in report["verification"]["formats"] for o in f["outputs"])
+    layers = report["verification"]["layers"]  # every folded layer against conv -> BN
+    assert len(layers) == 52 and all(c["passed"] for c in layers)
+    assert {e["bn"] for e in report["fold"]["entries"]} == {
+        layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+    }
     assert report["fold"]["params_after"] < report["fold"]["params_before"]
     folded = keras.saving.load_model(out / "model_folded.keras")
     assert count_bn(folded) == 0
