@@ -97,6 +97,13 @@ def export_one(name, formats, batch_size, folder):
             )
             for check in verification["formats"]
         },
+        # Formats whose end-to-end check could not decide (chaotic or constant outputs;
+        # the per-layer checks decided): marked with * in the table.
+        void=sorted(
+            check["format"]
+            for check in verification["formats"]
+            if any(o["note"] for o in check["outputs"])
+        ),
         layers=max(
             (c["max_abs"] / max(c["peak"], 1e-30) for c in verification["layers"]), default=None
         ),
@@ -116,7 +123,10 @@ def print_row(row, formats):
         )
         return
     errors = " | ".join(
-        "-" if row["errors"].get(f) is None else f"{row['errors'][f]:.1e}" for f in formats
+        "-"
+        if row["errors"].get(f) is None
+        else f"{row['errors'][f]:.1e}" + ("*" if f in row["void"] else "")
+        for f in formats
     )
     layers = "-" if row["layers"] is None else f"{row['layers']:.1e}"
     print(
@@ -138,7 +148,8 @@ def main():
     print(
         f"bnkeras export of keras.applications, --formats {args.formats} "
         f"--batch-size {args.batch_size}; error = max |format - original| / max |original|; "
-        "per layer = the worst folded layer's max |folded - (conv -> BN)| / max |conv -> BN|\n"
+        "per layer = the worst folded layer's max |folded - (conv -> BN)| / max |conv -> BN|; "
+        "* = end to end could not decide (chaotic or constant output), the per-layer checks did\n"
     )
     print(
         f"| model | params | BN | folded | affine | per layer | {' | '.join(formats)} | export s | "

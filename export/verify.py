@@ -9,8 +9,13 @@ even where a deep random model is too chaotic for the end-to-end comparison.
 A check passes where `|candidate - reference| <= atol + rtol * |reference|` for
 every element; its max relative error is taken over the elements larger than
 `atol` (near zero any rounding is a large relative error). By default `atol` scales with the output: `atol_scale` times its
-largest magnitude, and at least `NOISE_MULTIPLE` times the difference between the
-original model run eagerly and as a graph (what the model itself reproduces).
+largest magnitude, and at least `NOISE_MULTIPLE` times what the model itself
+reproduces: the difference between the original run eagerly and as a graph, and
+the change of its output when the inputs move by a float32 rounding
+(`PERTURBATION` of each value). Where that change alone exceeds the scaled atol,
+the model is chaotic on these inputs (deep models with random BN statistics can
+be): another runtime's rounding moves its output as much, so end to end cannot
+tell a wrong model from rounding, and the per-layer checks decide.
 Outputs after a final softmax (sigmoid) are compared as logits, recovered as the
 centered log of the probabilities (their log-odds): probabilities of an
 untrained classifier are nearly constant and would check nothing. A reference
@@ -35,6 +40,9 @@ TOLERANCES = {
 }
 _LOOSEST_FIRST = ("bfloat16", "float16", "float32", "float64")
 NOISE_MULTIPLE = 4.0
+# Relative change of each input value (random sign) that measures the model's own
+# sensitivity to float32 rounding: a few float32 epsilons.
+PERTURBATION = 4 * float(np.finfo(np.float32).eps)
 # Logits recovered from float32 probabilities carry their rounding (a few float32
 # epsilons), whatever the logits' scale: the atol of such outputs is at least this.
 PROBABILITY_ATOL = 16 * float(np.finfo(np.float32).eps)
@@ -327,7 +335,27 @@ def _graph_noise(model, inputs, reference, activations):
     import tensorflow as tf
 
     graph = tf.function(lambda x: model(x, training=False))
-    outputs = as_list(graph(inputs))
+    return _differences(as_list(graph(inputs)), reference, activations)
+
+
+def _rounding_noise(model, inputs, reference, activations, seed=0):
+    """Per output: max |original on inputs moved by `PERTURBATION` - original|
+    (integer inputs stay as they are)."""
+    rng = np.random.default_rng(seed)
+
+    def nudge(x):
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            return x
+        signs = rng.choice(np.array([-1.0, 1.0], x.dtype), size=x.shape)
+        return x * (1 + PERTURBATION * signs).astype(x.dtype)
+
+    nudged = [nudge(x) for x in as_list(inputs)]
+    outputs = as_list(model(nudged if isinstance(inputs, list) else nudged[0], training=False))
+    return _differences(outputs, reference, activations)
+
+
+def _differences(outputs, reference, activations):
     return [
         float(np.abs(as_logits(o, a) - r).max(initial=0.0))
         for o, r, a in zip(outputs, reference, activations, strict=True)
@@ -417,15 +445,26 @@ def verify(
 
 
 def _reference(model, batch, activations, atol, atol_scale):
-    """(reference outputs as logits, atol per output) of the original on `batch`."""
+    """(reference outputs as logits, atol per output, chaos note per output or None)
+    of the original on `batch`."""
     raw = as_list(model(batch, training=False))
     reference = [as_logits(r, a) for r, a in zip(raw, activations, strict=True)]
-    noise = _graph_noise(model, batch, reference, activations)
-    atols = [
-        _scaled_atol(r, n, atol, atol_scale, a)
-        for r, n, a in zip(reference, noise, activations, strict=True)
-    ]
-    return reference, atols
+    graph = _graph_noise(model, batch, reference, activations)
+    rounding = _rounding_noise(model, batch, reference, activations)
+    atols, notes = [], []
+    for r, g, n, a in zip(reference, graph, rounding, activations, strict=True):
+        atols.append(_scaled_atol(r, max(g, n), atol, atol_scale, a))
+        scaled = _scaled_atol(r, g, None, atol_scale, a)
+        notes.append(
+            None
+            if n <= scaled
+            else (
+                f"chaotic on these inputs: a float32 rounding of the inputs moves this output "
+                f"by {n:.3g} (of values up to {float(np.abs(r).max(initial=0.0)):.3g}), "
+                "more than its scaled atol; this check cannot detect a wrong model"
+            )
+        )
+    return reference, atols, notes
 
 
 def _check_format(name, open_format, batches, references, names, activations, rtol):
@@ -433,7 +472,7 @@ def _check_format(name, open_format, batches, references, names, activations, rt
     check = FormatCheck(name, [])
     try:
         run = open_format()
-        for batch, (reference, atols) in zip(batches, references, strict=True):
+        for batch, (reference, atols, notes) in zip(batches, references, strict=True):
             outputs = run(batch)
             if len(outputs) != len(reference):
                 check.error = f"{len(outputs)} outputs, expected {len(reference)}"
@@ -442,6 +481,7 @@ def _check_format(name, open_format, batches, references, names, activations, rt
                 result = compare_output(
                     names[i], reference[i], as_logits(out, activations[i]), rtol, atols[i]
                 )
+                result.note = notes[i] or result.note  # the cause, where chaotic
                 result.inputs = _shape_text(batch)
                 check.outputs.append(result)
     except Exception as error:  # a format that cannot even run fails verification

@@ -39,6 +39,7 @@ def test_correct_fold_of_untrained_application_passes(untrained_mobilenet):
     assert f"max abs {max(report.layers, key=lambda c: c.max_abs / c.peak).max_abs:.3g}" in str(
         report
     )
+    assert "chaotic" not in str(report)  # rounding of the inputs hardly moves it
 
 
 def test_broken_fold_of_untrained_application_fails(untrained_mobilenet):
@@ -192,3 +193,37 @@ def test_max_rel_is_taken_over_the_elements_above_atol():
     assert check.max_abs == pytest.approx(1e-3)
     broken = compare_output("out", reference, reference * 1.01, 1e-4, 1e-6, across_batch=False)
     assert not broken.passed and broken.max_rel == pytest.approx(0.01)
+
+
+@keras.saving.register_keras_serializable(package="bnkeras_tests")
+class FastSine(keras.layers.Layer):
+    def call(self, x):
+        return keras.ops.sin(1e6 * x)
+
+
+def _chaotic_model():
+    """conv -> BN -> sin(1e6 x): a float32 rounding of the inputs moves the output by O(1)."""
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.Conv2D(3, 1, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inputs, FastSine()(x))
+    randomize(model, np.random.default_rng(3))
+    return model
+
+
+def test_a_chaotic_model_is_decided_by_the_per_layer_checks(rng):
+    model = _chaotic_model()
+    result = fold_batchnorm(model)
+    x = harness.random_batch(rng, (4, 4, 4, 2))
+    # End to end alone cannot decide: the output counts as failed, and says why.
+    report = verify(model, x, folded=result.model)
+    assert not report.passed
+    assert "chaotic on these inputs" in str(report) and "count as failed" in str(report)
+    # With the per-layer checks, the right fold passes ...
+    report = verify(model, x, folded=result.model, fold_report=result.report)
+    assert report.passed and "the per-layer checks decide" in str(report)
+    # ... and a wrong one fails there.
+    conv = result.model.get_layer("conv")
+    conv.kernel.assign(conv.kernel * 1.01)
+    report = verify(model, x, folded=result.model, fold_report=result.report)
+    assert not report.passed and not report.layers[0].passed
