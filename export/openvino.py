@@ -1,4 +1,5 @@
-"""OpenVINO IR: write `model.xml` + `model.bin` through Keras and check them in OpenVINO Runtime.
+"""OpenVINO IR: write `model.xml` + `model.bin` (converted from the model's inference
+function) and check them in OpenVINO Runtime.
 
 Optional: needs the `openvino` package (`pip install "bnkeras[openvino]"`).
 """
@@ -38,17 +39,14 @@ def write_openvino(model, path):
     """
     import tensorflow as tf
 
+    from bnkeras.export.writers import inference_function
+
     ov = _openvino()
     signature = [
         tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name.split(":")[0])
         for t in model.inputs
     ]
-
-    @tf.function
-    def serve(*inputs):
-        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
-
-    concrete = serve.get_concrete_function(*signature)
+    concrete = inference_function(model, signature)
     converted = ov.convert_model(concrete)
     results = {}
     for result in converted.get_results():

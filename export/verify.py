@@ -323,8 +323,7 @@ def compare_output(name, reference, candidate, rtol, atol, across_batch=True):
 def _scaled_atol(reference, noise, atol, atol_scale, activation):
     """The absolute tolerance for one output (see the module docstring)."""
     if atol is None:
-        peak = float(np.abs(reference).max(initial=0.0))
-        atol = atol_scale * peak
+        atol = atol_scale * float(np.abs(reference).max(initial=0.0))
         if activation is not None:
             atol = max(atol, PROBABILITY_ATOL)
     return max(atol, NOISE_MULTIPLE * noise)

@@ -27,6 +27,18 @@ def _input_signature(model):
     ]
 
 
+def inference_function(model, signature=None):
+    """`model(inputs, training=False)` as a ConcreteFunction traced for `signature`
+    (default: each model input with a run-time batch, named `input_<i>`); its first
+    `len(model.inputs)` inputs are the model's, the rest captured variables."""
+
+    @tf.function
+    def serve(*inputs):
+        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+
+    return serve.get_concrete_function(*(signature or _input_signature(model)))
+
+
 def write_keras(model, path):
     model.save(path)
 
@@ -43,13 +55,7 @@ def frozen_graph_def(model):
     graph's only inputs are the model's; functions Keras marks for XLA
     compilation are made inlinable so that their ops get converted.
     """
-
-    @tf.function
-    def serve(*inputs):
-        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
-
-    signature = _input_signature(model)
-    concrete = serve.get_concrete_function(*signature)
+    concrete = inference_function(model)
     graph_def = _freeze(concrete)
     for node in graph_def.node:
         for attr in _NO_INLINE_ATTRS:
@@ -60,7 +66,7 @@ def frozen_graph_def(model):
         for node in function.node_def:
             for attr in _NO_INLINE_ATTRS:
                 node.attr.pop(attr, None)
-    inputs = [t.name for t in concrete.inputs[: len(signature)]]  # the rest are captures
+    inputs = [t.name for t in concrete.inputs[: len(model.inputs)]]  # the rest are captures
     return graph_def, inputs, [t.name for t in concrete.outputs]
 
 

@@ -238,17 +238,16 @@ class BatchNormBase(keras.layers.Layer):
         correction = None if self._recalibrating else self._batch_correction()
         if correction is None:
             outputs, mean, variance = _fused.train(inputs, scale, offset, self.epsilon)
-        else:
-            outputs, mean, variance = _fused.train_corrected(
-                inputs, scale, offset, self.epsilon, correction
-            )
-            # The correction read the renorm statistics that this update overwrites;
-            # without an explicit order the read could come after the update (seen
-            # as graph and XLA steps disagreeing now and then under load).
-            with tf.control_dependencies([outputs]):
-                self._update_moving_statistics(mean, variance)
+            self._update_moving_statistics(mean, variance)
             return outputs
-        self._update_moving_statistics(mean, variance)
+        outputs, mean, variance = _fused.train_corrected(
+            inputs, scale, offset, self.epsilon, correction
+        )
+        # The correction read the renorm statistics that this update overwrites;
+        # without an explicit order the read could come after the update (seen
+        # as graph and XLA steps disagreeing now and then under load).
+        with tf.control_dependencies([outputs]):
+            self._update_moving_statistics(mean, variance)
         return outputs
 
     # ---------------------------------------------------- variant extension points
