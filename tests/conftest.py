@@ -1,7 +1,10 @@
 """Test setup: split the CPU into two logical devices before TensorFlow starts, so
 that MirroredStrategy and cross-replica statistics can be tested on one machine."""
 
+import contextlib
+import fcntl
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -34,3 +37,25 @@ def pytest_collection_modifyitems(items):
     """The slow tests first: the two workers then end together instead of one
     finishing the end-to-end run alone."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@contextlib.contextmanager
+def built_once(tmp_path_factory, name):
+    """`(folder, build)`: the session's folder `name`, shared by the xdist workers.
+
+    The first worker to get here builds it (`build` is True: fill `folder`); the
+    others wait for it and get `build` False. Fixtures that train or generate data
+    use it so that the two workers do not repeat the work; what they return must
+    only be read (tests copy what they change)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N/, shared by this session's popen-gwN/
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build = not done.exists()
+        if build:
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed in the other worker
+            folder.mkdir()
+        yield folder, build
+        done.touch()

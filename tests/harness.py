@@ -151,16 +151,21 @@ def _train_step(layer, shape, jit_compile, mask_shape=None):
     return step
 
 
-def check_xla_equals_graph(make_layer, rng, batches=(8, 10, 3), inner=IMAGE_SHAPE, masked=False):
+def check_xla_equals_graph(make_layer, rng, batches=None, inner=IMAGE_SHAPE, masked=False):
     """A `tf.function(jit_compile=True)` training step and XLA inference give the
     graph's outputs, gradients and moving statistics (1e-5), for a static batch and
-    a batch size unknown at trace time (whole ghost batches, a remainder, one part)."""
+    a batch size unknown at trace time, over consecutive steps. Ghost layers get
+    whole ghost batches, a remainder and one part (8, 10, 3); the batch size takes
+    no other path, so other layers get two steps of 8 (one compilation a mode)."""
+    if batches is None:
+        batches = (8, 10, 3) if getattr(make_layer(), "virtual_batch_size", None) else (8, 8)
     for static in (True, False):
         layers = [make_layer(), make_layer()]
         for layer in layers:
             layer.build((None, *inner))
         randomize_statistics(layers[0], rng)
         layers[1].set_weights(layers[0].get_weights())
+        steps = {}
         for batch in batches:
             shape = (batch if static else None, *inner)
             x = random_batch(rng, (batch, *inner))
@@ -169,18 +174,21 @@ def check_xla_equals_graph(make_layer, rng, batches=(8, 10, 3), inner=IMAGE_SHAP
             if masked:
                 mask_shape = shape[:-1]
                 args.append(rng.random((batch, *inner[:-1])) > 0.3)
-            results = [
-                _train_step(layer, shape, jit, mask_shape)(*args)
-                for layer, jit in zip(layers, (False, True), strict=True)
-            ]
+            if shape not in steps:
+                steps[shape] = [
+                    _train_step(layer, shape, jit, mask_shape)
+                    for layer, jit in zip(layers, (False, True), strict=True)
+                ]
+            results = [step(*args) for step in steps[shape]]
             for a, b in zip(*results, strict=True):
                 # 1e-5 of the largest value: gradients are sums with cancellation.
                 scale = max(1.0, float(np.max(np.abs(b))))
                 np.testing.assert_allclose(a, b, atol=1e-5 * scale, rtol=1e-5)
             for a, b in zip(layers[0].weights, layers[1].weights, strict=True):
                 np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5, err_msg=a.path)
-            infer = tf.function(lambda t, layer=layers[1]: layer(t), jit_compile=True)
-            np.testing.assert_allclose(infer(x), layers[0](x), atol=1e-5, rtol=1e-5)
+        # Inference reads only the moving statistics: one batch size tells.
+        infer = tf.function(lambda t, layer=layers[1]: layer(t), jit_compile=True)
+        np.testing.assert_allclose(infer(x), layers[0](x), atol=1e-5, rtol=1e-5)
 
 
 def check_integer_inputs(make_layer, rng):
@@ -326,9 +334,14 @@ def check_synchronized(make_layer, rng, global_batch=16, control=True):
     np.testing.assert_allclose(out, expected, atol=1e-5)
     for a, b in zip(layer.weights, single.weights, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=a.path)
-    if control:  # the check can fail: local statistics give other outputs
-        unsynchronized, _ = run(False)
-        assert not np.allclose(unsynchronized, expected, atol=1e-3)
+    if control:  # the check can fail: local statistics give other outputs or updates
+        # (renorm's output does not depend on the batch's statistics while r and d
+        # are inside their clips; its moving variance still does).
+        unsynchronized, layer = run(False)
+        assert not np.allclose(unsynchronized, expected, atol=1e-3) or not all(
+            np.allclose(np.asarray(a), np.asarray(b), atol=1e-3)
+            for a, b in zip(layer.weights, single.weights, strict=True)
+        )
 
 
 def run_all(make_layer, tmp_path, rng, trainable=2, non_trainable=2, sync_control=True):

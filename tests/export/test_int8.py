@@ -9,17 +9,15 @@ import pytest
 from bnkeras.cli import main
 from bnkeras.export.litert import run_litert
 from tests.export.test_fold import randomize
-from tests.training.conftest import TINY, shapes_dir  # noqa: F401 - fixture
+from tests.training.conftest import (  # noqa: F401 - fixtures
+    finished_run,
+    one_epoch_run,
+    shapes_dir,
+)
 
 
-def test_int8_on_a_run_is_judged_by_accuracy_drop(shapes_dir, tmp_path, capsys):  # noqa: F811
-    from bnkeras.training import train_and_evaluate
-    from bnkeras.training.config import build_config
-
-    workdir = tmp_path / "run"
-    config = build_config("demo", [*TINY, "train.epochs=2"], {"data.data_dir": shapes_dir})
-    train_and_evaluate(config, workdir)
-    capsys.readouterr()
+def test_int8_on_a_run_is_judged_by_accuracy_drop(finished_run, tmp_path, capsys):  # noqa: F811
+    workdir = finished_run  # a two-epoch run (export only reads it)
     out = tmp_path / "export"
     code = main(["export", str(workdir), "--out", str(out), "--formats", "keras", "--int8"])
     printed = capsys.readouterr().out

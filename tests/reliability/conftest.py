@@ -15,16 +15,15 @@ import pytest
 
 from bnkeras.cli import main
 from bnkeras.training.config import build_config
-from bnkeras.training.trainer import train_and_evaluate
 from tests.training.conftest import (  # noqa: F401 - the session fixtures
-    TINY,
+    TWO_EPOCHS,
+    finished_run,
     one_epoch_run,
     shapes_dir,
 )
 
 QUIET = {"progress": 0}
-# Two epochs, so that a run has a checkpoint to resume from and a log of two rows.
-RUN = [*TINY, "train.epochs=2"]
+RUN = TWO_EPOCHS
 
 
 def tiny(data_dir, *overrides):
@@ -77,22 +76,8 @@ def spawn(*argv, **kwargs):
     )
 
 
-@pytest.fixture(scope="session")
-def finished_run(shapes_dir, one_epoch_run, tmp_path_factory):  # noqa: F811
-    """A finished two-epoch tiny run (the session's one-epoch run, resumed for a
-    second epoch); copy it with `run_copy` before changing it.
-
-    Its first checkpoint is kept beside it as `epoch_0001.keras` (a run keeps only
-    its last and best checkpoints)."""
-    workdir = tmp_path_factory.mktemp("finished") / "run"
-    shutil.copytree(one_epoch_run[0], workdir)
-    shutil.copy(workdir / "checkpoints" / "epoch_0001.keras", workdir.parent)
-    train_and_evaluate(tiny(shapes_dir), workdir, **QUIET)
-    return workdir
-
-
 @pytest.fixture
-def run_copy(finished_run, tmp_path):
+def run_copy(finished_run, tmp_path):  # noqa: F811
     def make(name="run"):
         target = tmp_path / name
         shutil.copytree(finished_run, target)

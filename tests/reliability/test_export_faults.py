@@ -14,12 +14,13 @@ import time
 
 import keras
 import pytest
+import yaml
 
 import bnkeras
 from bnkeras.cli import main
 from bnkeras.export import outdir
 from tests.export.test_export_outdir import tree_hashes
-from tests.training.conftest import shapes_dir  # noqa: F401 - fixture
+from tests.training.conftest import one_epoch_copy  # noqa: F401 - fixture
 
 
 def _save_model(path, units=4, dense=2):
@@ -176,16 +177,13 @@ def test_read_only_disk_is_one_line_and_keeps_the_previous_export(tmpfs, tmp_pat
     assert sorted(p.name for p in tmpfs.iterdir()) == ["export"]
 
 
-def test_export_says_why_a_runs_data_could_not_be_read(shapes_dir, tmp_path, capsys):  # noqa: F811
-    from bnkeras.training import train_and_evaluate
-    from bnkeras.training.config import build_config
-    from tests.training.conftest import TINY
-
-    data_dir = tmp_path / "data"
-    shutil.copytree(shapes_dir, data_dir)
-    workdir = tmp_path / "run"
-    train_and_evaluate(build_config("demo", TINY, {"data.data_dir": str(data_dir)}), workdir)
-    capsys.readouterr()
+def test_export_says_why_a_runs_data_could_not_be_read(one_epoch_copy, tmp_path, capsys):  # noqa: F811
+    workdir = one_epoch_copy
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    data_dir = tmp_path / "data"  # the run's data, moved where this test may remove it
+    shutil.copytree(config["data"]["data_dir"], data_dir)
+    config["data"]["data_dir"] = str(data_dir)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     assert _export(workdir, tmp_path / "with_data") == 0
     assert "verification inputs: a batch of 8 from the run's evaluation data" in (
         capsys.readouterr().out

@@ -1,8 +1,10 @@
+import json
 import shutil
 
 import pytest
 
 from bnkeras.training.config import build_config
+from tests.conftest import built_once
 
 
 @pytest.fixture(scope="session")
@@ -12,8 +14,9 @@ def shapes_dir(tmp_path_factory):
 
     import bnkeras.training.shapes_dataset  # noqa: F401
 
-    data_dir = tmp_path_factory.mktemp("tfds")
-    tfds.builder("bnkeras_shapes", data_dir=str(data_dir)).download_and_prepare()
+    with built_once(tmp_path_factory, "tfds") as (data_dir, build):
+        if build:
+            tfds.builder("bnkeras_shapes", data_dir=str(data_dir)).download_and_prepare()
     return str(data_dir)
 
 
@@ -28,6 +31,8 @@ TINY = [
     "train.epochs=1",
     "train.warmup_epochs=0",
 ]
+# Two epochs: a run with a checkpoint to resume from and a log of two rows.
+TWO_EPOCHS = [*TINY, "train.epochs=2"]
 
 
 @pytest.fixture
@@ -46,9 +51,31 @@ def one_epoch_run(shapes_dir, tmp_path_factory):
     session; tests that change it take a copy with `one_epoch_copy`."""
     from bnkeras.training.trainer import train_and_evaluate
 
-    workdir = tmp_path_factory.mktemp("one_epoch") / "run"
-    config = build_config("demo", TINY, {"data.data_dir": shapes_dir})
-    return workdir, train_and_evaluate(config, workdir, progress=0)
+    with built_once(tmp_path_factory, "one_epoch") as (folder, build):
+        workdir, returned = folder / "run", folder / "returned.json"
+        if build:
+            config = build_config("demo", TINY, {"data.data_dir": shapes_dir})
+            returned.write_text(json.dumps(train_and_evaluate(config, workdir, progress=0)))
+    return workdir, json.loads(returned.read_text())
+
+
+@pytest.fixture(scope="session")
+def finished_run(shapes_dir, one_epoch_run, tmp_path_factory):
+    """A finished `TWO_EPOCHS` run (the session's one-epoch run, resumed for a
+    second epoch); tests that change it take a copy.
+
+    Its first checkpoint is kept beside it as `epoch_0001.keras` (a run keeps only
+    its last and best checkpoints)."""
+    from bnkeras.training.trainer import train_and_evaluate
+
+    with built_once(tmp_path_factory, "finished") as (folder, build):
+        workdir = folder / "run"
+        if build:
+            shutil.copytree(one_epoch_run[0], workdir)
+            shutil.copy(workdir / "checkpoints" / "epoch_0001.keras", folder)
+            config = build_config("demo", TWO_EPOCHS, {"data.data_dir": shapes_dir})
+            train_and_evaluate(config, workdir, progress=0)
+    return workdir
 
 
 @pytest.fixture

@@ -129,7 +129,7 @@ def test_rerun_resumes_and_larger_epochs_continue(tiny_config, one_epoch_copy, c
     assert [r["epoch"] for r in read_log(workdir)] == [1.0, 2.0]
 
 
-@pytest.mark.parametrize("norm", ["renorm", "ghost", "keras", "none"])
+@pytest.mark.parametrize("norm", ["ghost", "keras", "none"])  # renorm: test_renorm_step_resumes
 def test_every_norm_trains(tiny_config, tmp_path, norm):
     metrics = train_and_evaluate(
         tiny_config(f"norm.name={norm}", "norm.virtual_batch_size=8"), tmp_path / norm, **QUIET
@@ -139,7 +139,8 @@ def test_every_norm_trains(tiny_config, tmp_path, norm):
 
 def test_renorm_step_resumes(tiny_config, tmp_path):
     workdir = tmp_path / "run"
-    train_and_evaluate(tiny_config("norm.name=renorm"), workdir, **QUIET)
+    metrics = train_and_evaluate(tiny_config("norm.name=renorm"), workdir, **QUIET)
+    assert np.isfinite(metrics["loss"])
     train_and_evaluate(tiny_config("norm.name=renorm", "train.epochs=2"), workdir, **QUIET)
     model = keras.saving.load_model(workdir / "model.keras")
     steps = {int(layer.renorm_step) for layer in model.layers if hasattr(layer, "renorm_step")}
