@@ -462,8 +462,10 @@ def _setup(run):
             total_steps=epochs * run.data.steps_per_epoch,
         )
         compile_model(run.model, config, run.data.steps_per_epoch, run.data.num_classes)
+        # Built before the first trace (as Keras does under a strategy): else the
+        # train step creates its slots while tracing and is traced a second time.
+        run.model.optimizer.build(run.model.trainable_variables)
         if run.state is not None:
-            run.model.optimizer.build(run.model.trainable_variables)
             _load_checkpoint(run.model, checkpoints.last_path(run.workdir, run.state))
     _multiworker_workarounds(run.model, run.strategy, run.data.eval)
 
