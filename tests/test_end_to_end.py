@@ -9,12 +9,13 @@ import re
 
 import pytest
 
+from bnkeras.training.config import build_config
 from tests.test_cli import TF_LOG
 from tests.training.test_cli_run import _bnkeras
 
-EPOCHS = 8
+EPOCHS = build_config("demo", [], {})["train"]["epochs"]
 PROGRESS = re.compile(
-    r"epoch (\d)/8 step (\d+)/(\d+): (first step \d+\.\d s, loss \d\.\d{4}"
+    rf"epoch (\d)/{EPOCHS} step (\d+)/(\d+): (first step \d+\.\d s, loss \d\.\d{{4}}"
     r"|\d+ images/s, loss \d\.\d{4}, ETA \d+:\d\d)"
 )
 
@@ -24,8 +25,8 @@ def _check_progress(stdout):
     assert "\x1b" not in stdout and "━" not in stdout
     lines = stdout.splitlines()
     for epoch in range(1, EPOCHS + 1):
-        progress = [i for i, line in enumerate(lines) if line.startswith(f"epoch {epoch}/8 step")]
-        summary = [i for i, line in enumerate(lines) if line.startswith(f"epoch {epoch}/8: loss")]
+        progress = [i for i, line in enumerate(lines) if line.startswith(f"epoch {epoch}/{EPOCHS} step")]
+        summary = [i for i, line in enumerate(lines) if line.startswith(f"epoch {epoch}/{EPOCHS}: loss")]
         assert progress and len(summary) == 1 and progress[-1] == summary[0] - 1, stdout
         matches = [PROGRESS.fullmatch(lines[i]) for i in progress]
         assert all(matches), [lines[i] for i in progress]
