@@ -25,8 +25,12 @@ def _check_progress(stdout):
     assert "\x1b" not in stdout and "━" not in stdout
     lines = stdout.splitlines()
     for epoch in range(1, EPOCHS + 1):
-        progress = [i for i, line in enumerate(lines) if line.startswith(f"epoch {epoch}/{EPOCHS} step")]
-        summary = [i for i, line in enumerate(lines) if line.startswith(f"epoch {epoch}/{EPOCHS}: loss")]
+        progress = [
+            i for i, line in enumerate(lines) if line.startswith(f"epoch {epoch}/{EPOCHS} step")
+        ]
+        summary = [
+            i for i, line in enumerate(lines) if line.startswith(f"epoch {epoch}/{EPOCHS}: loss")
+        ]
         assert progress and len(summary) == 1 and progress[-1] == summary[0] - 1, stdout
         matches = [PROGRESS.fullmatch(lines[i]) for i in progress]
         assert all(matches), [lines[i] for i in progress]

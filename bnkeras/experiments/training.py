@@ -52,6 +52,9 @@ def loss_and_gradients(model, x, y):
 
 
 def make_train_step(model, optimizer):
+    # Built here, not in the first trace (which would then be traced a second time).
+    optimizer.build(model.trainable_variables)
+
     @tf.function(reduce_retracing=True)
     def train_step(x, y):
         loss, gradients = loss_and_gradients(model, x, y)

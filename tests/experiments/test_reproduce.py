@@ -7,6 +7,7 @@ import pytest
 
 from bnkeras import cli
 from bnkeras.experiments import EXPERIMENTS, ReproduceError, runner
+from tests.conftest import built_once
 
 RECORD_FIELDS = {
     "format",
@@ -41,23 +42,28 @@ COMPARISON_FIELDS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def all_quick(tmp_path_factory):
-    """`bnkeras reproduce all --quick` once: every experiment in workdir/NAME."""
-    workdir = tmp_path_factory.mktemp("science")
+    """`bnkeras reproduce all --quick` once a session: every experiment in workdir/NAME
+    (only read: tests that run on an experiment take a copy with `quick_run`)."""
     logger = logging.getLogger("bnkeras")
     handlers, level = list(logger.handlers), logger.level
-    try:  # the CLI shows progress through the `bnkeras` logger
-        assert cli.main(["reproduce", "all", "--workdir", str(workdir), "--quick"]) == 0
-    finally:
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
+    with built_once(tmp_path_factory, "science") as (workdir, build):
+        if build:
+            try:  # the CLI shows progress through the `bnkeras` logger
+                assert cli.main(["reproduce", "all", "--workdir", str(workdir), "--quick"]) == 0
+            finally:
+                logger.handlers[:] = handlers
+                logger.setLevel(level)
     return workdir
 
 
 @pytest.fixture(params=list(EXPERIMENTS))
-def quick_run(request, all_quick):
-    return request.param, all_quick / request.param
+def quick_run(request, all_quick, tmp_path):
+    """(name, a private copy of the experiment's quick results)."""
+    workdir = tmp_path / request.param
+    shutil.copytree(all_quick / request.param, workdir)
+    return request.param, workdir
 
 
 def _finite_numbers(value):

@@ -249,7 +249,9 @@ def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
         "top5",
         "examples",
     }
-    code, out, err = _cli(capsys, "export", workdir, "--out", str(tmp_path / "export"))
+    # The formats themselves: tests/export (and the README command in test_end_to_end.py).
+    export = ["export", workdir, "--out", str(tmp_path / "export"), "--formats", "keras"]
+    code, out, err = _cli(capsys, *export)
     assert code == 0, err
     assert (
         json.loads((tmp_path / "export" / "report.json").read_text())["inputs"] == "dataset batch"
