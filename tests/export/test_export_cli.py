@@ -15,7 +15,7 @@ from tests.export.test_fold import randomize
 @pytest.fixture
 def mobilenet(tmp_path, rng):
     model = keras.applications.MobileNetV2(
-        input_shape=(96, 96, 3), alpha=0.35, weights=None, classes=10
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10
     )
     randomize(model, rng)
     path = tmp_path / "mobilenet.keras"
