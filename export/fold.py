@@ -442,12 +442,6 @@ def _as_functional(model):
     )
 
 
-def _private_copy(model):
-    copy = keras.models.clone_model(model, recursive=True)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 # ------------------------------------------------------------------ planning
 
 
@@ -561,6 +555,18 @@ def _rebuild(work, plan, notes):
         _check_float16(fold.layer, values, notes)
         replaced[key] = _rebuilt(fold.layer, values, fold.input_shape)
 
+    copies = []  # (layer of `work`, its copy): weights copied once the copies are built
+
+    def clone_function(layer):
+        if id(layer) in replaced:
+            return replaced[id(layer)]
+        if id(layer) in plan.dropped:
+            return layer  # never called: `call_function` passes its input on
+        copy = layer.__class__.from_config(layer.get_config())
+        if isinstance(layer, keras.layers.Layer):  # not a bare keras.ops operation
+            copies.append((layer, copy))
+        return copy
+
     def call_function(layer, *args, **kwargs):
         if id(layer) in plan.dropped:
             return args[0]
@@ -568,12 +574,14 @@ def _rebuild(work, plan, notes):
             kwargs.pop("training", None)
         return layer(*args, **kwargs)
 
-    return keras.models.clone_model(
-        work,
-        clone_function=lambda layer: replaced.get(id(layer), layer),
-        call_function=call_function,
-        recursive=True,
+    # One clone with new layers throughout: the folded model shares nothing with `work`
+    # (which may be the caller's model).
+    folded = keras.models.clone_model(
+        work, clone_function=clone_function, call_function=call_function, recursive=True
     )
+    for layer, copy in copies:
+        copy.set_weights(layer.get_weights())
+    return folded
 
 
 # ------------------------------------------------------------------- public API
@@ -596,7 +604,15 @@ def fold_batchnorm(model):
             f"{type(model).__name__} {model.name!r} is a subclassed model: folding needs the "
             "layer graph of a Sequential or functional model."
         )
-    work = _as_functional(_private_copy(model))
+    # A functional model is only read; making a Sequential functional calls its
+    # layers on new inputs, so that happens on a private copy.
+    nested = [model, *iter_layers(model)]
+    if any(isinstance(layer, keras.Sequential) for layer in nested):
+        model_copy = keras.models.clone_model(model, recursive=True)
+        model_copy.set_weights(model.get_weights())
+        work = _as_functional(model_copy)
+    else:
+        work = model
     plan = _plan(work)
     notes = []
     folded = _rebuild(work, plan, notes)

@@ -4,6 +4,7 @@ import pytest
 
 import bnkeras
 from bnkeras.export import count_bn, fold_batchnorm
+from bnkeras.model_layers import iter_layers
 from tests import harness
 
 BN_KINDS = {
@@ -132,6 +133,39 @@ def test_fold_each_layer_kind(name, data_format, use_bias, center, scale, kind, 
     for w, b in zip(model.weights, before, strict=True):
         np.testing.assert_array_equal(np.asarray(w), b)
     assert count_bn(model) == 1 and len(linear._inbound_nodes) == 1
+
+
+@pytest.mark.parametrize("kind", ["functional", "sequential", "nested sequential"])
+def test_the_input_model_is_left_untouched_and_shares_nothing(kind, rng):
+    layers = [
+        keras.layers.Conv2D(4, 3, padding="same"),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+        keras.layers.Dense(2),
+    ]
+    if kind == "sequential":
+        model = keras.Sequential([keras.Input((6, 6, 3)), *layers])
+    else:
+        inputs = keras.Input((6, 6, 3))
+        inner = keras.Sequential(layers) if kind == "nested sequential" else None
+        x = inner(inputs) if inner else inputs
+        if not inner:
+            for layer in layers:
+                x = layer(x)
+        model = keras.Model(inputs, x)
+    randomize(model, rng)
+    before = [np.asarray(w).copy() for w in model.weights]
+    nodes = [len(layer._inbound_nodes) for layer in layers]
+    result = fold_batchnorm(model)
+    assert count_bn(result.model) == 0 and count_bn(model) == 1
+    x = harness.random_batch(rng, (4, 6, 6, 3))
+    assert_same_outputs(model, result.model, x)
+    for w, b in zip(model.weights, before, strict=True):
+        np.testing.assert_array_equal(np.asarray(w), b)
+    assert [len(layer._inbound_nodes) for layer in layers] == nodes
+    originals = {id(v) for v in model.weights}
+    assert not [v.path for v in result.model.weights if id(v) in originals]
+    assert not set(map(id, iter_layers(model))) & set(map(id, iter_layers(result.model)))
 
 
 def _chain(*layers, shape=(6, 6, 3)):
