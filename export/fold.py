@@ -432,7 +432,7 @@ def _as_functional(model):
         return keras.Model(inputs, x, name=model.name)
     if not _is_functional(model):
         return model
-    if not any(isinstance(layer, keras.Sequential) for layer in iter_layers(model)):
+    if not _has_sequential(model):
         return model
     return keras.models.clone_model(
         model,
@@ -440,6 +440,18 @@ def _as_functional(model):
             _as_functional(layer) if isinstance(layer, keras.Model) else layer
         ),
     )
+
+
+def _has_sequential(model):
+    """Whether `model` is or contains a Sequential model (which `_as_functional` rebuilds
+    by calling its layers on new inputs)."""
+    return any(isinstance(layer, keras.Sequential) for layer in [model, *iter_layers(model)])
+
+
+def _private_copy(model):
+    copy = keras.models.clone_model(model, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 # ------------------------------------------------------------------ planning
@@ -606,13 +618,7 @@ def fold_batchnorm(model):
         )
     # A functional model is only read; making a Sequential functional calls its
     # layers on new inputs, so that happens on a private copy.
-    nested = [model, *iter_layers(model)]
-    if any(isinstance(layer, keras.Sequential) for layer in nested):
-        model_copy = keras.models.clone_model(model, recursive=True)
-        model_copy.set_weights(model.get_weights())
-        work = _as_functional(model_copy)
-    else:
-        work = model
+    work = _as_functional(_private_copy(model)) if _has_sequential(model) else model
     plan = _plan(work)
     notes = []
     folded = _rebuild(work, plan, notes)

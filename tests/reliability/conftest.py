@@ -23,16 +23,15 @@ from tests.training.conftest import (  # noqa: F401 - the session fixtures
 )
 
 QUIET = {"progress": 0}
-RUN = TWO_EPOCHS
 
 
 def tiny(data_dir, *overrides):
-    return build_config("demo", [*RUN, *overrides], {"data.data_dir": data_dir})
+    return build_config("demo", [*TWO_EPOCHS, *overrides], {"data.data_dir": data_dir})
 
 
 def train_args(workdir, data_dir, *overrides):
     """`bnkeras train` arguments of the tiny run (overrides are --set key=value)."""
-    sets = [f"--set={s}" for s in [*RUN, *overrides]]
+    sets = [f"--set={s}" for s in [*TWO_EPOCHS, *overrides]]
     return ["train", "--workdir", str(workdir), "--data-dir", str(data_dir), *sets]
 
 
