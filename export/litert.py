@@ -1,13 +1,57 @@
-"""LiteRT (TensorFlow Lite): write `model.tflite` through Keras and check it in the LiteRT interpreter."""
+"""LiteRT (TensorFlow Lite): write `model.tflite` (float or int8) from a SavedModel of the
+model and check it in the LiteRT interpreter."""
+
+import contextlib
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 from bnkeras.export.verify import as_list
 
 
-def write_litert(model, path):
-    """Writes `model` as a LiteRT flatbuffer with Keras's own exporter (dynamic batch)."""
-    model.export(str(path), format="litert", verbose=False)
+@contextlib.contextmanager
+def _saved_model_of(model, path, saved_model):
+    """`saved_model` when given, else a SavedModel of `model` in a temporary folder
+    beside `path` (on the output's disk), removed afterwards."""
+    if saved_model is not None:
+        yield Path(saved_model)
+        return
+    from bnkeras.export.writers import write_saved_model
+
+    with tempfile.TemporaryDirectory(prefix=".litert-", dir=Path(path).parent) as folder:
+        write_saved_model(model, Path(folder) / "saved_model")
+        yield Path(folder) / "saved_model"
+
+
+def _convert(model, path, saved_model, **settings):
+    """Writes the LiteRT flatbuffer of `model` converted from its SavedModel, with the
+    converter settings of `model.export(format="litert")` plus `settings`."""
+    import tensorflow as tf
+
+    with _saved_model_of(model, path, saved_model) as folder:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(folder))
+        # As Keras's exporter (keras/src/export/litert.py): TFLite's builtin ops, and
+        # TensorFlow's where there is no builtin; variables as resources.
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+            tf.lite.OpsSet.SELECT_TF_OPS,
+        ]
+        converter.experimental_enable_resource_variables = True
+        for name, value in settings.items():
+            setattr(converter, name, value)
+        flatbuffer = converter.convert()
+    Path(path).write_bytes(flatbuffer)
+
+
+def write_litert(model, path, saved_model=None):
+    """Writes `model` as a float LiteRT flatbuffer (dynamic batch).
+
+    The conversion of `model.export(format="litert")`, which writes a SavedModel
+    and converts it; given `saved_model` (written by `write_saved_model` for the
+    same model), it converts that one instead of writing another.
+    """
+    _convert(model, path, saved_model)
 
 
 def _interpreter(path):
@@ -56,18 +100,19 @@ def _samples(batches):
             yield [np.asarray(a[i : i + 1], np.float32) for a in arrays]
 
 
-def write_litert_int8(model, path, calibration):
+def write_litert_int8(model, path, calibration, saved_model=None):
     """Writes a full-integer (int8 weights and activations) LiteRT model.
 
     Post-training quantization calibrated on `calibration`, a list of input batches;
     inputs and outputs stay float32 so that the file is a drop-in for `model.tflite`.
+    `saved_model` as for `write_litert`.
     """
     import tensorflow as tf
 
-    model.export(
-        str(path),
-        format="litert",
-        verbose=False,
+    _convert(
+        model,
+        path,
+        saved_model,
         optimizations=[tf.lite.Optimize.DEFAULT],
         representative_dataset=lambda: _samples(calibration),
     )

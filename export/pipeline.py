@@ -210,7 +210,9 @@ def export_model(
         quantized = None
         if int8 and "litert" in paths:
             data = _int8_data(workdir, batch_size, calibration_batches, inputs)
-            quantized = _export_int8(model, result.model, paths["litert"], data, int8_max_drop)
+            quantized = _export_int8(
+                model, result.model, paths["litert"], data, int8_max_drop, paths.get("saved_model")
+            )
             logger.info(quantized["line"])
         latency = measure_latency(model, result.model, inputs)
         logger.info(latency.pop("line"))
@@ -268,12 +270,13 @@ def _write_formats(folded, formats, partial, opset):
         "keras": write_keras,
         "saved_model": write_saved_model,
         "onnx": lambda m, p: write_onnx(m, p, opset),
-        "litert": write_litert,
+        # Converted from the SavedModel when there is one (written before it, below).
+        "litert": lambda m, p: write_litert(m, p, paths.get("saved_model")),
         "openvino": write_openvino,
     }
     paths, failures = {}, {}
     with quiet_output(partial / LOG_NAME), collecting_cycles():
-        for fmt in formats:
+        for fmt in sorted(formats, key=FORMATS.index):
             path = partial / FILENAMES[fmt]
             try:
                 writers[fmt](folded, path)
@@ -375,13 +378,14 @@ def _int8_data(workdir, batch_size, calibration_batches, inputs):
     return [inputs], [(inputs, None)], f"verification inputs ({reason.splitlines()[0]})"
 
 
-def _export_int8(model, folded, float_path, data, max_drop):
-    """Writes and checks `model_int8.tflite` beside the float `float_path`: a report entry."""
+def _export_int8(model, folded, float_path, data, max_drop, saved_model=None):
+    """Writes and checks `model_int8.tflite` beside the float `float_path` (converted
+    from `saved_model` when given): a report entry."""
     calibration, evaluation, description = data
     int8_path = float_path.parent / INT8_NAME
     try:
         with quiet_output(float_path.parent / LOG_NAME):
-            write_litert_int8(folded, int8_path, calibration)
+            write_litert_int8(folded, int8_path, calibration, saved_model)
             check = check_int8(model, float_path, int8_path, evaluation, max_drop)
             speed = compare_speed(model, float_path, int8_path, evaluation[0][0])
     except Exception as error:  # a failed int8 model fails the export, not a traceback

@@ -9,7 +9,8 @@ import pytest
 from bnkeras._timing import interleaved_times, paired_ratio
 from bnkeras.cli import main
 from bnkeras.export import pipeline
-from bnkeras.export.litert import run_litert
+from bnkeras.export.litert import run_litert, write_litert
+from bnkeras.export.writers import write_saved_model
 from tests.export.test_fold import randomize
 
 
@@ -51,6 +52,27 @@ def test_litert_export_matches_the_unfolded_model(tmp_path, rng):
     expected = model(inputs, training=False)
     for got, want in zip(outputs, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_litert_is_converted_from_the_given_saved_model_or_a_temporary_one(tmp_path, rng):
+    def dense():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        randomize(model, rng)
+        return model
+
+    model, other = dense(), dense()
+    x = rng.normal(size=(5, 4)).astype("float32")
+    write_saved_model(other, tmp_path / "other")
+    write_litert(model, tmp_path / "given.tflite", tmp_path / "other")
+    # The given SavedModel is converted (another model's, to tell), not a new one of `model`.
+    np.testing.assert_allclose(
+        run_litert(model, tmp_path / "given.tflite", x)[0], other(x), rtol=1e-5, atol=1e-6
+    )
+    write_litert(model, tmp_path / "own.tflite")
+    np.testing.assert_allclose(
+        run_litert(model, tmp_path / "own.tflite", x)[0], model(x), rtol=1e-5, atol=1e-6
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["given.tflite", "other", "own.tflite"]
 
 
 def test_latency_never_calls_noise_a_slowdown():

@@ -131,7 +131,7 @@ def test_application_folds_and_exports(name, build, size, tmp_path):
         paths["saved_model"] = tmp_path / "sm"
         paths["litert"], paths["openvino"] = tmp_path / "m.tflite", tmp_path / "m.xml"
         write_saved_model(result.model, paths["saved_model"])
-        write_litert(result.model, paths["litert"])
+        write_litert(result.model, paths["litert"], paths["saved_model"])  # as `bnkeras export`
         write_openvino(result.model, paths["openvino"])
     reloaded = keras.saving.load_model(paths["keras"], compile=False)
     checked = verify(
