@@ -6,22 +6,32 @@ import fcntl
 import os
 import shutil
 
+import numpy as np
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-_cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-)
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which registers "dsession"
+def pytest_configure(config):
+    """Splits the CPU in every process that runs tests. pytest-xdist's controller
+    (`-n 2`) only hands tests to its workers: it skips TensorFlow's import, so that
+    the workers start ~4 s sooner."""
+    if config.pluginmanager.hasplugin("dsession"):
+        return
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
 
 
 @pytest.fixture(autouse=True)
 def _reset_keras_state():
+    import keras
+
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(0)
     yield

@@ -49,9 +49,15 @@ def test_parser_answers_without_tensorflow(argv, code):
 
 def test_python_dash_m_and_import_keep_their_meaning():
     # `import bnkeras` registers the layers (saved models load); the command does not.
-    code = "import sys, bnkeras; print('bnkeras.layers' in sys.modules, bnkeras._COMMAND_LINE)"
+    # The subpackages are reachable from the plain import.
+    code = (
+        "import sys, bnkeras; print('bnkeras.layers' in sys.modules, bnkeras._COMMAND_LINE, "
+        "bnkeras.export.fold_batchnorm.__name__, bnkeras.training.build_config.__name__)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout.split() == ["True", "False"], result.stderr
+    assert result.stdout.split() == ["True", "False", "fold_batchnorm", "build_config"], (
+        result.stderr
+    )
 
 
 def test_help_lists_choices_and_every_argument_has_help(capsys):

@@ -377,17 +377,6 @@ def test_channels_first_bias_collision_is_refused(rng):
     assert_same_outputs(model, result.model, harness.random_batch(rng, (2, 3, 6)))
 
 
-def test_subpackages_reachable_from_a_plain_import():
-    import subprocess
-    import sys
-
-    code = "import bnkeras; print(bnkeras.export.fold_batchnorm.__name__, bnkeras.training.build_config.__name__)"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.split() == ["fold_batchnorm", "build_config"]
-
-
 def test_bn_outside_any_functional_graph_is_reported_and_kept(rng):
     class Block(keras.layers.Layer):  # a custom layer holding a conv and a BN
         def __init__(self, **kwargs):

@@ -2,7 +2,6 @@
 recovers, saying so) and leaves every file the user had intact."""
 
 import json
-import os
 import random
 import shutil
 import signal
@@ -84,32 +83,22 @@ def test_a_folder_with_files_no_run_wrote_is_refused(shapes_dir, tmp_path, capsy
 # ------------------------------------------------------------------------- lock
 
 
-def test_a_second_train_on_a_locked_workdir_exits_2_naming_the_pid(run_copy, shapes_dir):
-    workdir = run_copy()
-    args = train_args(workdir, shapes_dir, "train.epochs=40")
-    first = spawn(*args)
-    lock = workdir / run_dir.LOCK
-    _wait_for(lambda: lock.exists() and lock.read_text().strip() == str(first.pid), first)
-    second = spawn(*args)
-    assert second.wait(timeout=300) == 2
-    err = second.stderr.read()
-    assert_clean_error(2, err, workdir, f"PID {first.pid}")
-    assert first.poll() is None  # the first run goes on
-    _wait_for(lambda: _state(workdir)["epoch"] >= 3, first)
-    first.send_signal(signal.SIGKILL)  # a crash: the kernel drops the lock
-    first.wait()
-    assert lock.read_text().strip() == str(first.pid)  # the stale file stays ...
-    with run_dir.lock(workdir):  # ... but does not block
-        assert lock.read_text().strip() == str(os.getpid())
-    assert not lock.exists()  # released on exit
-    epochs = _epochs(workdir)
-    assert epochs == sorted(set(epochs))  # one writer: every epoch once
-
-
-def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(run_copy, shapes_dir, capsys):
+def test_a_second_train_on_a_locked_workdir_exits_2_and_ctrl_c_is_one_line_exit_130(
+    run_copy, shapes_dir, capsys
+):
+    """A second train on the directory of a running one is refused, naming its PID, and
+    the first goes on; Ctrl-C then stops the first with one line and exit 130, and the
+    rerun resumes. (A run killed by SIGKILL leaves its lock file, which does not block:
+    the kill -9 resume test in tests/training/test_trainer.py.)"""
     workdir = run_copy()
     args = train_args(workdir, shapes_dir, "train.epochs=40")
     process = spawn(*args)
+    lock = workdir / run_dir.LOCK
+    _wait_for(lambda: lock.exists() and lock.read_text().strip() == str(process.pid), process)
+    second = spawn(*args)
+    assert second.wait(timeout=300) == 2
+    assert_clean_error(2, second.stderr.read(), workdir, f"PID {process.pid}")
+    assert process.poll() is None  # the first run goes on
     _wait_for(lambda: _state(workdir)["epoch"] >= 3, process)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=300) == 130
@@ -120,13 +109,13 @@ def test_ctrl_c_is_one_line_exit_130_and_the_rerun_resumes(run_copy, shapes_dir,
     assert ours == [
         f"bnkeras train: interrupted; rerun the same command to resume from epoch {saved + 1}"
     ], err
-    assert not (workdir / run_dir.LOCK).exists()
+    assert not lock.exists()
     assert not list(workdir.rglob(".*.tmp-*"))
     before = snapshot(workdir / "checkpoints")
     code, out, err = cli(capsys, *train_args(workdir, shapes_dir, f"train.epochs={saved + 1}"))
     assert code == 0, err
     assert f"resuming from epoch {saved}" in out
-    assert _epochs(workdir) == list(range(1, saved + 2))
+    assert _epochs(workdir) == list(range(1, saved + 2))  # one writer: every epoch once
     assert before != snapshot(workdir / "checkpoints")
 
 

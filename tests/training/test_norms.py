@@ -1,6 +1,7 @@
 import logging
 
 import keras
+import numpy as np
 import pytest
 
 import bnkeras
@@ -38,15 +39,26 @@ def test_config_steps_win_over_the_run():
         build_config("demo", ["norm.total_steps=0"])
 
 
-def test_trainer_lays_the_renorm_warmup_over_the_run(tiny_config, tmp_path, caplog):
-    # 256 images / batch 32 = 8 steps: the paper's absolute warm-up would be plain BN.
-    with caplog.at_level(logging.INFO, logger=LOGGER):
-        train_and_evaluate(tiny_config("norm.name=renorm"), tmp_path / "run", **QUIET)
-    assert "a run of 8 steps" in caplog.text
-    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+def _renorms(workdir):
+    model = keras.saving.load_model(workdir / "model.keras")
     norms = [layer for layer in model.layers if isinstance(layer, bnkeras.BatchRenormalization)]
     assert norms
-    for layer in norms:
+    return norms
+
+
+def test_trainer_lays_the_renorm_warmup_over_the_run_and_a_resume_keeps_its_step(
+    tiny_config, tmp_path, caplog
+):
+    # 256 images / batch 32 = 8 steps: the paper's absolute warm-up would be plain BN.
+    workdir = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        metrics = train_and_evaluate(tiny_config("norm.name=renorm"), workdir, **QUIET)
+    assert np.isfinite(metrics["loss"])
+    assert "a run of 8 steps" in caplog.text
+    for layer in _renorms(workdir):
         assert layer.total_steps == 8 and int(layer.renorm_step) == 8
         assert float(layer._clip_value(layer.rmax, "float32")) == 3.0
         assert float(layer._clip_value(layer.dmax, "float32")) == 5.0
+    # Resumed for a second epoch, the layers count on from their saved step.
+    train_and_evaluate(tiny_config("norm.name=renorm", "train.epochs=2"), workdir, **QUIET)
+    assert {int(layer.renorm_step) for layer in _renorms(workdir)} == {2 * 256 // 32}

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from bnkeras.cli import main
+from bnkeras.training import workdir as run_dir
 from bnkeras.training.config import build_config
 from bnkeras.training.trainer import TrainingError, read_log, train_and_evaluate
 from bnkeras.training.workdir import WorkdirError
@@ -104,6 +105,11 @@ def test_resume_after_kill_matches_an_uninterrupted_run(shapes_dir, tmp_path):
     interrupted.wait()
     assert json.loads(state.read_text())["epoch"] == 1
     assert not (tmp_path / "interrupted" / "model.keras").exists()
+    lock = tmp_path / "interrupted" / run_dir.LOCK
+    assert lock.read_text().strip() == str(interrupted.pid)  # the crash left the file ...
+    with run_dir.lock(tmp_path / "interrupted"):  # ... but the kernel dropped the lock
+        assert lock.read_text().strip() == str(os.getpid())
+    assert not lock.exists()  # released on exit
     assert straight.wait() == 0, straight.stderr.read().decode()
     resumed = _train_process(config_path, tmp_path / "interrupted")
     assert resumed.wait() == 0, resumed.stderr.read().decode()
@@ -129,22 +135,12 @@ def test_rerun_resumes_and_larger_epochs_continue(tiny_config, one_epoch_copy, c
     assert [r["epoch"] for r in read_log(workdir)] == [1.0, 2.0]
 
 
-@pytest.mark.parametrize("norm", ["ghost", "keras", "none"])  # renorm: test_renorm_step_resumes
+@pytest.mark.parametrize("norm", ["ghost", "keras", "none"])  # renorm: tests/training/test_norms.py
 def test_every_norm_trains(tiny_config, tmp_path, norm):
     metrics = train_and_evaluate(
         tiny_config(f"norm.name={norm}", "norm.virtual_batch_size=8"), tmp_path / norm, **QUIET
     )
     assert np.isfinite(metrics["loss"])
-
-
-def test_renorm_step_resumes(tiny_config, tmp_path):
-    workdir = tmp_path / "run"
-    metrics = train_and_evaluate(tiny_config("norm.name=renorm"), workdir, **QUIET)
-    assert np.isfinite(metrics["loss"])
-    train_and_evaluate(tiny_config("norm.name=renorm", "train.epochs=2"), workdir, **QUIET)
-    model = keras.saving.load_model(workdir / "model.keras")
-    steps = {int(layer.renorm_step) for layer in model.layers if hasattr(layer, "renorm_step")}
-    assert steps == {2 * 256 // 32}
 
 
 def test_precise_bn_and_ema_and_mixed_precision(tiny_config, tmp_path, caplog):
