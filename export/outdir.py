@@ -25,8 +25,9 @@ import logging
 import os
 import re
 import shutil
-import time
 from pathlib import Path
+
+from bnkeras._pause import pause
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +45,6 @@ _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
 
 class OutDirError(ValueError):
     """An `--out` that cannot be used; the message names it and the fix."""
-
-
-def _pause(point):
-    """Test hook: with BNKERAS_TEST_PAUSE_AT=point, create BNKERAS_TEST_PAUSE_FILE and sleep.
-
-    Lets the fault tests kill a real export process at a named moment.
-    """
-    if os.environ.get("BNKERAS_TEST_PAUSE_AT") != point:
-        return
-    Path(os.environ["BNKERAS_TEST_PAUSE_FILE"]).write_text(point)
-    time.sleep(float(os.environ.get("BNKERAS_TEST_PAUSE_SECONDS", "120")))
 
 
 def _is_within(path, parent):
@@ -177,7 +167,7 @@ def _unsupported(error):
 def move_into_place(partial, out):
     """Moves the finished `partial` to `out`, replacing a previous export atomically."""
     (partial / MARKER).unlink()  # from here the report.json marks it as ours
-    _pause("before_move")
+    pause("before_move")
     if not os.path.lexists(out):
         try:
             _renameat2(partial, out, _RENAME_NOREPLACE)
@@ -194,7 +184,7 @@ def move_into_place(partial, out):
             raise
         replace_by_renames(partial, out)
         return
-    _pause("after_exchange")
+    pause("after_exchange")
     shutil.rmtree(partial, ignore_errors=True)  # now the previous export
 
 
@@ -202,7 +192,7 @@ def replace_by_renames(partial, out):
     """Replaces `out` without RENAME_EXCHANGE; a kill between the renames is undone later."""
     backup = out.parent / f".{out.name}.backup-{os.getpid()}"
     os.rename(out, backup)
-    _pause("after_backup")
+    pause("after_backup")
     os.rename(partial, out)
     shutil.rmtree(backup, ignore_errors=True)
 

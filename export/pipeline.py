@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bnkeras._pause import pause
 from bnkeras._timing import interleaved_times, paired_ratio
 from bnkeras.export import outdir
 from bnkeras.export.fold import FoldError, fold_batchnorm
@@ -204,7 +205,7 @@ def export_model(
     result = _fold(model)
     with _disk_errors(out_dir), outdir.partial_dir(out) as partial:
         paths, failures = _write_formats(result.model, formats, partial, opset)
-        outdir._pause("after_write")
+        pause("after_write")
         report = _verify(model, inputs, paths, failures, rtol, atol, result)
         logger.info(str(report))
         quantized = None

@@ -14,7 +14,6 @@ import yaml
 
 from bnkeras.cli import main
 from bnkeras.training import workdir as run_dir
-from bnkeras.training.config import build_config
 from bnkeras.training.trainer import TrainingError, read_log, train_and_evaluate
 from bnkeras.training.workdir import WorkdirError
 from tests.training.conftest import TINY
@@ -56,18 +55,8 @@ def test_one_epoch_writes_the_work_directory(one_epoch_run):
     assert resolved["model"]["name"] == "resnet8" and resolved["train"]["epochs"] == 1
 
 
-def _write_config(path, shapes_dir, *extra):
-    config = build_config(
-        "demo",
-        [*TINY, "train.epochs=3", "data.train_split=train[:1536]", *extra],
-        {"data.data_dir": shapes_dir},
-    )
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def _train_process(config_path, workdir):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+def _train_process(config_path, workdir, **environment):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", **environment}
     return subprocess.Popen(
         [
             sys.executable,
@@ -90,19 +79,27 @@ def _weights(workdir):
 
 
 @pytest.mark.slow
-def test_resume_after_kill_matches_an_uninterrupted_run(shapes_dir, tmp_path):
-    config_path = _write_config(tmp_path / "config.yaml", shapes_dir)
-    straight = _train_process(config_path, tmp_path / "straight")
-    interrupted = _train_process(config_path, tmp_path / "interrupted")
-    state = tmp_path / "interrupted" / "checkpoints" / "state.json"
+def test_resume_after_kill_matches_an_uninterrupted_run(tiny_config, tmp_path):
+    config = tiny_config("train.epochs=3")  # 8 steps an epoch
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    paused = tmp_path / "paused"
+    interrupted = _train_process(
+        config_path,
+        tmp_path / "interrupted",
+        BNKERAS_TEST_PAUSE_AT="epoch 2 step 4",
+        BNKERAS_TEST_PAUSE_FILE=str(paused),
+    )
+    train_and_evaluate(config, tmp_path / "straight", **QUIET)  # meanwhile, in this process
     deadline = time.monotonic() + 300
-    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+    while not paused.exists():
         assert interrupted.poll() is None and time.monotonic() < deadline, (
             interrupted.stderr.read().decode()
         )
         time.sleep(0.05)
     interrupted.send_signal(signal.SIGKILL)  # in the middle of epoch 2
     interrupted.wait()
+    state = tmp_path / "interrupted" / "checkpoints" / "state.json"
     assert json.loads(state.read_text())["epoch"] == 1
     assert not (tmp_path / "interrupted" / "model.keras").exists()
     lock = tmp_path / "interrupted" / run_dir.LOCK
@@ -110,7 +107,6 @@ def test_resume_after_kill_matches_an_uninterrupted_run(shapes_dir, tmp_path):
     with run_dir.lock(tmp_path / "interrupted"):  # ... but the kernel dropped the lock
         assert lock.read_text().strip() == str(os.getpid())
     assert not lock.exists()  # released on exit
-    assert straight.wait() == 0, straight.stderr.read().decode()
     resumed = _train_process(config_path, tmp_path / "interrupted")
     assert resumed.wait() == 0, resumed.stderr.read().decode()
     for a, b in zip(
