@@ -7,17 +7,13 @@ only a previous export, atomically.
 """
 
 import contextlib
-import ctypes
 import dataclasses
 import errno
-import gc
 import json
 import logging
 import math
 import os
-import resource
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,6 +40,7 @@ from bnkeras.export.litert import (
     write_litert,
     write_litert_int8,
 )
+from bnkeras.export.memory import collecting_cycles, frozen_heap, peak_rss_mb, release_memory
 from bnkeras.export.openvino import INSTALL_HINT as OPENVINO_HINT
 from bnkeras.export.openvino import available as openvino_available
 from bnkeras.export.openvino import write_openvino
@@ -203,7 +200,8 @@ def export_model(
         check_classifier(model)
     inputs, input_kind = _verification_inputs(model, workdir, inputs, batch_size)
     result = _fold(model)
-    with _disk_errors(out_dir), outdir.partial_dir(out) as partial:
+    # Collections (after each format) scan only what the export creates.
+    with frozen_heap(), _disk_errors(out_dir), outdir.partial_dir(out) as partial:
         paths, failures = _write_formats(result.model, formats, partial, opset)
         pause("after_write")
         report = _verify(model, inputs, paths, failures, rtol, atol, result)
@@ -449,55 +447,11 @@ def measure_latency(model, folded, inputs, budget_seconds=5.0):
     }
 
 
-@contextlib.contextmanager
-def collecting_cycles(interval=0.5):
-    """Collects garbage cycles every `interval` seconds while the block runs.
-
-    The converters (tf2onnx's graph rewrites, TensorFlow's tracing) drop large
-    objects as reference cycles, which Python's automatic collector leaves for
-    long; tf2onnx's default optimizer loop, with a deep copy of the graph per pass,
-    took ResNet50 (100 MB of weights) to 7.5 GB without it. Objects that exist
-    before the block are frozen (not scanned), so each collection costs milliseconds.
-    """
-    gc.collect()
-    gc.freeze()
-    stop = threading.Event()
-
-    def collect():
-        while not stop.wait(interval):
-            gc.collect()
-
-    thread = threading.Thread(target=collect, name="bnkeras-gc", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        gc.unfreeze()
-
-
-def release_memory():
-    """Collects garbage and hands freed heap memory back to the system (glibc).
-
-    glibc keeps freed memory for reuse; between formats it is handed back, so that
-    one converter's peak does not stay under the next one's.
-    """
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to hand back
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def latency_verdict(ratio, low, high):
     """Words for a speed-up `ratio` whose round-by-round interquartile range is low-high."""
     if low <= 1.0 <= high:
         return f"no measurable difference (ratio {low:.2f}-{high:.2f})"
     return f"folded {ratio:.2f}x the speed of unfolded (interquartile {low:.2f}-{high:.2f})"
-
-
-def peak_rss_mb():
-    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}

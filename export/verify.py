@@ -29,6 +29,7 @@ import gc
 import keras
 import numpy as np
 
+from bnkeras.export.memory import frozen_heap
 from bnkeras.model_layers import iter_layers
 
 # (rtol, atol_scale) by the lowest compute precision among the model's layers.
@@ -430,11 +431,12 @@ def verify(
     batches = input_batches(model, inputs)
     references = [_reference(model, batch, activations, atol, atol_scale) for batch in batches]
     checks = {}
-    for name, open_format in runners:
-        checks[name] = _check_format(
-            name, open_format, batches, references, names, activations, rtol
-        )
-        gc.collect()  # the opened format (weights, session, interpreter) before the next
+    with frozen_heap():  # the collections below scan only what the formats create
+        for name, open_format in runners:
+            checks[name] = _check_format(
+                name, open_format, batches, references, names, activations, rtol
+            )
+            gc.collect()  # the opened format (weights, session, interpreter) before the next
     report.checks = list(checks.values())
     layers_of = folded if folded is not None else folded_layers
     if fold_report is not None and layers_of is not None:
