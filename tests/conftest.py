@@ -3,6 +3,7 @@ that MirroredStrategy and cross-replica statistics can be tested on one machine.
 
 import contextlib
 import fcntl
+import gc
 import os
 import shutil
 
@@ -26,6 +27,14 @@ def pytest_configure(config):
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
     )
+
+
+def pytest_collection_finish(session):
+    """Freezes what exists once the tests are collected (TensorFlow, Keras and the
+    converters, ~350,000 objects) out of the garbage collector's scans: a full
+    collection in a test then scans only what the tests made (ms instead of ~0.2 s)."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)
