@@ -2,9 +2,12 @@
 recovers, saying so) and leaves every file the user had intact."""
 
 import json
+import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import keras
@@ -88,8 +91,8 @@ def test_a_second_train_on_a_locked_workdir_exits_2_and_ctrl_c_is_one_line_exit_
 ):
     """A second train on the directory of a running one is refused, naming its PID, and
     the first goes on; Ctrl-C then stops the first with one line and exit 130, and the
-    rerun resumes. (A run killed by SIGKILL leaves its lock file, which does not block:
-    the kill -9 resume test in tests/training/test_trainer.py.)"""
+    rerun resumes. (A holder killed by SIGKILL: the next test, and a real run in the
+    kill -9 resume test in tests/training/test_trainer.py.)"""
     workdir = run_copy()
     args = train_args(workdir, shapes_dir, "train.epochs=40")
     process = spawn(*args)
@@ -98,6 +101,7 @@ def test_a_second_train_on_a_locked_workdir_exits_2_and_ctrl_c_is_one_line_exit_
     second = spawn(*args)
     assert second.wait(timeout=300) == 2
     assert_clean_error(2, second.stderr.read(), workdir, f"PID {process.pid}")
+    assert lock.read_text().strip() == str(process.pid)  # the refused run left the lock alone
     assert process.poll() is None  # the first run goes on
     _wait_for(lambda: _state(workdir)["epoch"] >= 3, process)
     process.send_signal(signal.SIGINT)
@@ -117,6 +121,28 @@ def test_a_second_train_on_a_locked_workdir_exits_2_and_ctrl_c_is_one_line_exit_
     assert f"resuming from epoch {saved}" in out
     assert _epochs(workdir) == list(range(1, saved + 2))  # one writer: every epoch once
     assert before != snapshot(workdir / "checkpoints")
+
+
+def test_the_lock_file_of_a_killed_holder_does_not_block(tmp_path):
+    # A holder as `run_dir.lock` leaves it: flock on the file, its PID inside; then kill -9.
+    lock = tmp_path / run_dir.LOCK
+    holder = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys\n"
+            "handle = open(sys.argv[1], 'a+')\n"
+            "fcntl.flock(handle, fcntl.LOCK_EX)\n"
+            "handle.write(f'{os.getpid()}\\n'); handle.flush()\n"
+            "os.kill(os.getpid(), 9)\n",
+            str(lock),
+        ],
+    )
+    assert holder.returncode == -signal.SIGKILL
+    assert lock.read_text().strip().isdigit()  # the stale file stays ...
+    with run_dir.lock(tmp_path):  # ... but the kernel dropped the lock
+        assert lock.read_text().strip() == str(os.getpid())
+    assert not lock.exists()  # released on exit
 
 
 # ------------------------------------------------------------- refused runs

@@ -89,16 +89,19 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_config, tmp_path):
         tmp_path / "interrupted",
         BNKERAS_TEST_PAUSE_AT="epoch 2 step 4",
         BNKERAS_TEST_PAUSE_FILE=str(paused),
+        BNKERAS_TEST_PAUSE_SECONDS="900",  # longer than anything below takes: killed there
     )
-    train_and_evaluate(config, tmp_path / "straight", **QUIET)  # meanwhile, in this process
-    deadline = time.monotonic() + 300
-    while not paused.exists():
-        assert interrupted.poll() is None and time.monotonic() < deadline, (
-            interrupted.stderr.read().decode()
-        )
-        time.sleep(0.05)
-    interrupted.send_signal(signal.SIGKILL)  # in the middle of epoch 2
-    interrupted.wait()
+    try:
+        train_and_evaluate(config, tmp_path / "straight", **QUIET)  # meanwhile, in this process
+        deadline = time.monotonic() + 300
+        while not paused.exists():
+            assert interrupted.poll() is None and time.monotonic() < deadline, (
+                interrupted.stderr.read().decode()
+            )
+            time.sleep(0.05)
+    finally:
+        interrupted.send_signal(signal.SIGKILL)  # in the middle of epoch 2 (or on a failure)
+        interrupted.wait()
     state = tmp_path / "interrupted" / "checkpoints" / "state.json"
     assert json.loads(state.read_text())["epoch"] == 1
     assert not (tmp_path / "interrupted" / "model.keras").exists()
