@@ -3,9 +3,11 @@
 import gc
 import weakref
 
+import keras
 import pytest
 
 from bnkeras.export.memory import frozen_heap
+from bnkeras.export.pipeline import export_model
 
 
 class _Node:
@@ -26,6 +28,7 @@ def unfrozen():
     """The test processes freeze their heap after collection (tests/conftest.py)."""
     gc.unfreeze()
     yield
+    gc.collect()
     gc.freeze()
 
 
@@ -44,7 +47,21 @@ def test_freezes_what_exists_for_the_block_and_unfreezes_after(unfrozen):
     assert gc.get_freeze_count() == 0 and _scanned(before)
 
 
+def test_an_error_in_the_block_unfreezes_too(unfrozen):
+    with pytest.raises(RuntimeError), frozen_heap():
+        raise RuntimeError("in the block")
+    assert gc.get_freeze_count() == 0
+
+
+def test_an_export_leaves_nothing_frozen(unfrozen, tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.save(tmp_path / "m.keras")
+    assert export_model(tmp_path / "m.keras", tmp_path / "out", formats=["keras"]).passed
+    assert gc.get_freeze_count() == 0
+
+
 def test_leaves_a_callers_freeze_alone():
+    gc.collect()
     gc.freeze()
     frozen = gc.get_freeze_count()
     assert frozen > 0
