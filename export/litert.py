@@ -39,6 +39,8 @@ def _convert(model, path, saved_model, **settings):
         ]
         converter.experimental_enable_resource_variables = True
         for name, value in settings.items():
+            if not hasattr(converter, name):
+                raise AttributeError(f"TFLiteConverter has no setting {name!r}")
             setattr(converter, name, value)
         flatbuffer = converter.convert()
     Path(path).write_bytes(flatbuffer)

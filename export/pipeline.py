@@ -100,7 +100,7 @@ def load_source(source):
 
 
 def check_formats(formats):
-    formats = [f.strip() for f in formats if f.strip()]
+    formats = list(dict.fromkeys(f.strip() for f in formats if f.strip()))  # each once
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ExportError(

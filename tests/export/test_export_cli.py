@@ -189,3 +189,7 @@ def test_converter_noise_goes_to_the_export_log(tmp_path, capfd):
     assert "Traceback" not in captured.out + captured.err
     assert "tf2onnx" not in captured.out + captured.err
     assert "Failed to apply optimize_transpose" in (tmp_path / "out" / "export.log").read_text()
+
+
+def test_a_format_named_twice_is_written_once():
+    assert pipeline.check_formats(["onnx", " keras", "onnx", ""]) == ["onnx", "keras"]
