@@ -1,4 +1,4 @@
-"""The OpenVINO format: written through Keras's exporter, run in OpenVINO Runtime."""
+"""The OpenVINO format: converted from the model's inference function, run in OpenVINO Runtime."""
 
 import json
 
