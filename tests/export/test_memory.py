@@ -42,7 +42,8 @@ def test_freezes_what_exists_for_the_block_and_unfreezes_after(unfrozen):
     assert _scanned(before)
     with frozen_heap():
         assert not _scanned(before)
-        assert _scanned(made := _Node()) and made  # what the block makes is scanned
+        made = _Node()
+        assert _scanned(made)  # what the block makes is scanned
         assert _cycle_collected_inside()  # and its garbage collected
     assert gc.get_freeze_count() == 0 and _scanned(before)
 

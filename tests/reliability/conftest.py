@@ -52,6 +52,19 @@ def cli(capsys, *argv):
     return code, captured.out, captured.err
 
 
+def assert_stale_lock_does_not_block(workdir, pid):
+    """The lock file of `workdir`'s holder `pid`, killed by SIGKILL, is still there
+    with its PID, yet `run_dir.lock` takes it (the kernel dropped the flock) and
+    removes it on release."""
+    from bnkeras.training import workdir as run_dir
+
+    lock = Path(workdir) / run_dir.LOCK
+    assert lock.read_text().strip() == str(pid)  # the crash left the file ...
+    with run_dir.lock(workdir):  # ... but not the lock
+        assert lock.read_text().strip() == str(os.getpid())
+    assert not lock.exists()  # released on exit
+
+
 def assert_clean_error(code, err, *names):
     """Exit code 2, one line on stderr naming every one of `names`, no traceback."""
     assert code == 2, err

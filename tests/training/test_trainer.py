@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from bnkeras.cli import main
-from bnkeras.training import workdir as run_dir
 from bnkeras.training.trainer import TrainingError, read_log, train_and_evaluate
 from bnkeras.training.workdir import WorkdirError
+from tests.reliability.conftest import assert_stale_lock_does_not_block
 from tests.training.conftest import TINY
 
 QUIET = {"progress": 0}
@@ -105,11 +105,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_config, tmp_path):
     state = tmp_path / "interrupted" / "checkpoints" / "state.json"
     assert json.loads(state.read_text())["epoch"] == 1
     assert not (tmp_path / "interrupted" / "model.keras").exists()
-    lock = tmp_path / "interrupted" / run_dir.LOCK
-    assert lock.read_text().strip() == str(interrupted.pid)  # the crash left the file ...
-    with run_dir.lock(tmp_path / "interrupted"):  # ... but the kernel dropped the lock
-        assert lock.read_text().strip() == str(os.getpid())
-    assert not lock.exists()  # released on exit
+    assert_stale_lock_does_not_block(tmp_path / "interrupted", interrupted.pid)
     resumed = _train_process(config_path, tmp_path / "interrupted")
     assert resumed.wait() == 0, resumed.stderr.read().decode()
     for a, b in zip(
