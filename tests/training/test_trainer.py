@@ -1,3 +1,4 @@
+import contextlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 import yaml
 
 from bnkeras.cli import main
@@ -140,11 +142,12 @@ def test_every_norm_trains(tiny_config, tmp_path, norm):
 
 def test_precise_bn_and_ema_and_mixed_precision(tiny_config, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="bnkeras")
-    metrics = train_and_evaluate(
-        tiny_config("train.precise_bn_batches=3", "train.ema=0.9", "train.mixed_precision=true"),
-        tmp_path / "run",
-        **QUIET,
+    config = tiny_config(
+        "train.precise_bn_batches=3", "train.ema=0.9", "train.mixed_precision=true"
     )
+    slow_float16 = pytest.warns(UserWarning, match="float16 on a machine without a GPU")
+    with contextlib.nullcontext() if tf.config.list_physical_devices("GPU") else slow_float16:
+        metrics = train_and_evaluate(config, tmp_path / "run", **QUIET)
     assert any("precise BN" in m and "3 training batches" in m for m in caplog.messages)
     assert metrics["precise_bn_batches"] == 3 and np.isfinite(metrics["loss"])
     assert keras.config.dtype_policy().name == "float32"  # restored after the run
