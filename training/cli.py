@@ -120,9 +120,8 @@ class _Train:
             train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
         except (ValueError, RuntimeError) as error:  # Training/Data/ConfigError: clean messages
             return _fail("train", error)
-        except KeyboardInterrupt as interrupt:  # TrainingInterrupted says where a rerun resumes
-            print(f"bnkeras train: {interrupt or 'interrupted'}", file=sys.stderr)
-            return 130
+        # Ctrl-C, SIGTERM, SIGHUP: TrainingInterrupted (where a rerun resumes), printed by
+        # bnkeras/_signals.py with the exit code 128 + the signal.
         return 0
 
 
