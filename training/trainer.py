@@ -338,7 +338,7 @@ def _warn_float16_without_gpu(train_config):
             "about 100x slower than float32. Use bfloat16 (what a bare --mixed-precision "
             "picks here) or no mixed precision.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=2,
         )
 
 

@@ -26,6 +26,7 @@ from tests.export.test_export_outdir import tree_hashes
 from tests.reliability.conftest import cli, train_args
 from tests.reliability.test_export_faults import _save_model, old_export  # noqa: F401
 
+_ID = lambda signum: signal.Signals(signum).name  # noqa: E731
 _NAMES = {signal.SIGINT: "", signal.SIGTERM: " by SIGTERM", signal.SIGHUP: " by SIGHUP"}
 
 
@@ -79,7 +80,7 @@ def _ours(err):
 # ---------------------------------------------------------------------- signals
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=_ID)
 def test_sigterm_and_sighup_stop_train_like_ctrl_c(shapes_dir, tmp_path, capsys, signum):
     """Before: killed at once, exit -15/-1 without a word. Now the step in progress ends,
     the last checkpoint stays, one line says where a rerun resumes; exit 128 + signal."""
@@ -105,7 +106,7 @@ def test_sigterm_and_sighup_stop_train_like_ctrl_c(shapes_dir, tmp_path, capsys,
         assert after == before
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=_ID)
 def test_signals_during_export_leave_the_previous_export_and_no_partial_one(
     old_export,  # noqa: F811
     tmp_path,
@@ -139,7 +140,7 @@ def test_sighup_stops_evaluate_with_one_line(finished_run, tmp_path):
     assert not metrics.exists()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=_ID)
 def test_signals_stop_reproduce_with_one_line_and_keep_the_finished_seeds(tmp_path, signum):
     """Before: Ctrl-C printed a 48-line traceback, SIGTERM killed it without a word."""
     workdir = tmp_path / "fig1"
