@@ -32,13 +32,13 @@ _NAMES = {signal.SIGINT: "", signal.SIGTERM: " by SIGTERM", signal.SIGHUP: " by 
 
 def _start(tmp_path, *argv, pause_at=None, stdout=subprocess.DEVNULL):
     """`bnkeras ARGV` as a real process, stderr captured; with `pause_at`, it sleeps at
-    that pause point of the product for a few seconds (the file `paused` says when)."""
+    that pause point of the product for 3 seconds (the file `paused` says when)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     if pause_at:
         env.update(
             BNKERAS_TEST_PAUSE_AT=pause_at,
             BNKERAS_TEST_PAUSE_FILE=str(tmp_path / "paused"),
-            BNKERAS_TEST_PAUSE_SECONDS="5",
+            BNKERAS_TEST_PAUSE_SECONDS="3",
         )
     return subprocess.Popen(
         [sys.executable, "-m", "bnkeras", *map(str, argv)],
