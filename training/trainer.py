@@ -21,7 +21,6 @@ import math
 import os
 import random
 import re
-import shutil
 import signal
 import threading
 import time
@@ -35,7 +34,7 @@ import tensorflow as tf
 from bnkeras._pause import pause
 from bnkeras._pause import requested as pause_requested
 from bnkeras.recalibrate import recalibrate_batchnorm
-from bnkeras.training import checkpoints
+from bnkeras.training import checkpoints, manifest
 from bnkeras.training import workdir as run_dir
 from bnkeras.training.config import RESUMABLE_CHANGES, differences, dump
 from bnkeras.training.curves import plot_curves
@@ -116,6 +115,7 @@ class EpochEnd(keras.callbacks.Callback):
         self.workdir, self.checkpoint_root = workdir, checkpoint_root
         self.config, self.state, self.write = config, state, write
         self.nan_epoch = None
+        self.events_before = set()  # the files in the run's folders before this process wrote
         self.epoch = None  # 0-based, the epoch in progress
         self._start = None
 
@@ -150,6 +150,8 @@ class EpochEnd(keras.callbacks.Callback):
             self.config,
             self.state,
         )
+        if self.write:
+            run_dir.record_event_files(self.workdir, self.events_before)
         total = self.config["train"]["epochs"]
         logger.info(
             f"epoch {done}/{total}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}, "
@@ -497,9 +499,18 @@ def _start(run, overwrite):
     if not run.chief:
         return
     if overwrite and run_dir.is_run(run.workdir):
-        logger.info(f"--overwrite: deleting the previous run in {run.workdir}")
-        run_dir.clear(run.workdir)
+        kept = run_dir.clear(run.workdir)
+        logger.info(f"--overwrite: deleted the previous run's files in {run.workdir}")
+        if kept:
+            listed = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+            logger.info(
+                f"--overwrite: kept {len(kept)} file(s) that the run did not write: {listed}"
+            )
+    elif run.state is not None and manifest.written(run.workdir) is None:
+        # A run from before the list of written files: list what it wrote, by its names.
+        manifest.record(run.workdir, *run_dir.legacy_files(run.workdir))
     run_dir.remove_temporary(run.workdir)
+    run.callback.events_before = set(run_dir.folder_files(run.workdir))
     header = ""
     if run.state is not None:
         if run.changes:
@@ -567,6 +578,8 @@ def _fit(run, progress):
         ) from None
     finally:
         interrupt.restore()
+        if run.chief:
+            run_dir.record_event_files(run.workdir, run.callback.events_before)
     if run.callback.nan_epoch is not None:  # a NaN that only the epoch's metrics show
         raise TrainingError(nan_message(run.callback.nan_epoch, run.callback.state, run.workdir))
 
@@ -603,7 +616,9 @@ def _finalize(run, started):
         atomic_write_text(workdir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         plot_curves(workdir, read_log(workdir), metrics["top1"], metrics["best_epoch"])
     else:
-        shutil.rmtree(run.callback.checkpoint_root, ignore_errors=True)
+        run_dir.clear(run.callback.checkpoint_root)
+        with contextlib.suppress(OSError):
+            run.callback.checkpoint_root.rmdir()
     _log_final(metrics, workdir)
     return metrics
 

@@ -3,9 +3,12 @@
 `bnkeras train`, `bnkeras evaluate` and `bnkeras export` all read a run through
 this module, so one set of rules decides:
 
-- which files belong to a run (`RUN_FILES`, `RUN_DIRS`, the lock and hidden
-  temporary files): `--overwrite` deletes those and nothing else, and a folder
-  holding a file of the same name that no run wrote is refused;
+- which files belong to a run: its top-level files by name (`RUN_FILES`, the lock
+  and hidden temporary files; a folder holding a file of the same name that no
+  run wrote is refused), and under `RUN_DIRS` the files it listed as it wrote
+  them (`bnkeras.training.manifest`). `--overwrite` deletes those and nothing
+  else: a user's own files in `checkpoints/` or `tensorboard/`, at any depth,
+  are kept and named;
 - the run's config: `config.yaml`, else the copy in `checkpoints/state.json`;
 - where training resumes: the last checkpoint, else (damaged or missing) the best
   one, else the newest intact one when `state.json` itself is damaged;
@@ -25,12 +28,12 @@ import fcntl
 import json
 import logging
 import os
-import shutil
+import re
 import warnings
 import zipfile
 from pathlib import Path
 
-from bnkeras.training import checkpoints
+from bnkeras.training import checkpoints, manifest
 from bnkeras.training.config import DEFAULTS, apply, load_run_config
 
 logger = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ MODEL = "model.keras"
 LOCK = ".lock"
 RUN_FILES = (CONFIG, "log.csv", "metrics.json", MODEL, "curves.png")
 RUN_DIRS = ("checkpoints", "tensorboard")
+EVENTS_PREFIX = "events.out.tfevents."  # the files of Keras's TensorBoard callback
 
 
 class WorkdirError(ValueError):
@@ -73,22 +77,113 @@ def check_owned(workdir):
         )
 
 
-def clear(workdir):
-    """Deletes the files of the run in `workdir` (never anything else in the folder)."""
-    workdir = Path(workdir)
-    for name in RUN_FILES:
-        (workdir / name).unlink(missing_ok=True)
+def legacy_files(root):
+    """The files under `RUN_DIRS` that a run made before bnkeras listed its files wrote:
+    `checkpoints/state.json`, the checkpoints it names (a run kept only its last and
+    best) and the TensorBoard event files of `tensorboard/train` and
+    `tensorboard/validation` (relative paths)."""
+    root = Path(root)
+    folder = checkpoints.directory(root)
+    found = [checkpoints.state_path(root)]
+    with contextlib.suppress(OSError, ValueError):  # a damaged state names no checkpoint
+        state = checkpoints.read_state(root) or {}
+        found += [
+            folder / state[key]
+            for key in ("last", "best")
+            if isinstance(state.get(key), str) and re.fullmatch(r"epoch_\d+\.keras", state[key])
+        ]
+    for split in ("train", "validation"):
+        events = root / "tensorboard" / split
+        if events.is_dir():
+            found += [p for p in events.iterdir() if p.name.startswith(EVENTS_PREFIX)]
+    return {manifest.relative(root, p) for p in found if p.is_file() and not p.is_symlink()}
+
+
+def owned_files(root):
+    """The files under `RUN_DIRS` of the run in `root` (relative paths): those it listed,
+    else (a run from before the list) `legacy_files`."""
+    listed = manifest.written(root)
+    if listed is None:
+        return legacy_files(root)
+    # Only paths inside the run's folders: the list is a file a user could edit.
+    return {
+        f
+        for f in listed
+        if f.split("/", 1)[0] in RUN_DIRS and ".." not in f.split("/") and not f.startswith("/")
+    }
+
+
+def folder_files(root):
+    """Every file (or link) under the `RUN_DIRS` of `root`, relative paths, at any depth."""
+    root = Path(root)
+    found = []
     for name in RUN_DIRS:
-        shutil.rmtree(workdir / name, ignore_errors=True)
-    for path in workdir.glob(".worker-*"):
-        shutil.rmtree(path, ignore_errors=True)
-    remove_temporary(workdir)
+        for parent, dirs, files in os.walk(root / name):
+            links = [d for d in dirs if os.path.islink(os.path.join(parent, d))]
+            found += [os.path.join(parent, f) for f in (*files, *links)]
+    return sorted(manifest.relative(root, f) for f in found)
+
+
+def _remove_empty_dirs(folder):
+    for parent, _, _ in sorted(os.walk(folder), key=lambda item: -item[0].count(os.sep)):
+        with contextlib.suppress(OSError):  # not empty: it holds a file the run did not write
+            os.rmdir(parent)
+
+
+def _clear_root(root):
+    """Deletes what the run in `root` wrote; returns the files kept under its folders."""
+    for name in RUN_FILES:
+        (root / name).unlink(missing_ok=True)
+    for relative in owned_files(root):
+        target = root / relative
+        if target.is_file() or target.is_symlink():
+            target.unlink()
+    remove_temporary(root)
+    manifest.path(root).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        _remove_empty_dirs(root / name)
+    return folder_files(root)
+
+
+def clear(workdir):
+    """Deletes the files of the run in `workdir` and nothing else.
+
+    Returns the files (relative to `workdir`) that were kept in the run's folders
+    because the run did not write them.
+    """
+    workdir = Path(workdir)
+    kept = _clear_root(workdir)
+    for worker in sorted(workdir.glob(".worker-*")):  # scratch roots of the other workers
+        if worker.is_dir() and not worker.is_symlink():
+            kept += [f"{worker.name}/{f}" for f in _clear_root(worker)]
+            with contextlib.suppress(OSError):
+                worker.rmdir()
+    return kept
+
+
+def record_event_files(workdir, before):
+    """Lists the TensorBoard event files that this process wrote in `workdir` (not in `before`)."""
+    folder = Path(workdir) / "tensorboard"
+    if not folder.is_dir():
+        return
+    pid = f".{os.getpid()}."
+    new = [
+        p
+        for p in folder.rglob(f"{EVENTS_PREFIX}*")
+        if pid in p.name and manifest.relative(workdir, p) not in before
+    ]
+    if new:
+        manifest.record(workdir, *new)
 
 
 def remove_temporary(workdir):
     """Deletes the temporary files that a killed run left beside its files."""
-    for name in RUN_FILES:
-        for path in Path(workdir).glob(f".{name}.tmp-*"):
+    workdir = Path(workdir)
+    for name in (*RUN_FILES, manifest.MANIFEST):
+        for path in workdir.glob(f".{name}.tmp-*"):
+            path.unlink(missing_ok=True)
+    for path in checkpoints.directory(workdir).glob(".*.tmp-*"):
+        if path.name.startswith((".epoch_", f".{checkpoints.STATE}.")):
             path.unlink(missing_ok=True)
 
 
@@ -314,11 +409,15 @@ __all__ = [
     "check_owned",
     "clear",
     "damage",
+    "folder_files",
     "is_run",
     "load_model",
     "load_model_file",
+    "legacy_files",
     "lock",
     "read_metrics",
+    "owned_files",
+    "record_event_files",
     "remove_temporary",
     "resume_state",
     "run_config",
