@@ -46,6 +46,7 @@ from bnkeras.export.openvino import available as openvino_available
 from bnkeras.export.openvino import write_openvino
 from bnkeras.export.verify import FormatCheck, expects_pixels, random_inputs, verify
 from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
+from bnkeras.training.files import files_under
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +231,8 @@ def export_model(
             "peak_rss_mb": round(peak_rss_mb()),
             "seconds": round(time.perf_counter() - started, 2),
         }
+        # Every file of the export at any depth: what a later --overwrite may replace.
+        summary["tree"] = sorted({*files_under(partial), outdir.REPORT} - {outdir.MARKER})
         (partial / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
         _check_out(source, out_dir, overwrite)  # nothing else appeared there meanwhile
         outdir.move_into_place(partial, out)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from bnkeras.training import checkpoints, manifest
 from bnkeras.training.config import DEFAULTS, apply, load_run_config
+from bnkeras.training.files import files_under
 
 logger = logging.getLogger(__name__)
 
@@ -115,13 +116,7 @@ def owned_files(root):
 
 def folder_files(root):
     """Every file (or link) under the `RUN_DIRS` of `root`, relative paths, at any depth."""
-    root = Path(root)
-    found = []
-    for name in RUN_DIRS:
-        for parent, dirs, files in os.walk(root / name):
-            links = [d for d in dirs if os.path.islink(os.path.join(parent, d))]
-            found += [os.path.join(parent, f) for f in (*files, *links)]
-    return sorted(manifest.relative(root, f) for f in found)
+    return [f"{name}/{f}" for name in RUN_DIRS for f in files_under(Path(root) / name)]
 
 
 def _remove_empty_dirs(folder):
