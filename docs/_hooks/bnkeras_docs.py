@@ -14,6 +14,7 @@ TensorFlow): the packages are stand-ins with the real `__path__`, removed afterw
 """
 
 import ast
+import dataclasses
 import importlib
 import logging
 import re
@@ -119,16 +120,18 @@ def _valid(check):
 
 
 def config_keys_table():
+    """One table per config section: key, default, valid values, meaning."""
     config = _load_config_module()
-    import dataclasses
-
-    lines = [
-        "| key | default | valid values | meaning |",
-        "|---|---|---|---|",
-    ]
     resumable = set(getattr(config, "RESUMABLE_CHANGES", ()))
+    parts = []
     for section, cls in config.SECTIONS.items():
         defaults = config.DEFAULTS[section]
+        lines = [
+            f"## {section}",
+            "",
+            "| key | default | valid values | meaning |",
+            "|---|---|---|---|",
+        ]
         for field in dataclasses.fields(cls):
             name = f"{section}.{field.name}"
             doc = field.metadata.get("doc", "")
@@ -138,7 +141,8 @@ def config_keys_table():
                 f"| `{name}` | {_cell(_value(defaults[field.name]))} "
                 f"| {_cell(_valid(field.metadata['check']))} | {_cell(doc)} |"
             )
-    return "\n".join(lines)
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def presets_table():
