@@ -204,6 +204,9 @@ def on_pre_build(config, **kwargs):
 
 
 def on_page_markdown(markdown, page, config, files, **kwargs):
+    if page.file.src_uri.startswith("results/"):
+        # written by `bnkeras reproduce`, wide tables: the whole width, no table of contents
+        page.meta.setdefault("hide", ["toc"])
     if "<!-- bnkeras:config-keys -->" in markdown:
         markdown = markdown.replace("<!-- bnkeras:config-keys -->", config_keys_table())
     if "<!-- bnkeras:presets -->" in markdown:
