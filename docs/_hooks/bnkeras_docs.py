@@ -146,16 +146,27 @@ def config_keys_table():
 
 
 def presets_table():
-    lines = ["| preset | sets (over the defaults) |", "|---|---|"]
-    for path in sorted((ROOT / "training" / "configs").glob("*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        keys = "<br>".join(
-            f"`{section}.{key}: {_cell(_literal(value))}`"
-            for section, values in data.items()
-            for key, value in (values or {}).items()
-        )
-        lines.append(f"| `{path.stem}` | {keys} |")
+    """Keys by presets: the value each preset sets (blank: the default)."""
+    config = _load_config_module()
+    presets = {
+        path.stem: yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        for path in sorted((ROOT / "training" / "configs").glob("*.yaml"))
+    }
+    lines = [
+        "| key | " + " | ".join(presets) + " |",
+        "|---|" + "---|" * len(presets),
+    ]
+    for section, defaults in config.DEFAULTS.items():
+        for key in defaults:
+            values = [(data.get(section) or {}).get(key, _UNSET) for data in presets.values()]
+            if all(v is _UNSET for v in values):
+                continue
+            cells = ["" if v is _UNSET else _cell(_value(v)) for v in values]
+            lines.append(f"| `{section}.{key}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+_UNSET = object()
 
 
 # ------------------------------------------------------------ public names check
