@@ -1,5 +1,6 @@
 """The README: under 10 KB, the two commands first (the ones `.ci/run` and the end-to-end
-test stand for), and its Python examples run as written."""
+test stand for), the same commands and examples as the docs' home page, and its Python
+examples run as written."""
 
 import re
 from pathlib import Path
@@ -32,6 +33,12 @@ def test_readme_starts_with_the_two_commands():
     title, first_block = README.split("```bash\n", 1)
     assert title.strip() == "# bnkeras"
     assert first_block.split("```", 1)[0].splitlines() == [INSTALL_AND_RUN, INSTALL_AND_TEST]
+
+
+def test_the_docs_home_page_shows_the_readmes_commands_and_examples():
+    home = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    for block in [*_blocks("bash")[:1], *_blocks("python")]:
+        assert f"\n{block}```" in home, block
 
 
 def test_readme_links_to_existing_files():
