@@ -62,6 +62,10 @@ class ExportError(ValueError):
 
 @dataclasses.dataclass
 class ExportResult:
+    """The result of `export_model`: the export directory `out_dir`, the `report` written to
+    `out_dir/report.json` (a dict), and `.passed`: every format verified (and the int8
+    model within its allowed accuracy drop)."""
+
     out_dir: Path
     report: dict
 
