@@ -12,7 +12,7 @@ import importlib
 import sys
 
 import bnkeras
-from bnkeras import _logging
+from bnkeras import _logging, _signals
 
 # name -> ("module[:attribute]", help); the target provides add_arguments(parser) and run(args).
 _SUBCOMMANDS = {
@@ -61,10 +61,12 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
-    with _logging.command_output(verbose=args.verbose):
+    # SIGTERM/SIGHUP act as Ctrl-C; a stop or a failed stdout sets the exit code (_signals).
+    with _signals.command(args.command) as command, _logging.command_output(args.verbose):
         _logging.import_tensorflow_quietly(verbose=args.verbose)
         importlib.import_module("bnkeras.layers")  # registered with Keras: saved models load
-        return args._module.run(args)
+        command.code = args._module.run(args)
+    return command.code
 
 
 if __name__ == "__main__":

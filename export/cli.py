@@ -76,6 +76,10 @@ def run(args):
     except ExportError as error:
         print(f"bnkeras export: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: printed by bnkeras/_signals.py
+        raise KeyboardInterrupt(
+            f"interrupted; no partial export is left at {args.out}: rerun the same command"
+        ) from None
     if not result.passed:
         print(
             f"bnkeras export: verification FAILED; see {result.out_dir / 'report.json'}",

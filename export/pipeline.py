@@ -181,7 +181,7 @@ def export_model(
     what this export had written. With `overwrite=True` a previous export is
     replaced atomically (see `bnkeras.export.outdir`).
 
-    With `int8=True` (a classifier with one output) also writes `model_int8.tflite`,
+    With `int8=True` (a classifier: one output of 2 or more classes) also writes `model_int8.tflite`,
     calibrated on `calibration_batches` batches of the run's training data, and
     fails when its top-1 accuracy on the run's evaluation set is more than
     `int8_max_drop` points below the float LiteRT model's (without a run's data:
@@ -358,12 +358,19 @@ def _verification_inputs(model, workdir, inputs, batch_size):
 
 
 def check_classifier(model):
-    """int8 is judged by top-1: the model must have one (batch, classes) output."""
+    """int8 is judged by top-1: the model must have one (batch, classes) output with at
+    least two classes (the top-1 of a single unit is always 0: a check that cannot fail)."""
     shapes = [tuple(t.shape) for t in model.outputs]
     if len(shapes) != 1 or len(shapes[0]) != 2:
         raise ExportError(
             "--int8 is checked by top-1 accuracy and needs a classifier with one output of "
             f"shape (batch, classes). Received: outputs={shapes}. Export without --int8."
+        )
+    if shapes[0][1] is not None and shapes[0][1] < 2:
+        raise ExportError(
+            "--int8 is checked by top-1 accuracy, which cannot fail for a single output unit "
+            "(its top-1 is always unit 0): it needs a classifier with at least 2 classes. "
+            f"Received: outputs={shapes}. Export without --int8."
         )
 
 

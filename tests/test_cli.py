@@ -94,7 +94,7 @@ def test_bad_choice_is_an_argparse_error(capsys, argv, message):
     "argv,expected",
     [
         ([], {}),
-        (["--mixed-precision"], {"train.mixed_precision": "float16"}),
+        (["--mixed-precision"], {"train.mixed_precision": "float16 on a GPU, else bfloat16"}),
         (["--mixed-precision", "bfloat16"], {"train.mixed_precision": "bfloat16"}),
         (["--jit-compile", "auto"], {"train.jit_compile": "auto"}),
         (["--jit-compile", "true"], {"train.jit_compile": True}),
@@ -107,6 +107,10 @@ def test_bad_choice_is_an_argparse_error(capsys, argv, message):
 )
 def test_train_flags_map_to_config_keys(argv, expected):
     args = build_parser().parse_args(["train", "--workdir", "run", *argv])
+    if expected.get("train.mixed_precision") == training_cli.BARE_MIXED_PRECISION:
+        from bnkeras.training.trainer import default_mixed_precision
+
+        expected = {"train.mixed_precision": default_mixed_precision()}
     assert training_cli.config_overrides(args) == expected
 
 

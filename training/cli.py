@@ -4,6 +4,7 @@ Only the standard library and `bnkeras.training.names` are imported at module le
 the parser is built without TensorFlow.
 """
 
+import argparse
 import logging
 import sys
 
@@ -17,6 +18,8 @@ EVALUATE_HELP = (
     ".keras model."
 )
 
+# The value of a bare --mixed-precision: float16 with a GPU, else bfloat16 (config_overrides).
+BARE_MIXED_PRECISION = "float16 on a GPU, else bfloat16"
 # flag -> config key; a flag left out keeps the preset's value.
 FLAGS = {
     "epochs": "train.epochs",
@@ -36,6 +39,14 @@ FLAGS = {
 def _add_choice(parser, flag, choices, text):
     """A `NAME` argument whose help lists its choices (argparse would print them twice)."""
     parser.add_argument(flag, choices=choices, metavar="NAME", help=f"{text}: {', '.join(choices)}")
+
+
+def _mixed_precision(value):
+    if value not in (*MIXED_PRECISION, BARE_MIXED_PRECISION):  # argparse passes const here too
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {value!r} (choose from {', '.join(MIXED_PRECISION)})"
+        )
+    return value
 
 
 class _Train:
@@ -65,11 +76,12 @@ class _Train:
         parser.add_argument(
             "--mixed-precision",
             nargs="?",
-            const="float16",
-            choices=MIXED_PRECISION,
+            const=BARE_MIXED_PRECISION,
+            type=_mixed_precision,  # not choices=, which argparse checks const against
             metavar="DTYPE",
-            help="mixed precision compute dtype: float16 (the default of a bare "
-            "--mixed-precision) or bfloat16",
+            help="mixed precision compute dtype, float16 or bfloat16; a bare --mixed-precision "
+            "picks float16 on a machine with a GPU and bfloat16 without one (CPUs emulate "
+            "float16, about 100x slower; float16 asked for there is a warning)",
         )
         parser.add_argument(
             "--jit-compile",
@@ -108,15 +120,18 @@ class _Train:
             train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
         except (ValueError, RuntimeError) as error:  # Training/Data/ConfigError: clean messages
             return _fail("train", error)
-        except KeyboardInterrupt as interrupt:  # TrainingInterrupted says where a rerun resumes
-            print(f"bnkeras train: {interrupt or 'interrupted'}", file=sys.stderr)
-            return 130
+        # Ctrl-C, SIGTERM, SIGHUP: TrainingInterrupted (where a rerun resumes), printed by
+        # bnkeras/_signals.py with the exit code 128 + the signal.
         return 0
 
 
 def config_overrides(args):
     """The flat config overrides {'train.epochs': 3, ...} of the flags given in `args`."""
     flat = {key: getattr(args, flag) for flag, key in FLAGS.items()}
+    if args.mixed_precision == BARE_MIXED_PRECISION:
+        from bnkeras.training.trainer import default_mixed_precision
+
+        flat["train.mixed_precision"] = default_mixed_precision()
     if args.jit_compile is not None:
         flat["train.jit_compile"] = JIT_COMPILE[args.jit_compile]
     if args.sync_bn:

@@ -326,6 +326,24 @@ def _check_batch(config, replicas):
         )
 
 
+def default_mixed_precision() -> str:
+    """The compute dtype of a bare `--mixed-precision`: float16 where a GPU is visible,
+    bfloat16 without one (CPUs emulate float16, about 100x slower than float32; Keras
+    recommends bfloat16 for CPUs and TPUs)."""
+    return "float16" if tf.config.list_physical_devices("GPU") else "bfloat16"
+
+
+def _warn_float16_without_gpu(train_config):
+    if train_config["mixed_precision"] == "float16" and default_mixed_precision() != "float16":
+        warnings.warn(
+            "train.mixed_precision=float16 on a machine without a GPU: CPUs emulate float16, "
+            "about 100x slower than float32. Use bfloat16 (what a bare --mixed-precision "
+            "picks here) or no mixed precision.",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
 @contextlib.contextmanager
 def _run_globals(train_config):
     """Seeds the run and sets its dtype policy; the previous dtype policy and the
@@ -334,6 +352,7 @@ def _run_globals(train_config):
     python_state, numpy_state = random.getstate(), np.random.get_state()
     keras.utils.set_random_seed(int(train_config["seed"]))
     if train_config["mixed_precision"]:  # "float16" or "bfloat16"
+        _warn_float16_without_gpu(train_config)
         keras.config.set_dtype_policy(f"mixed_{train_config['mixed_precision']}")
     try:
         yield

@@ -42,4 +42,9 @@ def run(args):
     except ReproduceError as error:
         print(f"bnkeras reproduce: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: printed by bnkeras/_signals.py
+        raise KeyboardInterrupt(
+            f"interrupted; the finished seeds are kept in {args.workdir}: rerun the same "
+            "command to go on"
+        ) from None
     return 0

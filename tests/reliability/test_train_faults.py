@@ -422,7 +422,7 @@ def test_a_run_restores_the_dtype_policy_and_random_state(shapes_dir, tmp_path):
     expected = (random.random(), np.random.random())
     random.seed(7)
     np.random.seed(7)
-    config = tiny(shapes_dir, "train.mixed_precision=true", "data.train_split=nosuch")
+    config = tiny(shapes_dir, "train.mixed_precision=bfloat16", "data.train_split=nosuch")
     with pytest.raises(ValueError, match="nosuch"):
         train_and_evaluate(config, tmp_path / "run", **QUIET)
     assert keras.config.dtype_policy().name == "float32"

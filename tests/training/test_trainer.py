@@ -5,11 +5,13 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 import yaml
 
 from bnkeras.cli import main
@@ -140,11 +142,14 @@ def test_every_norm_trains(tiny_config, tmp_path, norm):
 
 def test_precise_bn_and_ema_and_mixed_precision(tiny_config, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="bnkeras")
-    metrics = train_and_evaluate(
-        tiny_config("train.precise_bn_batches=3", "train.ema=0.9", "train.mixed_precision=true"),
-        tmp_path / "run",
-        **QUIET,
+    config = tiny_config(
+        "train.precise_bn_batches=3", "train.ema=0.9", "train.mixed_precision=true"
     )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = train_and_evaluate(config, tmp_path / "run", **QUIET)
+    slow = [w for w in caught if "float16 on a machine without a GPU" in str(w.message)]
+    assert len(slow) == (0 if tf.config.list_physical_devices("GPU") else 1)
     assert any("precise BN" in m and "3 training batches" in m for m in caplog.messages)
     assert metrics["precise_bn_batches"] == 3 and np.isfinite(metrics["loss"])
     assert keras.config.dtype_policy().name == "float32"  # restored after the run
