@@ -488,6 +488,11 @@ def _split_layout(root, with_train, classes):
     top = _visible_dirs(root)
     splits = [d for d in top if d.name.lower() in SPLIT_NAMES]
     if not splits:
+        logger.info(
+            "image folder %s: one folder per class, evaluating on data.holdout_fraction of each "
+            "class (no train/ and val/ or test/ split folders)",
+            root,
+        )
         return root, None, "held-out part of each class"
     others = [d.name for d in top if d.name.lower() not in SPLIT_NAMES]
     names = ", ".join(d.name + "/" for d in splits)
@@ -530,7 +535,7 @@ def _split_layout(root, with_train, classes):
     logger.info(
         "image folder %s: %sevaluating on %s/%s",
         root,
-        f"training on {train.name}/, " if train is not None else "",
+        f"training on {train.name}/, " if with_train else "",
         evaluated[0].name,
         f" ({', '.join(unused)} not used)" if unused else "",
     )

@@ -469,7 +469,7 @@ def load_model(workdir):
 def _run_data_config(workdir):
     config = run_config(workdir)
     if config is None:
-        raise WorkdirError(f"{workdir} is not a training work directory (no {CONFIG}).")
+        config = load_run_config(workdir)  # raises the ConfigError that names config.yaml
     return config["data"]
 
 

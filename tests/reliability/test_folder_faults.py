@@ -375,3 +375,12 @@ def test_every_format_tensorflow_decodes_is_used_and_the_others_are_skipped_and_
     skipped = [line for line in err.splitlines() if "Skipped" in line]
     assert len(skipped) == 2 and all(line.startswith("warning: Skipped") for line in skipped)
     assert "tiff-named.png" in skipped[1] or "cut.jpg" in skipped[1]
+
+
+def test_export_verifies_on_the_runs_data_and_records_its_classes(folder_run, tmp_path, capsys):
+    _, workdir = folder_run
+    out = tmp_path / "export"
+    code, printed, err = cli(capsys, "export", workdir, "--out", out, "--formats", "keras")
+    assert code == 0, err
+    assert "from the run's evaluation data" in printed
+    assert json.loads((out / "report.json").read_text())["classes"] == ["a", "b"]

@@ -10,7 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from bnkeras.training import data as data_module
-from bnkeras.training.config import DEFAULTS
+from bnkeras.training.config import DEFAULTS, ConfigError
 from bnkeras.training.data import DataError, load_data
 from bnkeras.training.shapes_dataset import CLASSES, generate
 
@@ -239,7 +239,7 @@ def test_first_run_generation_is_quiet_and_leaves_the_global_random_state(tmp_pa
 
 def test_verification_batch_is_the_first_evaluation_batch(shapes_dir, tmp_path):
     from bnkeras.training.config import build_config, dump
-    from bnkeras.training.workdir import WorkdirError, verification_batch
+    from bnkeras.training.workdir import verification_batch
 
     config = build_config(
         "demo",
@@ -252,5 +252,5 @@ def test_verification_batch_is_the_first_evaluation_batch(shapes_dir, tmp_path):
     assert images.shape == (8, 16, 16, 3)
     np.testing.assert_array_equal(images, expected)
     # A directory without a run raises (the export says why it falls back to random inputs).
-    with pytest.raises(WorkdirError, match="missing is not a training work directory"):
+    with pytest.raises(ConfigError, match="missing holds no config.yaml"):
         verification_batch(tmp_path / "missing", 8)
