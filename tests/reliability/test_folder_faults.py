@@ -263,6 +263,37 @@ def test_a_run_made_before_classes_were_stored_still_evaluates_with_a_warning(
     assert f"({old.eval_examples} images)" in out
 
 
+@pytest.mark.filterwarnings("always:.*no classes.json:UserWarning")
+def test_an_older_run_resumes_with_its_own_held_out_split_and_then_stores_it(
+    folder_run_copy, capsys
+):
+    from bnkeras.training.data import HOLDOUT_BY_PATH
+
+    root, workdir = folder_run_copy
+    (workdir / run_dir.CLASSES).unlink()  # as an older bnkeras left the run
+    code, out, err = cli(capsys, *_train_args(workdir, root, "train.epochs=2"))
+    assert code == 0 and "no classes.json" in err, err
+    assert run_dir.read_classes(workdir) == (["a", "b"], HOLDOUT_BY_PATH)
+    old = load_data(_config(root), 8, train=False, holdout=HOLDOUT_BY_PATH)
+    code, out, err = cli(capsys, "evaluate", workdir)
+    assert code == 0 and f"({old.eval_examples} images)" in out and not err, err
+
+
+@pytest.mark.parametrize("damage", ["", "{", '{"classes": ["a"], "count": 2, "holdout": null}'])
+def test_a_damaged_classes_json_is_one_line_naming_it(folder_run_copy, capsys, damage):
+    root, workdir = folder_run_copy
+    (workdir / run_dir.CLASSES).write_text(damage)
+    before = snapshot(workdir)
+    for argv in (
+        ["evaluate", workdir],
+        ["export", workdir, "--out", workdir.parent / "export"],
+        _train_args(workdir, root, "train.epochs=2"),
+    ):
+        code, _, err = cli(capsys, *argv)
+        assert_clean_error(code, err, workdir / run_dir.CLASSES, "damaged", "--overwrite")
+    assert snapshot(workdir) == before and not (workdir.parent / "export").exists()
+
+
 # --------------------------------------- 6: empty classes, a workdir in the data
 
 
