@@ -293,7 +293,9 @@ class DataConfig(Section):
     min_scale: float = key(0.35, FRACTION, "random-resized-crop area range (min_scale, 1)")
     crop_fraction: float = key(1.0, FRACTION, "eval: resize to size / crop_fraction, crop")
     holdout_fraction: float = key(
-        0.1, Number(low=0.0, high=1.0, open_low=True, open_high=True), "folders without val/"
+        0.1,
+        Number(low=0.0, high=1.0, open_low=True, open_high=True),
+        "folders without split folders (train/ and val/ or test/)",
     )
     mean: list = key(
         IMAGENET_MEAN, Numbers(Number(), length=CHANNELS), "per channel, on the 0-1 pixel scale"

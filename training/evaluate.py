@@ -120,7 +120,9 @@ def evaluate(
     """Evaluates a training work directory or a `.keras` classifier.
 
     A work directory brings its own data config (dataset, image size,
-    preprocessing); `dataset`/`data_dir` override it. A `.keras` file needs
+    preprocessing) and its classes (classes.json): images are labelled by class
+    name, and data with another class set raises `ClassesChanged`;
+    `dataset`/`data_dir` override the data config. A `.keras` file needs
     `dataset`, and is fed images at its input size (or `image_size` for a model
     that takes any size) with the default ImageNet normalization. With
     `json_path`, the metrics are also written there, atomically (its folder is
@@ -131,7 +133,8 @@ def evaluate(
     """
     path = Path(source)
     target = _json_target(json_path, source) if json_path is not None else None
-    if path.is_dir():
+    run = path.is_dir()
+    if run:
         run_config = run_dir.run_config(path)
         if run_config is None:
             raise TrainingError(f"{source} is not a training work directory (no config.yaml).")
@@ -151,7 +154,9 @@ def evaluate(
     if data_dir is not None:
         data_config["data_dir"] = data_dir
     data_config["cache"] = False
-    data = load_data(data_config, batch_size or 128, train=False)
+    # A run's images are labelled by its stored class names (another class set is refused).
+    options = run_dir.data_options(path, data_config) if run else {}
+    data = load_data(data_config, batch_size or 128, train=False, **options)
     model_classes = int(model.outputs[0].shape[-1])
     if model_classes != data.num_classes:
         raise TrainingError(

@@ -1,9 +1,9 @@
 """`train_and_evaluate(config, workdir)`: the library behind `bnkeras train`.
 
 One call trains (or resumes) a run in `workdir` with Keras `model.fit` and
-writes `config.yaml` (resolved), `log.csv` (a row per epoch), `checkpoints/`
-(atomic, last and best), `tensorboard/`, `model.keras` (final, without
-optimizer), `metrics.json` and `curves.png`. Calling it again with the same
+writes `config.yaml` (resolved), `classes.json` (the class names in label order),
+`log.csv` (a row per epoch), `checkpoints/` (atomic, last and best), `tensorboard/`,
+`model.keras` (final, without optimizer), `metrics.json` and `curves.png`. Calling it again with the same
 config resumes after the last completed epoch (weights, optimizer state,
 LR-schedule position, renorm step and epoch counter all come back); a larger
 `train.epochs` continues a finished run, and the optimizer's hyper-parameters
@@ -412,6 +412,8 @@ class _Run:
     state: dict = None  # the checkpoint state to resume from (None: a new run)
     changes: list = dataclasses.field(default_factory=list)  # optimizer keys changed on resume
     recovered: bool = False  # the state was rebuilt from another checkpoint than its last
+    # load_data's classes and held-out rule of a resumed run (run_dir.data_options)
+    data_options: dict = dataclasses.field(default_factory=dict)
     data: object = None
     train_ds: object = None  # the data's pipelines, sharded by batch across workers
     eval_ds: object = None
@@ -432,10 +434,13 @@ def _plan(run, overwrite):
     """Decides whether the run resumes (and from which checkpoint) before anything is written."""
     if not run.chief:  # other workers resume from the chief's checkpoints
         run.state = checkpoints.read_state(run.workdir)
+        if run.state is not None:
+            run.data_options = run_dir.data_options(run.workdir, run.config["data"])
         return
     if overwrite or not run_dir.is_run(run.workdir):
         return
     old = run_dir.run_config(run.workdir)
+    run.data_options = run_dir.data_options(run.workdir, run.config["data"])
     run.state, note = run_dir.resume_state(run.workdir, old)
     if note:
         run.recovered = True
@@ -480,6 +485,7 @@ def _setup(run):
         config["data"],
         config["train"]["batch_size"],
         (run.initial_epoch, max(epochs, run.initial_epoch + 1)),
+        **run.data_options,
     )
     # Workers shard the batches (the default, by file, starves a worker of a one-file split).
     options = tf.data.Options()
@@ -548,6 +554,7 @@ def _start(run, overwrite):
             for r in run.state.get("resumed", [])
         )
     atomic_write_text(run.workdir / run_dir.CONFIG, header + dump(run.config))
+    run_dir.write_classes(run.workdir, run.data)
     _truncate_log(run.workdir, run.initial_epoch)
     if run.initial_epoch:
         logger.info(f"resuming from epoch {run.initial_epoch} (checkpoint {run.state['last']})")
@@ -687,6 +694,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, progress=None):
     strategy = make_strategy(config["train"]["strategy"])
     run = _Run(config, Path(workdir), strategy, _is_chief(strategy))
     _check_batch(config, strategy.num_replicas_in_sync)
+    run_dir.check_outside_data(run.workdir, config["data"])
     with contextlib.ExitStack() as stack:
         if run.chief:
             run_dir.check_owned(run.workdir)

@@ -10,6 +10,11 @@ this module, so one set of rules decides:
   else: a user's own files in `checkpoints/` or `tensorboard/`, at any depth,
   are kept and named;
 - the run's config: `config.yaml`, else the copy in `checkpoints/state.json`;
+- the run's classes (`classes.json`: names in label order, count, held-out rule),
+  with which evaluate, export and a resumed run read its data again (by class
+  name, refusing another class set);
+- where a run may not be: inside its own image folder (its files would be read as
+  images);
 - where training resumes: the last checkpoint, else (damaged or missing) the best
   one, else the newest intact one when `state.json` itself is damaged;
 - the run's model (`model.keras`, else the last checkpoint) and a batch of its
@@ -35,14 +40,16 @@ from pathlib import Path
 
 from bnkeras.training import checkpoints, manifest
 from bnkeras.training.config import DEFAULTS, apply, load_run_config
-from bnkeras.training.files import files_under
+from bnkeras.training.files import atomic_write_text, files_under
 
 logger = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"
 MODEL = "model.keras"
+CLASSES = "classes.json"
 LOCK = ".lock"
-RUN_FILES = (CONFIG, "log.csv", "metrics.json", MODEL, "curves.png")
+RUN_FILES = (CONFIG, "log.csv", "metrics.json", MODEL, "curves.png", CLASSES)
+CLASSES_VERSION = 1
 RUN_DIRS = ("checkpoints", "tensorboard")
 EVENTS_PREFIX = "events.out.tfevents."  # the files of Keras's TensorBoard callback
 
@@ -252,6 +259,87 @@ def _read_state_for_config(workdir):
         ) from None
 
 
+def check_outside_data(workdir, data_config):
+    """Refuses a work directory inside (or equal to) the image folder it trains on: its
+    files (curves.png, checkpoints) would be read as images, and itself as a class."""
+    from bnkeras.training.data import FOLDER
+
+    if data_config.get("dataset") != FOLDER or not data_config.get("data_dir"):
+        return
+    data_dir = Path(data_config["data_dir"]).resolve()
+    inside = Path(workdir).resolve()
+    if inside == data_dir or data_dir in inside.parents:
+        raise WorkdirError(
+            f"The work directory {workdir} is inside the image folder {data_config['data_dir']}: "
+            "the run's files would be read as images (and its folder as a class). Choose a "
+            "--workdir outside the image folder."
+        )
+
+
+# ------------------------------------------------------------------------ classes
+
+
+def write_classes(workdir, data):
+    """Stores the class names (in label order) and the held-out rule of `data` (a `Data`)."""
+    record = {
+        "format_version": CLASSES_VERSION,
+        "count": len(data.classes),
+        "classes": list(data.classes),
+        "holdout": data.holdout,
+    }
+    atomic_write_text(Path(workdir) / CLASSES, json.dumps(record, indent=2) + "\n")
+
+
+def read_classes(workdir):
+    """(class names, held-out rule) stored by the run in `workdir`; None for a run made
+    before runs stored them. A damaged classes.json is a `WorkdirError`."""
+    path = Path(workdir) / CLASSES
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        classes, holdout = record["classes"], record["holdout"]
+        valid = (
+            record.get("format_version") == CLASSES_VERSION
+            and isinstance(classes, list)
+            and all(isinstance(c, str) for c in classes)
+            and len(classes) == record["count"]
+            and (holdout is None or isinstance(holdout, str))
+        )
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError):
+        valid = False
+    if not valid:
+        raise WorkdirError(
+            f"{path} is damaged (not the class list bnkeras wrote): rerun the run's `bnkeras "
+            "train` command with --overwrite to train it again, or restore the file."
+        )
+    return classes, holdout
+
+
+def data_options(workdir, data_config):
+    """The `load_data` keyword arguments that read the run's data as it was trained:
+    its classes (images labelled by name) and its held-out rule.
+
+    A run made before runs stored their classes is read as then (classes in the sorted
+    order of the folder names, the old held-out rule), with a warning for an image folder.
+    """
+    from bnkeras.training.data import FOLDER, HOLDOUT_BY_PATH
+
+    stored = read_classes(workdir)
+    if stored is not None:
+        return {"classes": stored[0], "holdout": stored[1]}
+    if data_config.get("dataset") != FOLDER:
+        return {}
+    warnings.warn(
+        f"{workdir} has no {CLASSES} (it was trained by an older bnkeras): its classes are "
+        "taken as the sorted class folder names, so a renamed, added or removed class folder "
+        "goes unnoticed.",
+        UserWarning,
+        stacklevel=2,
+    )
+    return {"holdout": HOLDOUT_BY_PATH}
+
+
 # ---------------------------------------------------------------------- resuming
 
 
@@ -378,14 +466,32 @@ def load_model(workdir):
     return load_model_file(checkpoints.last_path(workdir, state))
 
 
+def _run_data_config(workdir):
+    config = run_config(workdir)
+    if config is None:
+        config = load_run_config(workdir)  # raises the ConfigError that names config.yaml
+    return config["data"]
+
+
 def verification_batch(workdir, batch_size):
-    """A batch of evaluation images of the run in `workdir` (the first, unaugmented).
+    """A batch of evaluation images of the run in `workdir` (the first, unaugmented),
+    read with the run's classes.
 
-    Raises what reading the run's config or data raises, so that the caller can say why.
+    Raises what reading the run's config or data raises (`ClassesChanged` for data
+    whose classes are not the run's), so that the caller can say why.
     """
-    from bnkeras.training.data import verification_batch as first_eval_batch
+    from bnkeras.training.data import first_eval_batch
 
-    return first_eval_batch(workdir, batch_size)
+    data_config = _run_data_config(workdir)
+    return first_eval_batch(data_config, batch_size, **data_options(workdir, data_config))
+
+
+def load_run_data(workdir, batch_size, *, train=True):
+    """The run's data (`load_data`), read with the run's classes and held-out rule."""
+    from bnkeras.training.data import load_data
+
+    data_config = _run_data_config(workdir)
+    return load_data(data_config, batch_size, train=train, **data_options(workdir, data_config))
 
 
 def read_metrics(workdir):
@@ -398,18 +504,23 @@ def read_metrics(workdir):
 
 
 __all__ = [
+    "CLASSES",
     "RUN_DIRS",
     "RUN_FILES",
     "WorkdirError",
+    "check_outside_data",
     "check_owned",
     "clear",
     "damage",
+    "data_options",
     "folder_files",
     "is_run",
+    "legacy_files",
     "load_model",
     "load_model_file",
-    "legacy_files",
+    "load_run_data",
     "lock",
+    "read_classes",
     "read_metrics",
     "owned_files",
     "record_event_files",
@@ -417,4 +528,5 @@ __all__ = [
     "resume_state",
     "run_config",
     "verification_batch",
+    "write_classes",
 ]
