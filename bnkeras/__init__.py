@@ -15,6 +15,8 @@ _PUBLIC = {
     "ChannelAffine": "bnkeras.layers",
     "GhostBatchNormalization": "bnkeras.layers",
     "LinearRamp": "bnkeras.layers",
+    "convert_batchnorm": "bnkeras.convert",
+    "freeze_batchnorm": "bnkeras.convert",
     "recalibrate_batchnorm": "bnkeras.recalibrate",
 }
 _SUBPACKAGES = ("export", "training")

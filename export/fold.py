@@ -69,6 +69,14 @@ class FoldEntry:
 
 @dataclasses.dataclass
 class FoldReport:
+    """What `fold_batchnorm` did to each BN layer, and the counts before and after.
+
+    `entries` holds one `FoldEntry` per BN layer (its name, its `FoldAction`: folded,
+    folded forward, kept as `ChannelAffine` or left as it is, what it went into and why);
+    `.folded` and `.refused` select them. `str(report)` is the summary `bnkeras export`
+    prints, `to_dict()` what it writes into `report.json`.
+    """
+
     entries: list
     bn_before: int
     bn_after: int
@@ -116,11 +124,16 @@ class FoldReport:
 
 @dataclasses.dataclass
 class FoldResult:
+    """The result of `fold_batchnorm`: `.model`, a new model without the folded BN layers
+    (the input model is left untouched), and `.report`, a `FoldReport`."""
+
     model: keras.Model
     report: FoldReport
 
 
 def count_bn(model):
+    """The number of BN-family layers (Keras's and bnkeras's) in `model`, those inside
+    nested models and custom layers included."""
     return len(bn_layers(model))
 
 

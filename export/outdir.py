@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 
 from bnkeras._pause import pause
+from bnkeras.training.files import files_under
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +52,41 @@ def _is_within(path, parent):
     return path == parent or parent in path.parents
 
 
-def is_export(directory, known_files=()):
-    """True if `directory` holds only a bnkeras export: its marked report.json and its files."""
+# The files of a SavedModel (the one folder an export writes), for the exports whose
+# report.json does not list every file (bnkeras before the "tree" field).
+_UNLISTED_LAYOUT = re.compile(
+    r"saved_model/(saved_model\.pb|fingerprint\.pb|keras_metadata\.pb"
+    r"|variables/variables\.(index|data-\d+-of-\d+))"
+)
+
+
+def foreign_files(directory, known_files=()):
+    """The files under `directory` (any depth) that are not part of a bnkeras export.
+
+    None when `directory` holds no bnkeras export at all (no report.json with the
+    export's field); [] when every file is the export's own: listed in the report's
+    "tree" (every file it wrote), or for an older report, a top-level name it lists or
+    `known_files`, or a file of its SavedModel.
+    """
     directory = Path(directory)
     try:
         report = json.loads((directory / REPORT).read_text())
     except (OSError, ValueError):
-        return False
+        return None
     if not isinstance(report, dict) or EXPORT_FIELD not in report:
-        return False
+        return None
+    files = files_under(directory)
+    tree = report.get("tree")
+    if isinstance(tree, list):
+        allowed = {REPORT, MARKER, *(f for f in tree if isinstance(f, str))}
+        return [f for f in files if f not in allowed]
     allowed = {REPORT, MARKER, *known_files, *report.get("files", ())}
-    return all(entry.name in allowed for entry in directory.iterdir())
+    return [f for f in files if f not in allowed and not _UNLISTED_LAYOUT.fullmatch(f)]
+
+
+def is_export(directory, known_files=()):
+    """True if `directory` holds only a bnkeras export: its report.json and its files."""
+    return foreign_files(directory, known_files) == []
 
 
 def check_out_dir(source, out_dir, overwrite, known_files=()):
@@ -93,10 +118,14 @@ def check_out_dir(source, out_dir, overwrite, known_files=()):
             f"--out {out_dir} already exists. Received: --out={out_dir}. Choose another --out, "
             "or pass --overwrite to replace a previous export."
         )
-    if not empty and not is_export(out, known_files):
+    foreign = None if empty else foreign_files(out, known_files)
+    if not empty and foreign != []:
+        named = ""
+        if foreign:
+            named = f" ({', '.join(foreign[:5])}{f' and {len(foreign) - 5} more' if len(foreign) > 5 else ''})"
         raise OutDirError(
-            f"--out {out_dir} holds files that are not a bnkeras export, and --overwrite only "
-            f"replaces an empty directory or a previous export. Received: --out={out_dir}. "
+            f"--out {out_dir} holds files that are not a bnkeras export{named}, and --overwrite "
+            f"only replaces an empty directory or a previous export. Received: --out={out_dir}. "
             "Choose another --out, or move those files away."
         )
     return out

@@ -46,6 +46,7 @@ from bnkeras.export.openvino import available as openvino_available
 from bnkeras.export.openvino import write_openvino
 from bnkeras.export.verify import FormatCheck, expects_pixels, random_inputs, verify
 from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
+from bnkeras.training.files import files_under
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class ExportError(ValueError):
 
 @dataclasses.dataclass
 class ExportResult:
+    """The result of `export_model`: the export directory `out_dir`, the `report` written to
+    `out_dir/report.json` (a dict), and `.passed`: every format verified (and the int8
+    model within its allowed accuracy drop)."""
+
     out_dir: Path
     report: dict
 
@@ -196,6 +201,7 @@ def export_model(
         formats = formats if "litert" in formats else [*formats, "litert"]
     out = _check_out(source, out_dir, overwrite)
     model, workdir = load_source(source)
+    classes = _stored_classes(workdir)
     if int8:
         check_classifier(model)
     inputs, input_kind = _verification_inputs(model, workdir, inputs, batch_size)
@@ -222,6 +228,7 @@ def export_model(
             "files": _written(partial, formats) + [LOG_NAME] + [INT8_NAME] * int8,
             "opset": opset if "onnx" in formats else None,
             "inputs": input_kind,
+            "classes": classes,
             "batch_size": batch_size,
             "fold": result.report.to_dict(),
             "verification": report.to_dict(),
@@ -230,6 +237,8 @@ def export_model(
             "peak_rss_mb": round(peak_rss_mb()),
             "seconds": round(time.perf_counter() - started, 2),
         }
+        # Every file of the export at any depth: what a later --overwrite may replace.
+        summary["tree"] = sorted({*files_under(partial), outdir.REPORT} - {outdir.MARKER})
         (partial / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
         _check_out(source, out_dir, overwrite)  # nothing else appeared there meanwhile
         outdir.move_into_place(partial, out)
@@ -325,20 +334,40 @@ def _verify(model, inputs, paths, failures, rtol, atol, result):
     return report
 
 
+def _stored_classes(workdir):
+    """The class names the run in `workdir` stored (None for a .keras file or an older run)."""
+    if workdir is None:
+        return None
+    from bnkeras.training import workdir as run_dir
+
+    try:
+        stored = run_dir.read_classes(workdir)
+    except run_dir.WorkdirError as error:
+        raise ExportError(str(error)) from None
+    return stored and stored[0]
+
+
 def _verification_inputs(model, workdir, inputs, batch_size):
-    """(batch, description) for verification, saying on screen which inputs are used."""
+    """(batch, description) for verification, saying on screen which inputs are used.
+
+    The run's data is read with its classes: data with another class set is refused
+    (`ExportError`); data that cannot be read gives random inputs instead.
+    """
     if inputs is not None:
         return inputs, "given inputs"
     reason = "the source is a .keras file"
     if workdir is not None:
-        try:
-            from bnkeras.training.workdir import verification_batch
+        from bnkeras.training.data import ClassesChanged
+        from bnkeras.training.workdir import verification_batch
 
+        try:
             batch = verification_batch(workdir, batch_size)
             logger.info(
                 f"verification inputs: a batch of {batch_size} from the run's evaluation data"
             )
             return batch, "dataset batch"
+        except ClassesChanged as error:
+            raise ExportError(str(error)) from None
         except _DATA_ERRORS as error:
             reason = f"the run's data could not be read ({type(error).__name__}: {error})"
             reason = reason.splitlines()[0]
@@ -371,14 +400,16 @@ def _int8_data(workdir, batch_size, calibration_batches, inputs):
     """(calibration batches, [(inputs, labels)], description) for the int8 model."""
     reason = "the source is a .keras file"
     if workdir is not None:
-        try:
-            from bnkeras.training.data import load_data
-            from bnkeras.training.workdir import run_config
+        from bnkeras.training.data import ClassesChanged
+        from bnkeras.training.workdir import load_run_data
 
-            data = load_data(run_config(workdir)["data"], batch_size)
+        try:
+            data = load_run_data(workdir, batch_size)
             calibration = [x.numpy() for x, _ in data.train.take(calibration_batches)]
             evaluation = [(x.numpy(), y.numpy().argmax(-1)) for x, y in data.eval]
             return calibration, evaluation, "run's training data / evaluation set"
+        except ClassesChanged as error:
+            raise ExportError(str(error)) from None
         except _DATA_ERRORS as error:
             reason = f"the run's data could not be read ({type(error).__name__}: {error})"
     return [inputs], [(inputs, None)], f"verification inputs ({reason.splitlines()[0]})"

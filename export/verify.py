@@ -393,9 +393,11 @@ def verify(
             interpreter.
         openvino: Optional path of an OpenVINO IR (`.xml`) file, run in OpenVINO
             Runtime on the CPU.
-        rtol, atol: Tolerances; by default `TOLERANCES` for the lowest precision
-            any layer computes in, with `atol` scaled per output (module docstring).
-            A given `atol` is absolute (still raised to the graph noise).
+        rtol: Relative tolerance; by default `TOLERANCES` for the lowest precision
+            any layer computes in.
+        atol: Absolute tolerance; by default scaled per output from `TOLERANCES`
+            (module docstring). A given `atol` is absolute (still raised to the graph
+            noise).
         fold_report: Optional `FoldReport` of `folded`: each folded layer of
             `folded` is then also checked against conv -> BN of `model`.
         folded_layers: Optional folded Keras model for those per-layer checks

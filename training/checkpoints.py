@@ -5,12 +5,15 @@ state), written to a temporary name and renamed into place; then `state.json`
 (format version, epoch, the last and best checkpoint, the best metric, the
 config) is replaced the same way. A run killed at any moment therefore finds a
 `state.json` naming complete files, and loses at most the epoch in progress.
-Only the last and the best checkpoints are kept.
+Only the last and the best checkpoints are kept: older ones that the run wrote
+(listed in `bnkeras.training.manifest`, or named by its previous state) are
+deleted; a file the run did not write is never touched.
 """
 
 import json
 from pathlib import Path
 
+from bnkeras.training import manifest
 from bnkeras.training.files import atomic_save_model, atomic_write_text
 
 FORMAT_VERSION = 1
@@ -54,7 +57,10 @@ def save(model, workdir, epoch, metric, config, state=None, monitor="val_accurac
     folder = directory(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"epoch_{epoch:04d}.keras"
+    # Listed first: a kill during the write leaves a listed path missing, not an unlisted file.
+    manifest.record(workdir, folder / name, state_path(workdir))
     atomic_save_model(model, folder / name)
+    previous = {(state or {}).get("last"), (state or {}).get("best")} - {None}
     state = dict(state or {})
     best_value = state.get("best_value")
     if metric is not None and (best_value is None or metric > best_value):
@@ -64,9 +70,16 @@ def save(model, workdir, epoch, metric, config, state=None, monitor="val_accurac
     )
     write_state(workdir, state)
     keep = {state["last"], state.get("best")}
-    for path in folder.glob("epoch_*.keras"):
-        if path.name not in keep:
-            path.unlink(missing_ok=True)
+    listed = manifest.written(workdir) or set()
+    old = [
+        path
+        for path in folder.glob("epoch_*.keras")
+        if path.name not in keep
+        and (path.name in previous or manifest.relative(workdir, path) in listed)
+    ]
+    for path in old:
+        path.unlink(missing_ok=True)
+    manifest.forget(workdir, *old)
     for path in folder.glob(".epoch_*.tmp-*"):  # leftovers of a killed run
         path.unlink(missing_ok=True)
     return state

@@ -255,7 +255,7 @@ class Section:
 @dataclasses.dataclass
 class ModelConfig(Section):
     NAME = "model"
-    name: str = key("resnet20", Choice(_model_names, label="model"))
+    name: str = key("resnet20", Choice(_model_names, label="model"), "the network")
     width: int = key(16, COUNT, "first-stage filters of CIFAR ResNets")
     alpha: float = key(1.0, Number(low=0.0, open_low=True), "MobileNetV2 width multiplier")
     zero_init_residual: bool = key(False, Boolean(), "zero gamma of each block's last norm")
@@ -264,14 +264,14 @@ class ModelConfig(Section):
 @dataclasses.dataclass
 class NormConfig(Section):
     NAME = "norm"
-    name: str = key("bn", Choice(_norm_names, label="norm"))
-    momentum: float = key(0.9, UNIT)
-    epsilon: float = key(1e-5, Number(low=0.0, open_low=True))
+    name: str = key("bn", Choice(_norm_names, label="norm"), "the norm layer of every block")
+    momentum: float = key(0.9, UNIT, "moving-statistics momentum")
+    epsilon: float = key(1e-5, Number(low=0.0, open_low=True), "added to the variance")
     sync: bool = key(False, Boolean(), "synchronized statistics across replicas")
     virtual_batch_size: int = key(32, COUNT, "ghost BN: examples per virtual batch")
     rmax: object = key("warmup", ClipBound(1.0), "renorm: upper clip of r")
     dmax: object = key("warmup", ClipBound(0.0), "renorm: clip of |d|")
-    renorm_momentum: float = key(0.99, UNIT)
+    renorm_momentum: float = key(0.99, UNIT, "renorm: momentum of its r/d statistics")
     total_steps: int | None = key(
         None, OrNull(COUNT), "renorm: steps the 'warmup' schedule spans (null: the run's)"
     )
@@ -284,14 +284,18 @@ class NormConfig(Section):
 class DataConfig(Section):
     NAME = "data"
     dataset: str = key("bnkeras_shapes", Text(), "bnkeras_shapes, a TFDS name or 'folder'")
-    data_dir: str | None = key(None, Text(optional=True, path=True))
-    train_split: str = key("train", Text())
+    data_dir: str | None = key(
+        None, Text(optional=True, path=True), "TFDS data directory or image folder"
+    )
+    train_split: str = key("train", Text(), "split to train on")
     eval_split: str | None = key(None, Text(optional=True), "null: validation, else test")
-    image_size: int = key(32, COUNT)
+    image_size: int = key(32, COUNT, "side of the square input images")
     min_scale: float = key(0.35, FRACTION, "random-resized-crop area range (min_scale, 1)")
     crop_fraction: float = key(1.0, FRACTION, "eval: resize to size / crop_fraction, crop")
     holdout_fraction: float = key(
-        0.1, Number(low=0.0, high=1.0, open_low=True, open_high=True), "folders without val/"
+        0.1,
+        Number(low=0.0, high=1.0, open_low=True, open_high=True),
+        "folders without split folders (train/ and val/ or test/)",
     )
     mean: list = key(
         IMAGENET_MEAN, Numbers(Number(), length=CHANNELS), "per channel, on the 0-1 pixel scale"
@@ -300,27 +304,29 @@ class DataConfig(Section):
         IMAGENET_STD, Numbers(Number(low=0.0, open_low=True), length=CHANNELS), "per channel"
     )
     cache: bool = key(True, Boolean(), "keep decoded images in memory")
-    shuffle_buffer: int = key(10000, COUNT)
+    shuffle_buffer: int = key(10000, COUNT, "examples in the shuffle buffer")
     seed: int = key(0, NON_NEGATIVE_INT, "shuffling and augmentation")
 
 
 @dataclasses.dataclass
 class TrainConfig(Section):
     NAME = "train"
-    epochs: int = key(10, COUNT)
+    epochs: int = key(10, COUNT, "epochs to train")
     batch_size: int = key(128, COUNT, "global batch size")
-    optimizer: str = key("sgd", Choice(("sgd", "adamw")))
+    optimizer: str = key("sgd", Choice(("sgd", "adamw")), "SGD with momentum, or AdamW")
     lr: float = key(0.1, Number(low=0.0, open_low=True), "peak learning rate")
     lr_scaling: str = key("none", Choice(("none", "linear")), "linear: lr per 256 images")
-    momentum: float = key(0.9, UNIT)
-    nesterov: bool = key(True, Boolean())
+    momentum: float = key(0.9, UNIT, "SGD momentum")
+    nesterov: bool = key(True, Boolean(), "SGD: Nesterov momentum")
     weight_decay: float = key(5e-4, Number(low=0.0), "not applied to BN gamma/beta or biases")
-    schedule: str = key("cosine", Choice(("cosine", "step", "constant")))
+    schedule: str = key(
+        "cosine", Choice(("cosine", "step", "constant")), "learning rate after the warm-up"
+    )
     warmup_epochs: int = key(1, NON_NEGATIVE_INT, "linear warm-up from 0")
     step_epochs: list = key(
         [30, 60, 80], Numbers(COUNT, increasing=True), "step schedule: lr x 0.1 at each"
     )
-    label_smoothing: float = key(0.0, UNIT)
+    label_smoothing: float = key(0.0, UNIT, "of the cross-entropy targets")
     ema: float = key(0.0, UNIT, "> 0: moving average of the weights (e.g. 0.999)")
     mixed_precision: object = key(
         False,
@@ -329,7 +335,7 @@ class TrainConfig(Section):
     )
     jit_compile: object = key("auto", Choice(("auto", True, False)), "XLA compilation")
     precise_bn_batches: int = key(0, NON_NEGATIVE_INT, "recompute BN statistics at the end")
-    strategy: str = key("default", Choice(STRATEGIES))
+    strategy: str = key("default", Choice(STRATEGIES), "tf.distribute strategy")
     seed: int = key(0, NON_NEGATIVE_INT, "weight initialization")
 
 

@@ -13,10 +13,20 @@ Sources (`data.dataset`):
   only when the network answers; otherwise the run stops at once with a message
   naming `--data-dir` (and the manual download directory for imagenet2012).
 - `folder`: an ImageNet-layout folder at `data.data_dir`: one subfolder per class,
-  either under `train/` and `val/` (or `validation/`), or directly, in which case a
-  deterministic `data.holdout_fraction` of each class is held out for evaluation.
-  Files that cannot be decoded as images are skipped and counted (a warning names
-  the first few); they never stop a run.
+  either inside split folders (`train/` and one of `val/`, `validation/`, `valid/`,
+  else `test/`, matched case-insensitively; the log says which one evaluates), or
+  directly, in which case `data.holdout_fraction` of each class is held out for
+  evaluation by a hash of each file's path inside its class folder (the same files
+  stay held out when a class folder is renamed or files are added). Split folders
+  mixed with other folders, an empty class folder, or a bnkeras work directory among
+  the classes are refused. An image is used when the training decoder
+  (`decode_image_file`: JPEG, PNG, GIF, BMP, WebP, JPEG XL) decodes it; the others,
+  and files in formats it does not read (TIFF, HEIC, ...), are skipped and counted
+  (a warning names the first few); they never stop a run.
+
+A run stores its class names (and held-out rule) in its work directory; reading its
+data again with `classes=` labels the images by class name and refuses data with
+another class set (`ClassesChanged`).
 """
 
 import contextlib
@@ -30,7 +40,6 @@ import re
 import socket
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +49,12 @@ logger = logging.getLogger(__name__)
 
 EMBEDDED = "bnkeras_shapes"
 FOLDER = "folder"
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 _AUTOTUNE = tf.data.AUTOTUNE
 # Epoch e of data.seed s draws its shuffle and augmentation from the stream
 # s * EPOCH_SEED_STRIDE + 2 * e (crop) and + 1 (flip): distinct for every (s, e) with
 # e < EPOCH_SEED_STRIDE / 2.
 EPOCH_SEED_STRIDE = 1_000_003
 SHUFFLE_GRAPH_SEED = 1  # any fixed nonzero value
-# Threads that check image files in parallel (I/O bound, so more than the cores).
-IMAGE_CHECK_THREADS = 16
 # Below this many steps per epoch, or above this fraction of training images left
 # out by the incomplete last batch, load_data warns.
 MIN_STEPS_PER_EPOCH = 10
@@ -68,7 +74,8 @@ class Data:
     batches for any other epoch range (cheaply: start-up does not grow with the
     range). `eval` is one pass over the evaluation split. `files` are the
     (record file, record count) pairs read (TFDS) or (image folder, None), named
-    when reading fails.
+    when reading fails. `classes` are the class names in label order; `holdout` the
+    held-out rule of an image folder without an evaluation split (`HOLDOUT_RULES`).
     """
 
     train: tf.data.Dataset | None
@@ -81,6 +88,8 @@ class Data:
     steps_per_epoch: int = 0
     train_epochs: Callable[[int, int], tf.data.Dataset] | None = None
     files: tuple = ()
+    classes: tuple = ()
+    holdout: str | None = None
 
     def train_batches(self, count, first_epoch=0):
         """`count` training batches starting at `first_epoch` (over as many epochs as needed)."""
@@ -292,7 +301,7 @@ def _split_files(builder, split):
     )
 
 
-def _tfds_data(config, batch_size, with_train):
+def _tfds_data(config, batch_size, with_train, classes=None):
     name, data_dir = config["dataset"], config.get("data_dir")
     if data_dir is not None and not Path(data_dir).exists() and name != EMBEDDED:
         raise DataError(f"--data-dir {data_dir} does not exist.")
@@ -304,6 +313,13 @@ def _tfds_data(config, batch_size, with_train):
             f"Dataset {name!r} is not an image-classification dataset (no image/label features)."
         )
     num_classes = info.features["label"].num_classes
+    names = tuple(info.features["label"].names)
+    if classes is not None and tuple(classes) != names:
+        raise ClassesChanged(
+            f"Dataset {name!r} has the classes [{', '.join(names)}] but the run was trained on "
+            f"[{', '.join(classes)}] (its classes.json): evaluate it on the dataset it was "
+            "trained on."
+        )
     splits = info.splits
     train_split = config["train_split"]
     eval_split = config["eval_split"] or next(
@@ -336,38 +352,328 @@ def _tfds_data(config, batch_size, with_train):
         train_epochs=train_epochs,
         files=(_split_files(builder, train_split) if with_train else ())
         + _split_files(builder, eval_split),
+        classes=names,
     )
 
 
 # ---------------------------------------------------------------- image folders
 
+# Split folders at the top of an image folder (matched case-insensitively): training
+# reads train/, evaluation the first of val/, validation/, valid/, else test/.
+TRAIN_SPLIT = "train"
+EVAL_SPLITS = ("val", "validation", "valid", "test")
+SPLIT_NAMES = (TRAIN_SPLIT, *EVAL_SPLITS)
+# The file extensions of every format the training decoder (`decode_image_file`,
+# tf.io.decode_image) reads: JPEG, PNG, GIF, BMP, WebP and JPEG XL. The decoder tells
+# the format from the bytes; a file it cannot decode is skipped and counted.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".jxl"}
+)
+# Image formats that TensorFlow's decoder does not read: skipped, counted and named.
+UNDECODED_EXTENSIONS = frozenset(
+    {".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".j2k", ".ico", ".ppm", ".pgm",
+     ".pbm", ".pnm", ".psd", ".svg", ".dng", ".cr2", ".nef", ".arw"}
+)  # fmt: skip
+# The held-out split of a folder without split folders (`data.holdout_fraction` of each
+# class): a file is held out when the SHA-1 of its path inside its class folder falls
+# below the fraction. Each file's place depends on its own name only, so the same files
+# stay held out when a class folder is renamed or moved, or files are added or removed.
+HOLDOUT_BY_NAME = "sha1-of-path-in-class"
+# The rule of runs trained before the runs stored it: the path inside the data folder
+# (a renamed class folder moves files between the splits).
+HOLDOUT_BY_PATH = "sha1-of-path-in-data-folder"
+HOLDOUT_RULES = (HOLDOUT_BY_NAME, HOLDOUT_BY_PATH)
+NAMED_FILES = 3  # files named in a warning
+FORMATS = "JPEG, PNG, GIF, BMP, WebP or JPEG XL"
 
-def _is_image(path):
-    from PIL import Image
 
-    try:
-        with Image.open(path) as image:
-            image.verify()
-        return True
-    except Exception:
-        return False
+class ClassesChanged(DataError):
+    """The data's classes are not the classes a run was trained on."""
 
 
-def _list_images(root, classes):
-    files = []
-    for label, name in enumerate(classes):
-        for path in sorted((root / name).rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-                files.append((str(path), label))
-    return files
+def decode_image_file(path):
+    """The training decoder: a file as an RGB uint8 image (an animation's first frame)."""
+    return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
 
 
-def _class_dirs(root):
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _decodable(paths):
+    """For each of `paths`: True when `decode_image_file` decodes it to an image with
+    pixels (decoded in parallel, as training does; unreadable files are False)."""
+    if not paths:
+        return []
+
+    def attempt(index, path):
+        return index, tf.size(decode_image_file(path))
+
+    attempts = (
+        tf.data.Dataset.from_tensor_slices(tf.constant(paths))
+        .enumerate()
+        .map(attempt, num_parallel_calls=_AUTOTUNE, deterministic=False)
+        .ignore_errors()
+    )
+    ok = [False] * len(paths)
+    for index, size in attempts.as_numpy_iterator():
+        ok[index] = size > 0
+    return ok
 
 
-def _folder_files(config):
-    """(root, classes, train files, eval files) of an image folder, as (path, label) lists."""
+def _examples(paths):
+    """At most NAMED_FILES of `paths`, comma separated."""
+    return ", ".join(str(p) for p in paths[:NAMED_FILES])
+
+
+def _visible_dirs(folder):
+    return sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+
+
+@dataclasses.dataclass
+class _ClassFiles:
+    """The files under one class folder (at every depth; hidden ones left out)."""
+
+    folder: Path
+    images: list  # paths with an extension of IMAGE_EXTENSIONS
+    undecoded: list  # paths with an extension of UNDECODED_EXTENSIONS
+    other: list  # any other file (not an image)
+
+
+def _class_files(folder, root):
+    images, undecoded, other = [], [], []
+    for current, dirs, files in os.walk(folder):
+        splits = sorted(d for d in dirs if d.lower() in SPLIT_NAMES)
+        if splits:
+            raise DataError(
+                f"Image folder {root}: the class folder {current} holds the split folder(s) "
+                f"{', '.join(s + '/' for s in splits)}; their images would all be one class. "
+                f"Put the splits at the top ({root}/train/CLASS/, {root}/val/CLASS/) or "
+                "rename those folders."
+            )
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = os.path.join(current, name)
+            extension = os.path.splitext(name)[1].lower()
+            if extension in IMAGE_EXTENSIONS:
+                images.append(path)
+            elif extension in UNDECODED_EXTENSIONS:
+                undecoded.append(path)
+            else:
+                other.append(path)
+    return _ClassFiles(folder, sorted(images), sorted(undecoded), sorted(other))
+
+
+@dataclasses.dataclass
+class _Folder:
+    """An image folder read: its classes and the (path, label) pairs of each split."""
+
+    root: Path
+    classes: list
+    train: list
+    eval: list
+    holdout: str | None  # the held-out rule, None with split folders
+    description: str
+    skipped: int = 0
+
+
+def _split_layout(root, with_train, classes):
+    """(class folder root, eval folder or None, description) of `root`'s top level.
+
+    Without split folders, the classes are `root`'s folders (and part of each is held
+    out); with them, the classes are train/'s folders, evaluated on val/ (or
+    validation/, valid/, else test/). A mixture of split and other folders is refused.
+    """
+    top = _visible_dirs(root)
+    splits = [d for d in top if d.name.lower() in SPLIT_NAMES]
+    if not splits:
+        logger.info(
+            "image folder %s: one folder per class, evaluating on data.holdout_fraction of each "
+            "class (no train/ and val/ or test/ split folders)",
+            root,
+        )
+        return root, None, "held-out part of each class"
+    others = [d.name for d in top if d.name.lower() not in SPLIT_NAMES]
+    names = ", ".join(d.name + "/" for d in splits)
+    if others:
+        raise DataError(
+            f"Image folder {root} mixes split folders ({names}) with other folders "
+            f"({', '.join(others[:5])}): put every class folder inside the split folders "
+            f"({root}/train/CLASS/ and {root}/val/CLASS/ or {root}/test/CLASS/), or remove "
+            f"the split folders to hold out data.holdout_fraction of each class."
+        )
+    by_name = {}
+    for folder in splits:
+        by_name.setdefault(folder.name.lower(), []).append(folder)
+    doubled = [
+        f"{', '.join(d.name for d in found)}" for found in by_name.values() if len(found) > 1
+    ]
+    evaluated = [by_name[s][0] for s in EVAL_SPLITS if s in by_name]
+    val_like = [d for d in evaluated if d.name.lower() != "test"]
+    if doubled or len(val_like) > 1:
+        clash = "; ".join(doubled) or ", ".join(d.name for d in val_like)
+        raise DataError(
+            f"Image folder {root} has more than one folder for a split ({clash}): keep one "
+            "train/ and one of val/, validation/, valid/ (evaluated) or test/."
+        )
+    train = by_name.get(TRAIN_SPLIT, [None])[0]
+    if train is None and (with_train or classes is None):
+        raise DataError(
+            f"Image folder {root} has the split folder(s) {names} but no train/: put the "
+            f"training images in {root}/train/CLASS/."
+        )
+    if not evaluated:
+        logger.info(
+            "image folder %s: training on %s/, evaluating on data.holdout_fraction of each class "
+            "(no val/ or test/)",
+            root,
+            train.name,
+        )
+        return train, None, f"{train.name}/ and a held-out part of each class"
+    unused = [d.name + "/" for d in evaluated[1:]]
+    logger.info(
+        "image folder %s: %sevaluating on %s/%s",
+        root,
+        f"training on {train.name}/, " if with_train else "",
+        evaluated[0].name,
+        f" ({', '.join(unused)} not used)" if unused else "",
+    )
+    return train, evaluated[0], f"{train.name if train else TRAIN_SPLIT}/ and {evaluated[0].name}/"
+
+
+def _class_names(folder, root):
+    """The class folders of `folder`; a split name or a bnkeras run among them is refused."""
+    from bnkeras.training.workdir import is_run
+
+    names = []
+    for path in _visible_dirs(folder):
+        if path.name.lower() in SPLIT_NAMES:
+            raise DataError(
+                f"Image folder {root}: {path} is named like a split folder but is a class "
+                f"folder of {folder}: rename it (or put the splits at the top of {root})."
+            )
+        if is_run(path):
+            raise DataError(
+                f"Image folder {root} holds the bnkeras work directory {path}, which would be "
+                "read as a class: move it out of the image folder."
+            )
+        names.append(path.name)
+    return names
+
+
+def _check_classes(found, stored, where, subset=False):
+    """The class order to label by: `stored` (a run's classes) when given, else `found`."""
+    if stored is None:
+        return list(found)
+    stored = list(stored)
+    differ = not set(found) <= set(stored) if subset else set(found) != set(stored)
+    if differ:
+        raise ClassesChanged(
+            f"{where} has the classes [{', '.join(sorted(found))}] but the run was trained on "
+            f"[{', '.join(stored)}] (its classes.json): use the data it was trained on (class "
+            "folders named as then), or train a new run on this data."
+        )
+    return stored
+
+
+def _labelled(folders, classes, root, what, require_each=True):
+    """(path, label) pairs of the decodable images of `folders` ({class: _ClassFiles}),
+    and the number of image files skipped. With `require_each`, a class folder without
+    a decodable image is refused."""
+    paths = [p for files in folders.values() for p in files.images]
+    ok = dict(zip(paths, _decodable(paths), strict=True))
+    bad = [p for p in paths if not ok[p]]
+    undecoded = [p for files in folders.values() for p in files.undecoded]
+    other = [p for files in folders.values() for p in files.other]
+    if paths and not any(ok.values()):
+        raise DataError(
+            f"None of the {len(paths)} {what} images in {root} can be decoded "
+            f"(e.g. {_examples(bad)}): check the files ({FORMATS})."
+        )
+    for name, files in folders.items():
+        if require_each and not any(ok[p] for p in files.images):
+            found = files.images + files.undecoded + files.other
+            raise DataError(
+                f"The class folder {files.folder} holds no {what} image that TensorFlow can "
+                f"decode ({len(found)} file(s){', e.g. ' + _examples(found) if found else ''}), "
+                f"so class {name!r} has no {what} images: add images ({FORMATS}) or remove "
+                "the folder."
+            )
+    parts = []
+    if bad:
+        parts.append(f"{len(bad)} that TensorFlow cannot decode (e.g. {_examples(bad)})")
+    if undecoded:
+        formats = ", ".join(sorted({os.path.splitext(p)[1].lower() for p in undecoded}))
+        parts.append(
+            f"{len(undecoded)} in formats TensorFlow does not read ({formats}; e.g. "
+            f"{_examples(undecoded)}): convert them to PNG or JPEG"
+        )
+    if parts:
+        warnings.warn(
+            f"Skipped {len(bad) + len(undecoded)} {what} image file(s) in {root}: "
+            + "; ".join(parts),
+            stacklevel=4,
+        )
+    if other:
+        logger.info(
+            "%s: ignored %d %s file(s) that are not images (e.g. %s)",
+            root,
+            len(other),
+            what,
+            _examples(other),
+        )
+    label = {name: index for index, name in enumerate(classes)}
+    pairs = [(p, label[name]) for name, files in folders.items() for p in files.images if ok[p]]
+    return pairs, len(bad) + len(undecoded)
+
+
+def _require_files(folders):
+    """Refuses a class folder that holds no file at all (an empty class)."""
+    for name, files in folders.items():
+        if not (files.images or files.undecoded or files.other):
+            raise DataError(
+                f"The class folder {files.folder} is empty, so class {name!r} has no images: "
+                f"add images ({FORMATS}) or remove the folder."
+            )
+
+
+def _held_out(holdout, fraction, root):
+    """A predicate (path, class folder) -> True when the file is held out for evaluation."""
+    if holdout not in HOLDOUT_RULES:
+        raise DataError(
+            f"Unknown held-out rule {holdout!r} (this bnkeras knows {', '.join(HOLDOUT_RULES)}): "
+            "update bnkeras to read this run."
+        )
+
+    def held_out(path, folder):
+        base = folder if holdout == HOLDOUT_BY_NAME else root
+        name = Path(os.path.relpath(path, base)).as_posix()
+        digest = hashlib.sha1(name.encode()).digest()
+        return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+    return held_out
+
+
+def _split_class(files, held_out, held):
+    """The part of a class's files that `held_out` puts in the held-out split (`held`) or not."""
+
+    def part(paths):
+        return [p for p in paths if held_out(p, files.folder) == held]
+
+    return dataclasses.replace(
+        files, images=part(files.images), undecoded=part(files.undecoded), other=part(files.other)
+    )
+
+
+def _folder_files(config, with_train=True, classes=None, holdout=HOLDOUT_BY_NAME):
+    """The image folder of `config`: its classes and decodable (path, label) pairs.
+
+    `classes` (a run's stored classes) fixes the labels by name: the folder must have
+    that class set (the evaluated split may lack some), else `ClassesChanged`.
+    `holdout` is the held-out rule (HOLDOUT_RULES) of a folder without an evaluation
+    split. Only the files of the splits read are decoded (`with_train`).
+    """
     if not config.get("data_dir"):
         raise DataError(
             f"dataset {FOLDER!r} needs --data-dir: the image folder (one subfolder per class)."
@@ -375,102 +681,98 @@ def _folder_files(config):
     root = Path(config["data_dir"])
     if not root.is_dir():
         raise DataError(f"--data-dir {root} does not exist or is not a directory.")
-    split_dirs = {s: root / s for s in ("train", "val", "validation") if (root / s).is_dir()}
-    if "train" in split_dirs and ("val" in split_dirs or "validation" in split_dirs):
-        train_root = split_dirs["train"]
-        eval_root = split_dirs.get("val", split_dirs.get("validation"))
-        classes = _class_dirs(train_root)
-        train_files, eval_files = (
-            _list_images(train_root, classes),
-            _list_images(eval_root, classes),
-        )
+    class_root, eval_root, layout = _split_layout(root, with_train, classes)
+    if class_root is None:  # evaluation only, of a run's classes: eval_root's must be among them
+        classes = _check_classes(_class_names(eval_root, root), classes, eval_root, subset=True)
     else:
-        classes = _class_dirs(root)
-        files = _list_images(root, classes)
-        fraction = float(config["holdout_fraction"])
-
-        def held_out(path):
-            digest = hashlib.sha1(os.path.relpath(path, root).encode()).digest()
-            return int.from_bytes(digest[:4], "big") / 2**32 < fraction
-
-        train_files = [f for f in files if not held_out(f[0])]
-        eval_files = [f for f in files if held_out(f[0])]
+        classes = _check_classes(_class_names(class_root, root), classes, class_root)
     if len(classes) < 2:
         raise DataError(
-            f"Image folder {root} has {len(classes)} class subfolder(s) "
+            f"Image folder {class_root or root} has {len(classes)} class subfolder(s) "
             f"({', '.join(classes) or 'none'}); a classifier needs at least 2."
         )
-    if not train_files:
-        raise DataError(
-            f"Image folder {root} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})."
+    train_files, skipped = [], 0
+    if eval_root is not None:
+        evaluated = _class_names(eval_root, root)
+        extra = sorted(set(evaluated) - set(classes))
+        if extra:
+            raise DataError(
+                f"{eval_root} has class folder(s) that {class_root} lacks "
+                f"({', '.join(extra[:5])}): the model has no output for them; add them "
+                f"to {class_root} or remove them from {eval_root}."
+            )
+        eval_folders = {n: _class_files(eval_root / n, root) for n in classes if n in evaluated}
+        train_folders = (
+            {n: _class_files(class_root / n, root) for n in classes} if with_train else {}
         )
+        _require_files(eval_folders)
+        _require_files(train_folders)
+        eval_files, skipped = _labelled(eval_folders, classes, root, "evaluation")
+        if with_train:
+            train_files, skipped_train = _labelled(train_folders, classes, root, "training")
+            skipped += skipped_train
+        holdout = None
+    else:
+        folders = {n: _class_files(class_root / n, root) for n in classes}
+        _require_files(folders)
+        held_out = _held_out(holdout, float(config["holdout_fraction"]), root)
+        evaluated = {n: _split_class(f, held_out, True) for n, f in folders.items()}
+        eval_files, skipped = _labelled(evaluated, classes, root, "evaluation", False)
+        if with_train:
+            trained = {n: _split_class(f, held_out, False) for n, f in folders.items()}
+            for name, files in trained.items():
+                if not files.images and folders[name].images:
+                    raise DataError(
+                        f"Every image of class {name!r} ({files.folder}) is held out for "
+                        "evaluation, leaving none to train on: add images to it, or split the "
+                        f"folder into {root}/train/CLASS/ and {root}/val/CLASS/."
+                    )
+            train_files, skipped_train = _labelled(trained, classes, root, "training")
+            skipped += skipped_train
     if not eval_files:
         raise DataError(
             f"Image folder {root} leaves no images for evaluation: add a val/ split or more images."
         )
-    return root, classes, train_files, eval_files
+    return _Folder(root, classes, train_files, eval_files, holdout, layout, skipped)
 
 
-def _decodable(files, root, what):
-    """The decodable (path, label) pairs of `files`; warns about the others."""
-    with ThreadPoolExecutor(IMAGE_CHECK_THREADS) as pool:
-        ok = list(pool.map(_is_image, [f for f, _ in files]))
-    bad = [f for (f, _), good in zip(files, ok, strict=True) if not good]
-    kept = [f for f, good in zip(files, ok, strict=True) if good]
-    if bad and not kept:
-        raise DataError(
-            f"None of the {len(files)} {what} images in {root} can be decoded "
-            f"(e.g. {', '.join(bad[:3])}): check the files (JPEG, PNG, BMP or GIF)."
-        )
-    if bad:
-        warnings.warn(
-            f"Skipped {len(bad)} undecodable {what} image file(s) in {root}, e.g. "
-            + ", ".join(bad[:3]),
-            stacklevel=2,
-        )
-    return kept, len(bad)
-
-
-def _folder_data(config, batch_size, with_train):
-    root, classes, train_files, eval_files = _folder_files(config)
-    # Only the files this call reads are checked (evaluation does not look at train/).
-    eval_files, skipped = _decodable(eval_files, root, "evaluation")
-    if with_train:
-        train_files, skipped_train = _decodable(train_files, root, "training")
-        skipped += skipped_train
+def _folder_data(config, batch_size, with_train, classes=None, holdout=HOLDOUT_BY_NAME):
+    folder = _folder_files(config, with_train, classes, holdout)
 
     def dataset(files):
         paths = tf.constant([f for f, _ in files])
         labels = tf.constant([label for _, label in files], tf.int64)
 
         def decode(path, label):
-            image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-            return image, label
+            return decode_image_file(path), label
 
         return tf.data.Dataset.from_tensor_slices((paths, labels)).map(
             decode, num_parallel_calls=_AUTOTUNE
         )
 
+    classes = folder.classes
     train_epochs, evaluation = _pipelines(
-        dataset(train_files) if with_train else None,
-        dataset(eval_files),
+        dataset(folder.train) if with_train else None,
+        dataset(folder.eval),
         config,
         len(classes),
         batch_size,
     )
-    train_examples = len(train_files) if with_train else 0
+    train_examples = len(folder.train) if with_train else 0
     used = f"train: {train_examples}, " if with_train else ""
     return Data(
         train=None,
         eval=evaluation,
         num_classes=len(classes),
         train_examples=train_examples,
-        eval_examples=len(eval_files),
-        description=f"image folder {root} ({used}eval: {len(eval_files)} images, "
-        f"{len(classes)} classes)",
-        skipped_files=skipped,
+        eval_examples=len(folder.eval),
+        description=f"image folder {folder.root} ({folder.description}; {used}eval: "
+        f"{len(folder.eval)} images, {len(classes)} classes)",
+        skipped_files=folder.skipped,
         train_epochs=train_epochs,
-        files=((str(root), None),),
+        files=((str(folder.root), None),),
+        classes=tuple(classes),
+        holdout=folder.holdout,
     )
 
 
@@ -516,7 +818,7 @@ def _suggested_batch(examples):
     return batch
 
 
-def load_data(config, batch_size, epochs=(0, 1), *, train=True):
+def load_data(config, batch_size, epochs=(0, 1), *, train=True, classes=None, holdout=None):
     """The pipelines for the `data` section of a config.
 
     Args:
@@ -526,15 +828,21 @@ def load_data(config, batch_size, epochs=(0, 1), *, train=True):
             to `last - 1` in a row (`Data.steps_per_epoch` batches each).
         train: False to read only the evaluation split (`Data.train` is then None
             and the training files are neither listed nor checked).
+        classes: the class names, in label order, of the run the data is read for
+            (its classes.json), or None. Images are labelled by class name; data with
+            another class set raises `ClassesChanged`.
+        holdout: the held-out rule of an image folder without an evaluation split
+            (`HOLDOUT_RULES`; the run's, stored beside its classes), default
+            `HOLDOUT_BY_NAME`.
 
     Raises DataError (a ValueError) naming the input and the fix. Warns when an
     epoch has fewer than MIN_STEPS_PER_EPOCH steps or leaves out more than
     MAX_DROPPED_FRACTION of the training images.
     """
     if config["dataset"] == FOLDER:
-        data = _folder_data(config, batch_size, train)
+        data = _folder_data(config, batch_size, train, classes, holdout or HOLDOUT_BY_NAME)
     else:
-        data = _tfds_data(config, batch_size, train)
+        data = _tfds_data(config, batch_size, train, classes)
     if train:
         data.steps_per_epoch = _check_epoch_size(data, batch_size)
         data.train = data.train_epochs(*epochs)
@@ -591,17 +899,14 @@ def read_errors(data):
         ) from None
 
 
-def verification_batch(workdir, batch_size):
-    """A batch of evaluation images for the run in `workdir`.
+def first_eval_batch(config, batch_size, classes=None, holdout=None):
+    """The first batch of evaluation images (unaugmented) of the `data` section `config`.
 
-    Raises what reading the run's config or data raises (`ConfigError`/`DataError`,
-    `OSError`, `tf.errors.OpError`) so that the caller can say why.
+    Raises what reading the data raises (`DataError`, `OSError`, `tf.errors.OpError`)
+    so that the caller can say why.
     """
-    from bnkeras.training.config import load_run_config
-
-    config = load_run_config(workdir)
     # No cache: a cached pipeline read only in part makes TensorFlow warn.
-    data_config = {**config["data"], "cache": False}
-    data = load_data(data_config, batch_size, train=False)
+    data_config = {**config, "cache": False}
+    data = load_data(data_config, batch_size, train=False, classes=classes, holdout=holdout)
     images, _ = next(iter(data.eval.take(1)))
     return images.numpy()

@@ -14,21 +14,70 @@ from bnkeras.training.files import atomic_write_text
 from bnkeras.training.metrics import top5_metrics
 from bnkeras.training.trainer import TrainingError
 
+# The field that marks a metrics file written by `evaluate`: `--json` replaces an
+# existing file only when it is one of those (or has exactly their keys, as the files of
+# bnkeras versions before the field had).
+METRICS_FIELD = "bnkeras_evaluate"
+METRICS_VERSION = 1
+_UNMARKED_KEYS = {"loss", "top1", "top5", "examples"}
 
-def _json_target(json_path):
-    """The --json path, its folder created; checked before any evaluation work."""
-    path = Path(json_path)
-    if path.is_dir():
-        raise TrainingError(f"--json {json_path} is a directory: give a file path.")
+
+def is_metrics_file(path):
+    """True when `path` is a metrics JSON that `bnkeras evaluate --json` wrote."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and (METRICS_FIELD in data or set(data) == _UNMARKED_KEYS)
+
+
+def _run_holding(path):
+    """(run folder, path relative to it) when `path` is a file of a training run, else None."""
+    for folder in path.parents:
+        if run_dir.is_run(folder):
+            relative = path.relative_to(folder)
+            if relative.parts[0] in (*run_dir.RUN_FILES, *run_dir.RUN_DIRS) or (
+                len(relative.parts) == 1 and relative.name.startswith(".")
+            ):
+                return folder, relative
+            return None
+    return None
+
+
+def _json_target(json_path, source):
+    """The real path to write --json to, checked before any evaluation work (and again
+    before writing): never the evaluated model, a file of a run, or an existing file
+    that is not a metrics file of `evaluate`. Its folder is created."""
+    path = Path(json_path)
+    real = Path(os.path.realpath(path))
+    if real.is_dir():
+        raise TrainingError(f"--json {json_path} is a directory: give a file path.")
+    if real == Path(os.path.realpath(source)):
+        raise TrainingError(
+            f"--json {json_path} is the model being evaluated: an evaluation never replaces "
+            "its model. Give a new file path, e.g. --json metrics.json."
+        )
+    held = _run_holding(real)
+    if held is not None:
+        raise TrainingError(
+            f"--json {json_path} is {held[1]} of the training run {held[0]}: the metrics are "
+            "never written over a run's files. Give a path outside the run's files, e.g. "
+            "--json eval.json."
+        )
+    if real.exists() and not is_metrics_file(real):
+        raise TrainingError(
+            f"--json {json_path} exists and is not a metrics file written by bnkeras evaluate: "
+            "it is left as it is. Give a new file path, or move that file away."
+        )
+    try:
+        real.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise TrainingError(
             f"--json {json_path}: cannot create its folder ({error.strerror or error})."
         ) from None
-    if not os.access(path.parent, os.W_OK):
-        raise TrainingError(f"--json {json_path}: its folder {path.parent} is not writable.")
-    return path
+    if not os.access(real.parent, os.W_OK):
+        raise TrainingError(f"--json {json_path}: its folder {real.parent} is not writable.")
+    return real
 
 
 def write_metrics(path, metrics):
@@ -71,16 +120,21 @@ def evaluate(
     """Evaluates a training work directory or a `.keras` classifier.
 
     A work directory brings its own data config (dataset, image size,
-    preprocessing); `dataset`/`data_dir` override it. A `.keras` file needs
+    preprocessing) and its classes (classes.json): images are labelled by class
+    name, and data with another class set raises `ClassesChanged`;
+    `dataset`/`data_dir` override the data config. A `.keras` file needs
     `dataset`, and is fed images at its input size (or `image_size` for a model
     that takes any size) with the default ImageNet normalization. With
-    `json_path`, the metrics are also written there (its folder is created and
-    checked before evaluating). Returns {"loss", "top1", "top5", "examples"};
+    `json_path`, the metrics are also written there, atomically (its folder is
+    created and checked before evaluating); an existing file there is replaced only
+    when it is a metrics file that `evaluate` wrote, and never the evaluated model
+    or a file of a training run. Returns {"loss", "top1", "top5", "examples"};
     "top5" is None below `TOP5_MIN_CLASSES` classes (as in `train_and_evaluate`).
     """
     path = Path(source)
-    target = _json_target(json_path) if json_path is not None else None
-    if path.is_dir():
+    target = _json_target(json_path, source) if json_path is not None else None
+    run = path.is_dir()
+    if run:
         run_config = run_dir.run_config(path)
         if run_config is None:
             raise TrainingError(f"{source} is not a training work directory (no config.yaml).")
@@ -100,7 +154,9 @@ def evaluate(
     if data_dir is not None:
         data_config["data_dir"] = data_dir
     data_config["cache"] = False
-    data = load_data(data_config, batch_size or 128, train=False)
+    # A run's images are labelled by its stored class names (another class set is refused).
+    options = run_dir.data_options(path, data_config) if run else {}
+    data = load_data(data_config, batch_size or 128, train=False, **options)
     model_classes = int(model.outputs[0].shape[-1])
     if model_classes != data.num_classes:
         raise TrainingError(
@@ -120,5 +176,6 @@ def evaluate(
         "examples": data.eval_examples,
     }
     if target is not None:
-        write_metrics(target, metrics)
+        target = _json_target(json_path, source)  # nothing else appeared there meanwhile
+        write_metrics(target, {METRICS_FIELD: METRICS_VERSION, **metrics})
     return metrics

@@ -8,6 +8,7 @@ temporary file before the error goes on, so a full disk is not left fuller.
 
 import contextlib
 import os
+from pathlib import PurePath
 
 
 def _temporary(path, suffix=""):
@@ -39,3 +40,16 @@ def atomic_write_text(path, text):
 def atomic_save_model(model, path):
     with replacing(path, ".keras") as tmp:  # Keras picks the format from the suffix
         model.save(tmp)
+
+
+def files_under(folder):
+    """Every file or link under `folder`, at any depth (links are not followed), as
+    sorted relative POSIX paths; empty for a missing folder."""
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        links = [d for d in dirs if os.path.islink(os.path.join(parent, d))]
+        found += [
+            PurePath(os.path.relpath(os.path.join(parent, f), folder)).as_posix()
+            for f in (*files, *links)
+        ]
+    return sorted(found)

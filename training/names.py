@@ -4,6 +4,8 @@ The model and norm factories accept these names, and `bnkeras train --help` list
 them as choices without importing the model code.
 """
 
+from bnkeras.norms import NORMS  # noqa: F401 - one list of norm names
+
 CIFAR_DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 MODELS = (
     *(f"resnet{depth}" for depth in CIFAR_DEPTHS),
@@ -12,7 +14,6 @@ MODELS = (
     "resnet50",
     "mobilenet_v2",
 )
-NORMS = ("bn", "renorm", "ghost", "keras", "none")
 STRATEGIES = ("default", "mirrored", "multiworker")
 MIXED_PRECISION = ("float16", "bfloat16")
 JIT_COMPILE = {"auto": "auto", "true": True, "false": False}

@@ -1,9 +1,9 @@
 """`train_and_evaluate(config, workdir)`: the library behind `bnkeras train`.
 
 One call trains (or resumes) a run in `workdir` with Keras `model.fit` and
-writes `config.yaml` (resolved), `log.csv` (a row per epoch), `checkpoints/`
-(atomic, last and best), `tensorboard/`, `model.keras` (final, without
-optimizer), `metrics.json` and `curves.png`. Calling it again with the same
+writes `config.yaml` (resolved), `classes.json` (the class names in label order),
+`log.csv` (a row per epoch), `checkpoints/` (atomic, last and best), `tensorboard/`,
+`model.keras` (final, without optimizer), `metrics.json` and `curves.png`. Calling it again with the same
 config resumes after the last completed epoch (weights, optimizer state,
 LR-schedule position, renorm step and epoch counter all come back); a larger
 `train.epochs` continues a finished run, and the optimizer's hyper-parameters
@@ -21,7 +21,6 @@ import math
 import os
 import random
 import re
-import shutil
 import signal
 import threading
 import time
@@ -35,7 +34,7 @@ import tensorflow as tf
 from bnkeras._pause import pause
 from bnkeras._pause import requested as pause_requested
 from bnkeras.recalibrate import recalibrate_batchnorm
-from bnkeras.training import checkpoints
+from bnkeras.training import checkpoints, manifest
 from bnkeras.training import workdir as run_dir
 from bnkeras.training.config import RESUMABLE_CHANGES, differences, dump
 from bnkeras.training.curves import plot_curves
@@ -116,6 +115,7 @@ class EpochEnd(keras.callbacks.Callback):
         self.workdir, self.checkpoint_root = workdir, checkpoint_root
         self.config, self.state, self.write = config, state, write
         self.nan_epoch = None
+        self.events_before = set()  # the files in the run's folders before this process wrote
         self.epoch = None  # 0-based, the epoch in progress
         self._start = None
 
@@ -150,6 +150,8 @@ class EpochEnd(keras.callbacks.Callback):
             self.config,
             self.state,
         )
+        if self.write:
+            run_dir.record_event_files(self.workdir, self.events_before)
         total = self.config["train"]["epochs"]
         logger.info(
             f"epoch {done}/{total}: loss {row['loss']:.4f}, accuracy {row['accuracy']:.4f}, "
@@ -410,6 +412,8 @@ class _Run:
     state: dict = None  # the checkpoint state to resume from (None: a new run)
     changes: list = dataclasses.field(default_factory=list)  # optimizer keys changed on resume
     recovered: bool = False  # the state was rebuilt from another checkpoint than its last
+    # load_data's classes and held-out rule of a resumed run (run_dir.data_options)
+    data_options: dict = dataclasses.field(default_factory=dict)
     data: object = None
     train_ds: object = None  # the data's pipelines, sharded by batch across workers
     eval_ds: object = None
@@ -430,10 +434,13 @@ def _plan(run, overwrite):
     """Decides whether the run resumes (and from which checkpoint) before anything is written."""
     if not run.chief:  # other workers resume from the chief's checkpoints
         run.state = checkpoints.read_state(run.workdir)
+        if run.state is not None:
+            run.data_options = run_dir.data_options(run.workdir, run.config["data"])
         return
     if overwrite or not run_dir.is_run(run.workdir):
         return
     old = run_dir.run_config(run.workdir)
+    run.data_options = run_dir.data_options(run.workdir, run.config["data"])
     run.state, note = run_dir.resume_state(run.workdir, old)
     if note:
         run.recovered = True
@@ -478,6 +485,7 @@ def _setup(run):
         config["data"],
         config["train"]["batch_size"],
         (run.initial_epoch, max(epochs, run.initial_epoch + 1)),
+        **run.data_options,
     )
     # Workers shard the batches (the default, by file, starves a worker of a one-file split).
     options = tf.data.Options()
@@ -516,9 +524,18 @@ def _start(run, overwrite):
     if not run.chief:
         return
     if overwrite and run_dir.is_run(run.workdir):
-        logger.info(f"--overwrite: deleting the previous run in {run.workdir}")
-        run_dir.clear(run.workdir)
+        kept = run_dir.clear(run.workdir)
+        logger.info(f"--overwrite: deleted the previous run's files in {run.workdir}")
+        if kept:
+            listed = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+            logger.info(
+                f"--overwrite: kept {len(kept)} file(s) that the run did not write: {listed}"
+            )
+    elif run.state is not None and manifest.written(run.workdir) is None:
+        # A run from before the list of written files: list what it wrote, by its names.
+        manifest.record(run.workdir, *run_dir.legacy_files(run.workdir))
     run_dir.remove_temporary(run.workdir)
+    run.callback.events_before = set(run_dir.folder_files(run.workdir))
     header = ""
     if run.state is not None:
         if run.changes:
@@ -537,6 +554,7 @@ def _start(run, overwrite):
             for r in run.state.get("resumed", [])
         )
     atomic_write_text(run.workdir / run_dir.CONFIG, header + dump(run.config))
+    run_dir.write_classes(run.workdir, run.data)
     _truncate_log(run.workdir, run.initial_epoch)
     if run.initial_epoch:
         logger.info(f"resuming from epoch {run.initial_epoch} (checkpoint {run.state['last']})")
@@ -586,6 +604,8 @@ def _fit(run, progress):
         ) from None
     finally:
         interrupt.restore()
+        if run.chief:
+            run_dir.record_event_files(run.workdir, run.callback.events_before)
     if run.callback.nan_epoch is not None:  # a NaN that only the epoch's metrics show
         raise TrainingError(nan_message(run.callback.nan_epoch, run.callback.state, run.workdir))
 
@@ -622,7 +642,9 @@ def _finalize(run, started):
         atomic_write_text(workdir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         plot_curves(workdir, read_log(workdir), metrics["top1"], metrics["best_epoch"])
     else:
-        shutil.rmtree(run.callback.checkpoint_root, ignore_errors=True)
+        run_dir.clear(run.callback.checkpoint_root)
+        with contextlib.suppress(OSError):
+            run.callback.checkpoint_root.rmdir()
     _log_final(metrics, workdir)
     return metrics
 
@@ -672,6 +694,7 @@ def train_and_evaluate(config, workdir, *, overwrite=False, progress=None):
     strategy = make_strategy(config["train"]["strategy"])
     run = _Run(config, Path(workdir), strategy, _is_chief(strategy))
     _check_batch(config, strategy.num_replicas_in_sync)
+    run_dir.check_outside_data(run.workdir, config["data"])
     with contextlib.ExitStack() as stack:
         if run.chief:
             run_dir.check_owned(run.workdir)

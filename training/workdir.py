@@ -3,10 +3,18 @@
 `bnkeras train`, `bnkeras evaluate` and `bnkeras export` all read a run through
 this module, so one set of rules decides:
 
-- which files belong to a run (`RUN_FILES`, `RUN_DIRS`, the lock and hidden
-  temporary files): `--overwrite` deletes those and nothing else, and a folder
-  holding a file of the same name that no run wrote is refused;
+- which files belong to a run: its top-level files by name (`RUN_FILES`, the lock
+  and hidden temporary files; a folder holding a file of the same name that no
+  run wrote is refused), and under `RUN_DIRS` the files it listed as it wrote
+  them (`bnkeras.training.manifest`). `--overwrite` deletes those and nothing
+  else: a user's own files in `checkpoints/` or `tensorboard/`, at any depth,
+  are kept and named;
 - the run's config: `config.yaml`, else the copy in `checkpoints/state.json`;
+- the run's classes (`classes.json`: names in label order, count, held-out rule),
+  with which evaluate, export and a resumed run read its data again (by class
+  name, refusing another class set);
+- where a run may not be: inside its own image folder (its files would be read as
+  images);
 - where training resumes: the last checkpoint, else (damaged or missing) the best
   one, else the newest intact one when `state.json` itself is damaged;
 - the run's model (`model.keras`, else the last checkpoint) and a batch of its
@@ -25,21 +33,25 @@ import fcntl
 import json
 import logging
 import os
-import shutil
+import re
 import warnings
 import zipfile
 from pathlib import Path
 
-from bnkeras.training import checkpoints
+from bnkeras.training import checkpoints, manifest
 from bnkeras.training.config import DEFAULTS, apply, load_run_config
+from bnkeras.training.files import atomic_write_text, files_under
 
 logger = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"
 MODEL = "model.keras"
+CLASSES = "classes.json"
 LOCK = ".lock"
-RUN_FILES = (CONFIG, "log.csv", "metrics.json", MODEL, "curves.png")
+RUN_FILES = (CONFIG, "log.csv", "metrics.json", MODEL, "curves.png", CLASSES)
+CLASSES_VERSION = 1
 RUN_DIRS = ("checkpoints", "tensorboard")
+EVENTS_PREFIX = "events.out.tfevents."  # the files of Keras's TensorBoard callback
 
 
 class WorkdirError(ValueError):
@@ -73,22 +85,107 @@ def check_owned(workdir):
         )
 
 
-def clear(workdir):
-    """Deletes the files of the run in `workdir` (never anything else in the folder)."""
-    workdir = Path(workdir)
+def legacy_files(root):
+    """The files under `RUN_DIRS` that a run made before bnkeras listed its files wrote:
+    `checkpoints/state.json`, the checkpoints it names (a run kept only its last and
+    best) and the TensorBoard event files of `tensorboard/train` and
+    `tensorboard/validation` (relative paths)."""
+    root = Path(root)
+    folder = checkpoints.directory(root)
+    found = [checkpoints.state_path(root)]
+    with contextlib.suppress(OSError, ValueError):  # a damaged state names no checkpoint
+        state = checkpoints.read_state(root) or {}
+        found += [
+            folder / state[key]
+            for key in ("last", "best")
+            if isinstance(state.get(key), str) and re.fullmatch(r"epoch_\d+\.keras", state[key])
+        ]
+    for split in ("train", "validation"):
+        events = root / "tensorboard" / split
+        if events.is_dir():
+            found += [p for p in events.iterdir() if p.name.startswith(EVENTS_PREFIX)]
+    return {manifest.relative(root, p) for p in found if p.is_file() and not p.is_symlink()}
+
+
+def owned_files(root):
+    """The files under `RUN_DIRS` of the run in `root` (relative paths): those it listed,
+    else (a run from before the list) `legacy_files`."""
+    listed = manifest.written(root)
+    if listed is None:
+        return legacy_files(root)
+    # Only paths inside the run's folders: the list is a file a user could edit.
+    return {
+        f
+        for f in listed
+        if f.split("/", 1)[0] in RUN_DIRS and ".." not in f.split("/") and not f.startswith("/")
+    }
+
+
+def folder_files(root):
+    """Every file (or link) under the `RUN_DIRS` of `root`, relative paths, at any depth."""
+    return [f"{name}/{f}" for name in RUN_DIRS for f in files_under(Path(root) / name)]
+
+
+def _remove_empty_dirs(folder):
+    for parent, _, _ in sorted(os.walk(folder), key=lambda item: -item[0].count(os.sep)):
+        with contextlib.suppress(OSError):  # not empty: it holds a file the run did not write
+            os.rmdir(parent)
+
+
+def _clear_root(root):
+    """Deletes what the run in `root` wrote; returns the files kept under its folders."""
     for name in RUN_FILES:
-        (workdir / name).unlink(missing_ok=True)
+        (root / name).unlink(missing_ok=True)
+    for relative in owned_files(root):
+        target = root / relative
+        if target.is_file() or target.is_symlink():
+            target.unlink()
+    remove_temporary(root)
+    manifest.path(root).unlink(missing_ok=True)
     for name in RUN_DIRS:
-        shutil.rmtree(workdir / name, ignore_errors=True)
-    for path in workdir.glob(".worker-*"):
-        shutil.rmtree(path, ignore_errors=True)
-    remove_temporary(workdir)
+        _remove_empty_dirs(root / name)
+    return folder_files(root)
+
+
+def clear(workdir):
+    """Deletes the files of the run in `workdir` and nothing else.
+
+    Returns the files (relative to `workdir`) that were kept in the run's folders
+    because the run did not write them.
+    """
+    workdir = Path(workdir)
+    kept = _clear_root(workdir)
+    for worker in sorted(workdir.glob(".worker-*")):  # scratch roots of the other workers
+        if worker.is_dir() and not worker.is_symlink():
+            kept += [f"{worker.name}/{f}" for f in _clear_root(worker)]
+            with contextlib.suppress(OSError):
+                worker.rmdir()
+    return kept
+
+
+def record_event_files(workdir, before):
+    """Lists the TensorBoard event files that this process wrote in `workdir` (not in `before`)."""
+    folder = Path(workdir) / "tensorboard"
+    if not folder.is_dir():
+        return
+    pid = f".{os.getpid()}."
+    new = [
+        p
+        for p in folder.rglob(f"{EVENTS_PREFIX}*")
+        if pid in p.name and manifest.relative(workdir, p) not in before
+    ]
+    if new:
+        manifest.record(workdir, *new)
 
 
 def remove_temporary(workdir):
     """Deletes the temporary files that a killed run left beside its files."""
-    for name in RUN_FILES:
-        for path in Path(workdir).glob(f".{name}.tmp-*"):
+    workdir = Path(workdir)
+    for name in (*RUN_FILES, manifest.MANIFEST):
+        for path in workdir.glob(f".{name}.tmp-*"):
+            path.unlink(missing_ok=True)
+    for path in checkpoints.directory(workdir).glob(".*.tmp-*"):
+        if path.name.startswith((".epoch_", f".{checkpoints.STATE}.")):
             path.unlink(missing_ok=True)
 
 
@@ -160,6 +257,87 @@ def _read_state_for_config(workdir):
             f"{error} and there is no {CONFIG} to take the run's config from: start the run "
             "again with --overwrite (deletes this run's files) or use another --workdir."
         ) from None
+
+
+def check_outside_data(workdir, data_config):
+    """Refuses a work directory inside (or equal to) the image folder it trains on: its
+    files (curves.png, checkpoints) would be read as images, and itself as a class."""
+    from bnkeras.training.data import FOLDER
+
+    if data_config.get("dataset") != FOLDER or not data_config.get("data_dir"):
+        return
+    data_dir = Path(data_config["data_dir"]).resolve()
+    inside = Path(workdir).resolve()
+    if inside == data_dir or data_dir in inside.parents:
+        raise WorkdirError(
+            f"The work directory {workdir} is inside the image folder {data_config['data_dir']}: "
+            "the run's files would be read as images (and its folder as a class). Choose a "
+            "--workdir outside the image folder."
+        )
+
+
+# ------------------------------------------------------------------------ classes
+
+
+def write_classes(workdir, data):
+    """Stores the class names (in label order) and the held-out rule of `data` (a `Data`)."""
+    record = {
+        "format_version": CLASSES_VERSION,
+        "count": len(data.classes),
+        "classes": list(data.classes),
+        "holdout": data.holdout,
+    }
+    atomic_write_text(Path(workdir) / CLASSES, json.dumps(record, indent=2) + "\n")
+
+
+def read_classes(workdir):
+    """(class names, held-out rule) stored by the run in `workdir`; None for a run made
+    before runs stored them. A damaged classes.json is a `WorkdirError`."""
+    path = Path(workdir) / CLASSES
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        classes, holdout = record["classes"], record["holdout"]
+        valid = (
+            record.get("format_version") == CLASSES_VERSION
+            and isinstance(classes, list)
+            and all(isinstance(c, str) for c in classes)
+            and len(classes) == record["count"]
+            and (holdout is None or isinstance(holdout, str))
+        )
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError):
+        valid = False
+    if not valid:
+        raise WorkdirError(
+            f"{path} is damaged (not the class list bnkeras wrote): rerun the run's `bnkeras "
+            "train` command with --overwrite to train it again, or restore the file."
+        )
+    return classes, holdout
+
+
+def data_options(workdir, data_config):
+    """The `load_data` keyword arguments that read the run's data as it was trained:
+    its classes (images labelled by name) and its held-out rule.
+
+    A run made before runs stored their classes is read as then (classes in the sorted
+    order of the folder names, the old held-out rule), with a warning for an image folder.
+    """
+    from bnkeras.training.data import FOLDER, HOLDOUT_BY_PATH
+
+    stored = read_classes(workdir)
+    if stored is not None:
+        return {"classes": stored[0], "holdout": stored[1]}
+    if data_config.get("dataset") != FOLDER:
+        return {}
+    warnings.warn(
+        f"{workdir} has no {CLASSES} (it was trained by an older bnkeras): its classes are "
+        "taken as the sorted class folder names, so a renamed, added or removed class folder "
+        "goes unnoticed.",
+        UserWarning,
+        stacklevel=2,
+    )
+    return {"holdout": HOLDOUT_BY_PATH}
 
 
 # ---------------------------------------------------------------------- resuming
@@ -288,14 +466,32 @@ def load_model(workdir):
     return load_model_file(checkpoints.last_path(workdir, state))
 
 
+def _run_data_config(workdir):
+    config = run_config(workdir)
+    if config is None:
+        config = load_run_config(workdir)  # raises the ConfigError that names config.yaml
+    return config["data"]
+
+
 def verification_batch(workdir, batch_size):
-    """A batch of evaluation images of the run in `workdir` (the first, unaugmented).
+    """A batch of evaluation images of the run in `workdir` (the first, unaugmented),
+    read with the run's classes.
 
-    Raises what reading the run's config or data raises, so that the caller can say why.
+    Raises what reading the run's config or data raises (`ClassesChanged` for data
+    whose classes are not the run's), so that the caller can say why.
     """
-    from bnkeras.training.data import verification_batch as first_eval_batch
+    from bnkeras.training.data import first_eval_batch
 
-    return first_eval_batch(workdir, batch_size)
+    data_config = _run_data_config(workdir)
+    return first_eval_batch(data_config, batch_size, **data_options(workdir, data_config))
+
+
+def load_run_data(workdir, batch_size, *, train=True):
+    """The run's data (`load_data`), read with the run's classes and held-out rule."""
+    from bnkeras.training.data import load_data
+
+    data_config = _run_data_config(workdir)
+    return load_data(data_config, batch_size, train=train, **data_options(workdir, data_config))
 
 
 def read_metrics(workdir):
@@ -308,19 +504,29 @@ def read_metrics(workdir):
 
 
 __all__ = [
+    "CLASSES",
     "RUN_DIRS",
     "RUN_FILES",
     "WorkdirError",
+    "check_outside_data",
     "check_owned",
     "clear",
     "damage",
+    "data_options",
+    "folder_files",
     "is_run",
+    "legacy_files",
     "load_model",
     "load_model_file",
+    "load_run_data",
     "lock",
+    "read_classes",
     "read_metrics",
+    "owned_files",
+    "record_event_files",
     "remove_temporary",
     "resume_state",
     "run_config",
     "verification_batch",
+    "write_classes",
 ]

@@ -130,6 +130,34 @@ def test_overwrite_replaces_only_an_export_or_an_empty_directory(run_dir, tmp_pa
     assert outdir.is_export(tmp_path / "empty")
 
 
+@pytest.mark.parametrize("listed", [True, False], ids=["tree", "report-before-the-tree"])
+def test_overwrite_refuses_a_user_file_at_any_depth_of_a_previous_export(
+    run_dir, tmp_path, capsys, listed
+):
+    """A file a user added inside a previous export's folders (saved_model/assets/vocab.txt,
+    deeper ones) makes it not only an export: --overwrite refuses and names it, for a
+    report that lists every file and for one from before that list."""
+    out = tmp_path / "export"
+    argv = [run_dir, "--out", out, "--formats", "keras,saved_model"]
+    assert main(["export", *map(str, argv)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "saved_model/saved_model.pb" in report["tree"] and "report.json" in report["tree"]
+    if not listed:
+        del report["tree"]
+        (out / "report.json").write_text(json.dumps(report))
+    assert outdir.is_export(out)  # the export alone is replaceable
+    for added in ["saved_model/assets/vocab.txt", "saved_model/variables/mine/notes.md"]:
+        (out / added).parent.mkdir(parents=True, exist_ok=True)
+        (out / added).write_text("the user's")
+        before = tree_hashes(out)
+        assert main(["export", *map(str, argv), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert "not a bnkeras export" in err and added in err, err
+        assert tree_hashes(out) == before
+        (out / added).unlink()
+    assert main(["export", *map(str, argv), "--overwrite"]) == 0
+
+
 @pytest.mark.parametrize(
     "option, value, expected",
     [

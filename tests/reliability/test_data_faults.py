@@ -37,7 +37,7 @@ def test_image_folder_with_only_undecodable_images_is_one_line_exit_2(tmp_path, 
     assert err.strip().splitlines() == [
         f"bnkeras train: error: None of the 6 evaluation images in {images} can be decoded "
         f"(e.g. {images}/val/cat/0.jpg, {images}/val/cat/1.jpg, {images}/val/cat/2.jpg): "
-        "check the files (JPEG, PNG, BMP or GIF)."
+        "check the files (JPEG, PNG, GIF, BMP, WebP or JPEG XL)."
     ]
     assert _hashes(images) == before
 

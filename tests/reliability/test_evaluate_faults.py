@@ -1,6 +1,7 @@
 """`bnkeras evaluate` (and export's reading of a run) under damaged files and bad disks."""
 
 import json
+import shutil
 
 import keras
 
@@ -38,6 +39,49 @@ def test_json_into_a_missing_folder_is_created(run_copy, tmp_path, capsys):
     code, out, err = cli(capsys, "evaluate", run_copy(), "--json", target)
     assert code == 0, err
     assert json.loads(target.read_text())["examples"] == 128
+
+
+def test_json_never_replaces_the_model_a_run_file_or_a_foreign_file(
+    run_copy, shapes_dir, tmp_path, capsys
+):
+    """--json refuses the evaluated model (file or run), every file of a run (existing or
+    not, at any depth), and any existing file that is not a metrics file of evaluate;
+    nothing is changed. A metrics file it wrote is replaced."""
+    workdir = run_copy()
+    model_file = tmp_path / "mymodel.keras"
+    shutil.copy(workdir / "model.keras", model_file)
+    (tmp_path / "notes.json").write_text('{"my": "notes"}')
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "link.json").symlink_to(tmp_path / "notes.json")
+    on_file = ["evaluate", model_file, "--dataset", "bnkeras_shapes", "--data-dir", shapes_dir]
+    cases = [
+        (on_file, model_file, "the model being evaluated"),
+        (on_file, tmp_path / "link.json", "not a metrics file"),
+        ([*on_file[:1], workdir], workdir / "model.keras", "model.keras of the training run"),
+        ([*on_file[:1], workdir], workdir / "metrics.json", "metrics.json of the training run"),
+        ([*on_file[:1], workdir], workdir / "checkpoints" / "state.json", "training run"),
+        ([*on_file[:1], workdir], workdir / "checkpoints" / "new.json", "training run"),
+        ([*on_file[:1], workdir], workdir / "tensorboard" / "x" / "m.json", "training run"),
+        ([*on_file[:1], workdir], tmp_path / "notes.json", "not a metrics file"),
+        ([*on_file[:1], workdir], tmp_path / "notes.txt", "not a metrics file"),
+    ]
+    before = snapshot(tmp_path)
+    for argv, target, reason in cases:
+        code, out, err = cli(capsys, *argv, "--json", target)
+        assert_clean_error(code, err, target, reason)
+        assert out == ""  # refused before evaluating
+    assert snapshot(tmp_path) == before
+    assert not (workdir / "tensorboard" / "x").exists()
+    # Its own metrics file (and one of a bnkeras without the marker) is replaced.
+    for existing in (
+        {"bnkeras_evaluate": 1, "top1": 0.5},
+        {k: 0 for k in ("loss", "top1", "top5", "examples")},
+    ):
+        (tmp_path / "eval.json").write_text(json.dumps(existing))
+        code, _, err = cli(capsys, "evaluate", workdir, "--json", tmp_path / "eval.json")
+        assert code == 0, err
+        written = json.loads((tmp_path / "eval.json").read_text())
+        assert written["bnkeras_evaluate"] == 1 and written["examples"] == 128
 
 
 def test_json_on_a_full_disk(run_copy, tmpfs, capsys):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from bnkeras.training import manifest
 from bnkeras.training import workdir as run_dir
 from bnkeras.training.trainer import LOG_FIELDS, read_log, train_and_evaluate
 from tests.reliability.conftest import (
@@ -69,6 +70,61 @@ def test_overwrite_deletes_only_the_runs_own_files(run_copy, shapes_dir, capsys)
     assert yaml.safe_load((workdir / "config.yaml").read_text())["model"]["width"] == 8
     assert _epochs(workdir) == [1] and _state(workdir)["epoch"] == 1
     assert not (workdir / run_dir.LOCK).exists()
+
+
+def _user_files_in_run_folders(workdir):
+    """User files inside the run's own folders, at several depths; their snapshot."""
+    files = {
+        "checkpoints/my_backup.keras": b"the user's own model",
+        "checkpoints/NOTES.txt": b"lr 0.1 was better",
+        "checkpoints/epoch_0099.keras": b"a copy named like a checkpoint",
+        "checkpoints/old/epoch_0001.keras": b"an older run's checkpoint",
+        "tensorboard/other/events.out.tfevents.1.host.1.0.v2": b"another experiment",
+        "tensorboard/train/notes/readme.md": b"deep",
+    }
+    for name, data in files.items():
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / name).write_bytes(data)
+    return {k: v for k, v in snapshot(workdir).items() if k in files}
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["listed", "run-from-before-the-list"])
+def test_overwrite_keeps_user_files_inside_the_runs_folders(run_copy, shapes_dir, capsys, listed):
+    """--overwrite deletes what the run wrote in checkpoints/ and tensorboard/, keeps the
+    rest at every depth and names it; a run made before runs listed their files (no
+    manifest) is cleared by the names a run writes there."""
+    workdir = run_copy()
+    if not listed:
+        manifest.path(workdir).unlink()
+    old_events = sorted((workdir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert old_events
+    mine = _user_files_in_run_folders(workdir)
+    code, out, err = cli(
+        capsys, *train_args(workdir, shapes_dir, "model.width=8", "train.epochs=1"), "--overwrite"
+    )
+    assert code == 0, err
+    after = snapshot(workdir)
+    assert {k: after.get(k) for k in mine} == mine
+    assert "kept 6 file(s) that the run did not write" in out
+    assert "checkpoints/my_backup.keras" in out
+    assert not any(p.exists() for p in old_events)  # the old run's own event files went
+    assert sorted(p.name for p in (workdir / "checkpoints").glob("epoch_*.keras")) == [
+        "epoch_0001.keras",
+        "epoch_0099.keras",
+    ]
+    assert manifest.written(workdir) >= {"checkpoints/epoch_0001.keras", "checkpoints/state.json"}
+    assert not manifest.written(workdir) & set(mine)
+
+
+def test_checkpoint_rotation_keeps_user_files_named_like_checkpoints(run_copy, shapes_dir, capsys):
+    """Resuming rotates only the run's own checkpoints (a user's epoch_*.keras stays)."""
+    workdir = run_copy()
+    mine = _user_files_in_run_folders(workdir)
+    code, _, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
+    assert code == 0, err
+    after = snapshot(workdir)
+    assert {k: after.get(k) for k in mine} == mine
+    assert _state(workdir)["epoch"] == 3
 
 
 def test_a_folder_with_files_no_run_wrote_is_refused(shapes_dir, tmp_path, capsys):
@@ -371,3 +427,18 @@ def test_a_run_restores_the_dtype_policy_and_random_state(shapes_dir, tmp_path):
         train_and_evaluate(config, tmp_path / "run", **QUIET)
     assert keras.config.dtype_policy().name == "float32"
     assert (random.random(), np.random.random()) == expected
+
+
+def test_clear_never_follows_a_listed_path_out_of_the_runs_folders(run_copy, tmp_path):
+    """The list is a file a user can edit: a path out of checkpoints/ or tensorboard/
+    (or a link in them) is never deleted."""
+    workdir = run_copy()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("mine")
+    (workdir / "notes.txt").write_text("mine")
+    (workdir / "checkpoints" / "link.keras").symlink_to(outside)
+    listed = manifest.written(workdir)
+    manifest.record(workdir, "../outside.txt", "checkpoints/../notes.txt", "notes.txt")
+    assert run_dir.clear(workdir) == ["checkpoints/link.keras"]
+    assert outside.read_text() == "mine" and (workdir / "notes.txt").read_text() == "mine"
+    assert not any((workdir / f).exists() for f in listed)

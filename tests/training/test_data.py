@@ -72,7 +72,9 @@ def test_image_folder_holdout_and_bad_files(tmp_path, rng):
     for name in ("a", "b"):
         _write_images(tmp_path / name, 20, rng)
     (tmp_path / "a" / "broken.jpg").write_bytes(b"not an image")
-    with pytest.warns(UserWarning, match=r"Skipped 1 undecodable .* image file\(s\).*broken.jpg"):
+    with pytest.warns(
+        UserWarning, match=r"Skipped 1 training image file\(s\).*cannot decode.*broken.jpg"
+    ):
         data = load_data(
             _config(dataset="folder", data_dir=str(tmp_path), holdout_fraction=0.25), 4
         )
@@ -92,7 +94,7 @@ def test_image_folder_holdout_and_bad_files(tmp_path, rng):
         ),
         (
             lambda root, rng: [(root / n).mkdir(parents=True) for n in ("a", "b")],
-            r"holds no images",
+            r"class folder \S+/images/a is empty",
         ),
     ],
 )
@@ -206,7 +208,7 @@ def test_evaluation_reads_and_checks_only_the_evaluation_split(tmp_path, rng):
         warnings.simplefilter("error")
         data = load_data(_config(dataset="folder", data_dir=str(tmp_path)), 2, train=False)
     assert data.train is None and data.eval_examples == 6 and data.skipped_files == 0
-    with pytest.warns(UserWarning, match=r"Skipped 1 undecodable training image.*broken.png"):
+    with pytest.warns(UserWarning, match=r"Skipped 1 training image.*cannot decode.*broken.png"):
         load_data(_config(dataset="folder", data_dir=str(tmp_path)), 2)
 
 
@@ -237,7 +239,7 @@ def test_first_run_generation_is_quiet_and_leaves_the_global_random_state(tmp_pa
 
 def test_verification_batch_is_the_first_evaluation_batch(shapes_dir, tmp_path):
     from bnkeras.training.config import build_config, dump
-    from bnkeras.training.data import verification_batch
+    from bnkeras.training.workdir import verification_batch
 
     config = build_config(
         "demo",

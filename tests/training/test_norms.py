@@ -12,7 +12,7 @@ from bnkeras.training.models.norms import get_norm
 from bnkeras.training.trainer import train_and_evaluate
 
 QUIET = {"progress": 0}
-LOGGER = "bnkeras.training.models.norms"
+LOGGER = "bnkeras.norms"
 
 
 def test_renorm_warmup_over_the_run_is_logged(caplog):

@@ -240,6 +240,7 @@ def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
     code, out, _ = _cli(capsys, "evaluate", workdir, "--json", str(tmp_path / "eval.json"))
     assert code == 0 and "top-1" in out and "top-5" in out
     assert set(json.loads((tmp_path / "eval.json").read_text())) == {
+        "bnkeras_evaluate",
         "loss",
         "top1",
         "top5",

@@ -1,0 +1,65 @@
+"""The README: under 10 KB, the two commands first (the ones `.ci/run` and the end-to-end
+test stand for), the same commands and examples as the docs' home page, and its Python
+examples run as written."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+INSTALL_AND_RUN = (
+    'python3.11 -m venv .venv && .venv/bin/pip install -e ".[cpu]" && '
+    ".venv/bin/bnkeras train --config demo --workdir runs/demo && "
+    ".venv/bin/bnkeras export runs/demo --out runs/demo/export --overwrite"
+)
+INSTALL_AND_TEST = (
+    'python3.11 -m venv .venv && .venv/bin/pip install -e ".[cpu,test]" && '
+    ".venv/bin/python -m pytest"
+)
+
+
+def _blocks(language):
+    return re.findall(rf"^```{language}\n(.*?)^```$", README, flags=re.MULTILINE | re.DOTALL)
+
+
+def test_readme_is_short():
+    assert len(README.encode("utf-8")) <= 10 * 1024
+
+
+def test_readme_starts_with_the_two_commands():
+    title, first_block = README.split("```bash\n", 1)
+    assert title.strip() == "# bnkeras"
+    assert first_block.split("```", 1)[0].splitlines() == [INSTALL_AND_RUN, INSTALL_AND_TEST]
+
+
+def test_the_docs_home_page_shows_the_readmes_commands_and_examples():
+    home = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    for block in [*_blocks("bash")[:1], *_blocks("python")]:
+        assert f"\n{block}```" in home, block
+
+
+def test_readme_links_to_existing_files():
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README):
+        if "://" not in target:
+            assert (ROOT / target).exists(), target
+
+
+@pytest.mark.slow
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    """The layer example builds and trains a step; the export example folds, verifies and
+    exports it (given a batch and the model saved as model.keras)."""
+    layers, export = _blocks("python")
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(layers, "README layers example", "exec"), namespace)  # noqa: S102
+    model = namespace["model"]
+    batch = np.random.default_rng(0).uniform(0, 1, (32, 32, 32, 3)).astype("float32")
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(batch, np.arange(32) % 10, batch_size=32, epochs=1, verbose=0)
+    model.save("model.keras")
+    namespace["batch"] = batch
+    exec(compile(export, "README export example", "exec"), namespace)  # noqa: S102
+    assert (tmp_path / "exported" / "report.json").is_file()
