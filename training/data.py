@@ -440,8 +440,15 @@ class _ClassFiles:
 
 
 def _class_files(folder, root):
+    from bnkeras.training.workdir import is_run
+
     images, undecoded, other = [], [], []
     for current, dirs, files in os.walk(folder):
+        if is_run(current):
+            raise DataError(
+                f"Image folder {root} holds the bnkeras work directory {current}, whose files "
+                "(curves.png, ...) would be read as images: move it out of the image folder."
+            )
         splits = sorted(d for d in dirs if d.lower() in SPLIT_NAMES)
         if splits:
             raise DataError(
