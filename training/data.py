@@ -578,8 +578,8 @@ def _check_classes(found, stored, where, subset=False):
     if differ:
         raise ClassesChanged(
             f"{where} has the classes [{', '.join(sorted(found))}] but the run was trained on "
-            f"[{', '.join(stored)}] (its classes.json): use the data it was trained on (class "
-            "folders named as then), or train a new run on this data."
+            f"[{', '.join(stored)}] (its classes.json): give the data it was trained on, with "
+            "the class folders named as they were, or train a new run on this data."
         )
     return stored
 
