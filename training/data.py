@@ -440,8 +440,15 @@ class _ClassFiles:
 
 
 def _class_files(folder, root):
+    from bnkeras.training.workdir import is_run
+
     images, undecoded, other = [], [], []
     for current, dirs, files in os.walk(folder):
+        if is_run(current):
+            raise DataError(
+                f"Image folder {root} holds the bnkeras work directory {current}, whose files "
+                "(curves.png, ...) would be read as images: move it out of the image folder."
+            )
         splits = sorted(d for d in dirs if d.lower() in SPLIT_NAMES)
         if splits:
             raise DataError(
@@ -571,8 +578,8 @@ def _check_classes(found, stored, where, subset=False):
     if differ:
         raise ClassesChanged(
             f"{where} has the classes [{', '.join(sorted(found))}] but the run was trained on "
-            f"[{', '.join(stored)}] (its classes.json): use the data it was trained on (class "
-            "folders named as then), or train a new run on this data."
+            f"[{', '.join(stored)}] (its classes.json): give the data it was trained on, with "
+            "the class folders named as they were, or train a new run on this data."
         )
     return stored
 

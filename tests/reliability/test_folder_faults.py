@@ -335,11 +335,12 @@ def test_a_workdir_inside_the_image_folder_is_refused(tmp_path, capsys, where):
     assert snapshot(root) == before and sorted(p.name for p in root.iterdir()) == ["a", "b"]
 
 
-def test_a_run_inside_the_image_folder_is_not_read_as_a_class(folder_run_copy, capsys):
+@pytest.mark.parametrize("where", ["run", "a/run", "b/photos/run"])
+def test_a_run_inside_the_image_folder_is_not_read_as_images(folder_run_copy, capsys, where):
     root, workdir = folder_run_copy
-    shutil.move(workdir, root / "run")
-    code, _, err = cli(capsys, "evaluate", root / "run", "--data-dir", root)
-    assert_clean_error(code, err, root / "run", "work directory", "move it out")
+    shutil.move(workdir, root / where)
+    code, _, err = cli(capsys, "evaluate", root / where, "--data-dir", root)
+    assert_clean_error(code, err, root / where, "work directory", "move it out")
 
 
 # -------------------------------------------------- 7: decodability and formats
