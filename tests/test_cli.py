@@ -76,7 +76,7 @@ def test_help_lists_choices_and_every_argument_has_help(capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--model", "vgg"], "argument --model: invalid choice: 'vgg'"),
+        (["--model", "vgg"], "argument --model: invalid model 'vgg'"),
         (["--norm", "layer"], "argument --norm: invalid choice: 'layer'"),
         (["--strategy", "tpu"], "argument --strategy: invalid choice: 'tpu'"),
         (["--mixed-precision", "float8"], "argument --mixed-precision: invalid choice"),

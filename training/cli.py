@@ -8,7 +8,14 @@ import argparse
 import logging
 import sys
 
-from bnkeras.training.names import JIT_COMPILE, MIXED_PRECISION, MODELS, NORMS, STRATEGIES
+from bnkeras.training.names import (
+    APPLICATIONS,
+    JIT_COMPILE,
+    MIXED_PRECISION,
+    MODELS,
+    NORMS,
+    STRATEGIES,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +32,8 @@ FLAGS = {
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
     "model": "model.name",
+    "model_file": "model.file",
+    "weights": "model.weights",
     "norm": "norm.name",
     "dataset": "data.dataset",
     "data_dir": "data.data_dir",
@@ -34,6 +43,14 @@ FLAGS = {
     "jit_compile": "train.jit_compile",
     "precise_bn_batches": "train.precise_bn_batches",
 }
+
+
+def _model_name(value):
+    if value in MODELS or (value.startswith(APPLICATIONS) and len(value) > len(APPLICATIONS)):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"invalid model {value!r} (choose from {', '.join(MODELS)}, or keras.applications.NAME)"
+    )
 
 
 def _add_choice(parser, flag, choices, text):
@@ -63,7 +80,25 @@ class _Train:
             "--epochs", type=int, metavar="N", help="total epochs (a larger N continues a run)"
         )
         parser.add_argument("--batch-size", type=int, metavar="N", help="global batch size")
-        _add_choice(parser, "--model", MODELS, "the model (resnet8-110 are CIFAR ResNets)")
+        parser.add_argument(
+            "--model",
+            type=_model_name,
+            metavar="NAME",
+            help=f"the model: {', '.join(MODELS)} (resnet8-110 are CIFAR ResNets), or "
+            "keras.applications.NAME (e.g. keras.applications.ResNet50, built with "
+            "weights=None: nothing is downloaded)",
+        )
+        parser.add_argument(
+            "--model-file",
+            metavar="PATH",
+            help="a .keras classifier of yours to train or fine-tune (its norms converted to "
+            "--norm, its head replaced when the number of classes differs)",
+        )
+        parser.add_argument(
+            "--weights",
+            metavar="FILE",
+            help="a .weights.h5 file to load into the model (e.g. pretrained weights you have)",
+        )
         _add_choice(parser, "--norm", NORMS, "the norm layer")
         parser.add_argument("--dataset", help="bnkeras_shapes (embedded), a TFDS name, or 'folder'")
         parser.add_argument(

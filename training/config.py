@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from bnkeras.training.names import MODELS, NORMS, STRATEGIES
+from bnkeras.training.names import APPLICATIONS, MODELS, NORMS, STRATEGIES
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -228,6 +228,19 @@ def _model_names():
     return MODELS
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelName:
+    """One of our models, or `keras.applications.NAME` (NAME checked when it is built)."""
+
+    def describe(self):
+        return f"one of {', '.join(MODELS)}, or keras.applications.NAME"
+
+    def __call__(self, key, value):
+        if isinstance(value, str) and value.startswith(APPLICATIONS) and value[len(APPLICATIONS) :]:
+            return value
+        return Choice(_model_names, label="model")(key, value)
+
+
 def _norm_names():
     return NORMS
 
@@ -255,10 +268,23 @@ class Section:
 @dataclasses.dataclass
 class ModelConfig(Section):
     NAME = "model"
-    name: str = key("resnet20", Choice(_model_names, label="model"), "the network")
+    name: str = key(
+        "resnet20", ModelName(), "the network: ours, or keras.applications.NAME (weights=None)"
+    )
     width: int = key(16, COUNT, "first-stage filters of CIFAR ResNets")
-    alpha: float = key(1.0, Number(low=0.0, open_low=True), "MobileNetV2 width multiplier")
+    alpha: float = key(
+        1.0, Number(low=0.0, open_low=True), "width multiplier of MobileNet (ours, V1-V3)"
+    )
     zero_init_residual: bool = key(False, Boolean(), "zero gamma of each block's last norm")
+    file: str | None = key(
+        None, Text(optional=True, path=True), "a .keras classifier to train instead of model.name"
+    )
+    weights: str | None = key(
+        None, Text(optional=True, path=True), "a .weights.h5 file loaded into the model"
+    )
+    head: str | None = key(
+        None, Text(optional=True), "the layer giving the logits (null: the last Dense)"
+    )
 
 
 @dataclasses.dataclass
@@ -275,6 +301,7 @@ class NormConfig(Section):
     total_steps: int | None = key(
         None, OrNull(COUNT), "renorm: steps the 'warmup' schedule spans (null: the run's)"
     )
+    freeze: bool = key(False, Boolean(), "BN in inference mode with fixed statistics (fine-tuning)")
     renorm_bias_correction: bool = key(
         True, Boolean(), "renorm: bias-corrected r/d statistics (the layer's default: false)"
     )
@@ -328,6 +355,9 @@ class TrainConfig(Section):
     )
     label_smoothing: float = key(0.0, UNIT, "of the cross-entropy targets")
     ema: float = key(0.0, UNIT, "> 0: moving average of the weights (e.g. 0.999)")
+    backbone_lr_multiplier: float = key(
+        1.0, FRACTION, "model.file / keras.applications: lr of all but the head, x this"
+    )
     mixed_precision: object = key(
         False,
         Choice((False, "float16", "bfloat16"), aliases=((True, "float16"),)),

@@ -14,6 +14,7 @@ MODELS = (
     "resnet50",
     "mobilenet_v2",
 )
+APPLICATIONS = "keras.applications."  # model.name prefix of a keras.applications network
 STRATEGIES = ("default", "mirrored", "multiworker")
 MIXED_PRECISION = ("float16", "bfloat16")
 JIT_COMPILE = {"auto": "auto", "true": True, "false": False}

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bnkeras import _compat
 from bnkeras._pause import pause
 from bnkeras._pause import requested as pause_requested
 from bnkeras.recalibrate import recalibrate_batchnorm
@@ -278,7 +279,13 @@ def nan_message(nan_epoch, state, workdir, batch=None):
     )
 
 
-def compile_model(model, config, steps_per_epoch, num_classes):
+def compile_model(model, config, steps_per_epoch, num_classes, head=None):
+    """Compiles `model` for the run of `config`.
+
+    With `train.backbone_lr_multiplier` < 1 the learning rate of every weight outside
+    the head (the layers named in `head`; by default the model's last Dense layer) is
+    multiplied by it: a pretrained backbone moves slower than a new head.
+    """
     train = config["train"]
     peak = train["lr"] * (train["batch_size"] / 256 if train["lr_scaling"] == "linear" else 1.0)
     schedule = make_schedule(train, steps_per_epoch, peak)
@@ -295,6 +302,8 @@ def compile_model(model, config, steps_per_epoch, num_classes):
         optimizer = keras.optimizers.AdamW(schedule, weight_decay=train["weight_decay"], **ema)
     # Weight decay (decoupled, as Keras applies it) spares BN gamma/beta and biases.
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    if train["backbone_lr_multiplier"] != 1.0:
+        _slower_backbone(model, optimizer, train["backbone_lr_multiplier"], head)
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     metrics += top5_metrics(num_classes)
     model.compile(
@@ -307,6 +316,14 @@ def compile_model(model, config, steps_per_epoch, num_classes):
         jit_compile=train["jit_compile"],
     )
     return model
+
+
+def _slower_backbone(model, optimizer, multiplier, head):
+    if head is None:
+        dense = [la for la in model.layers if isinstance(la, keras.layers.Dense)]
+        head = [dense[-1].name] if dense else []
+    fast = {id(v) for name in head for v in model.get_layer(name).trainable_weights}
+    _compat.scale_learning_rates(optimizer, lambda v: 1.0 if id(v) in fast else multiplier)
 
 
 def _check_batch(config, replicas):

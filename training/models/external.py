@@ -1,0 +1,216 @@
+"""The user's own model in a run: a `.keras` classifier or a `keras.applications` network.
+
+`build_external(model_config, norm_config, num_classes, input_shape, total_steps)`:
+
+1. the model: `model.file` (a `.keras` file), or `model.name` =
+   `keras.applications.NAME`, built with `weights=None` (nothing is downloaded) and
+   `classifier_activation=None`; `model.weights` names a `.weights.h5` file of the
+   user's to load into it (a file with another number of classes than the run's is
+   loaded into the network built with that number: ImageNet's 1000, or the run's);
+2. its head: the layer named `model.head`, else its last `Dense` layer. The run
+   trains on logits, so the new output is that layer's output without activation;
+   when the number of classes differs, the head is a new `Dense` of the run's
+   classes on the same input (named `<head>_<classes>`). Layers after the head
+   may only be activations or dropout (they are dropped);
+3. its norm layers converted to the run's norm with `bnkeras.convert_batchnorm`
+   (the model's own epsilon is kept; the config's momentum and the norm's options
+   are set), and with `norm.freeze` frozen with `bnkeras.freeze_batchnorm`.
+
+The names of the new head's layers are returned with the model, for a lower
+learning rate on the rest (`train.backbone_lr_multiplier`).
+"""
+
+import difflib
+import inspect
+from pathlib import Path
+
+from bnkeras.training.names import APPLICATIONS
+
+_AFTER_HEAD = ("Activation", "Softmax", "Dropout")
+
+
+class ModelSourceError(ValueError):
+    """A model file, application name, weights file or head that cannot be used."""
+
+
+def is_external(model_config):
+    return bool(model_config.get("file")) or str(model_config.get("name", "")).startswith(
+        APPLICATIONS
+    )
+
+
+def application_names():
+    import keras
+
+    return sorted(n for n in dir(keras.applications) if n[:1].isupper())
+
+
+def _application(name):
+    import keras
+
+    short = name[len(APPLICATIONS) :]
+    builder = getattr(keras.applications, short, None) if short[:1].isupper() else None
+    if builder is None:
+        close = difflib.get_close_matches(short, application_names(), n=4, cutoff=0.5)
+        hint = f" Did you mean {', '.join(APPLICATIONS + c for c in close)}?" if close else ""
+        raise ModelSourceError(
+            f"{name} is not a keras.applications model.{hint} The models: "
+            f"{', '.join(application_names())}. Received: model.name={name}"
+        )
+    return builder
+
+
+def _build_application(name, input_shape, classes, alpha=1.0):
+    """keras.applications.NAME with weights=None (never a download); `alpha` (the width
+    of MobileNet, V2 and V3) where the builder takes it."""
+    builder = _application(name)
+    options = {}
+    if alpha != 1.0:
+        if "alpha" not in inspect.signature(builder).parameters:
+            raise ModelSourceError(
+                f"{name} has no width multiplier: model.alpha applies to MobileNet, "
+                f"MobileNetV2 and MobileNetV3. Received: model.alpha={alpha}"
+            )
+        options["alpha"] = alpha
+    return builder(
+        input_shape=tuple(input_shape),
+        weights=None,
+        classes=classes,
+        classifier_activation=None,
+        **options,
+    )
+
+
+def _load_weights(model, path, what):
+    try:
+        model.load_weights(path)
+    except Exception as error:  # noqa: BLE001 - Keras raises several types for a mismatch
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ModelSourceError(
+            f"The weights file {path} does not match {what} ({type(error).__name__}: {first}). "
+            "Give the .weights.h5 saved from this architecture (model.save_weights(...))."
+        ) from None
+
+
+def _check_weights_path(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ModelSourceError(
+            f"The weights file {path} does not exist. Received: model.weights={path}"
+        )
+    if not path.name.endswith(".weights.h5"):
+        raise ModelSourceError(
+            f"model.weights must be a .weights.h5 file (saved with model.save_weights). "
+            f"Received: model.weights={path}"
+        )
+    return path
+
+
+def _source_model(model_config, input_shape, num_classes):
+    weights = model_config.get("weights")
+    if weights:
+        weights = _check_weights_path(weights)
+    if model_config.get("file"):
+        from bnkeras.training.workdir import load_model_file
+
+        model = load_model_file(model_config["file"])
+        if weights:
+            _load_weights(model, weights, model_config["file"])
+        return model, f"{model_config['file']}"
+    name, alpha = model_config["name"], float(model_config.get("alpha", 1.0))
+    if not weights:
+        return _build_application(name, input_shape, num_classes, alpha), name
+    for classes in dict.fromkeys((num_classes, 1000)):  # the run's classes, else ImageNet's
+        model = _build_application(name, input_shape, classes, alpha)
+        try:
+            model.load_weights(weights)
+            return model, name
+        except Exception:  # noqa: BLE001, S112 - try the next number of classes
+            continue
+    _load_weights(_build_application(name, input_shape, num_classes, alpha), weights, name)
+    raise AssertionError("unreachable")  # _load_weights raised
+
+
+def _check_io(model, source, input_shape):
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelSourceError(
+            f"{source} has {len(model.inputs)} input(s) and {len(model.outputs)} output(s): "
+            "bnkeras train trains classifiers with one image input and one output of logits."
+        )
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 3 or shape[-1] not in (None, 3):
+        raise ModelSourceError(
+            f"{source} takes inputs of shape {shape}: bnkeras train feeds RGB images "
+            "(height, width, 3)."
+        )
+    size = input_shape[0]
+    if any(side is not None and side != size for side in shape[:2]):
+        raise ModelSourceError(
+            f"{source} takes images of {shape[0]}x{shape[1]} pixels, the config "
+            f"data.image_size={size}: set --set data.image_size={shape[0]} (or give a model "
+            "that takes any size)."
+        )
+
+
+def _head(model, source, name):
+    import keras
+
+    if name:
+        try:
+            return model.get_layer(name)
+        except ValueError:
+            raise ModelSourceError(
+                f"{source} has no layer named {name}. Received: model.head={name}"
+            ) from None
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if not dense:
+        raise ModelSourceError(
+            f"{source} has no classification head (no Dense layer at its top level): name the "
+            "layer whose output is the logits with --set model.head=LAYER_NAME."
+        )
+    return dense[-1]
+
+
+def _with_head(model, source, num_classes, head_name):
+    """(the model with logits of `num_classes` from its head, names of new layers)."""
+    import keras
+
+    head = _head(model, source, head_name)
+    after = model.layers[model.layers.index(head) + 1 :]
+    others = [layer.name for layer in after if type(layer).__name__ not in _AFTER_HEAD]
+    if others:
+        raise ModelSourceError(
+            f"{source}: the layers after its head {head.name} ({', '.join(others)}) are not "
+            "activations or dropout, so the head is not the model's last layer: name the head "
+            "with --set model.head=LAYER_NAME, or give a model that ends with it."
+        )
+    linear = head.activation in (None, keras.activations.linear)
+    units = getattr(head, "units", None)
+    if units == num_classes and linear and not after:
+        return model, []
+    features = head.input
+    if units == num_classes:  # the same head without its activation: its weights kept
+        config = {**head.get_config(), "activation": "linear", "name": f"{head.name}_logits"}
+        new = keras.layers.Dense.from_config(config)
+        outputs = new(features)
+        new.set_weights(head.get_weights())
+    else:
+        new = keras.layers.Dense(num_classes, name=f"{head.name}_{num_classes}")
+        outputs = new(features)
+    return keras.Model(model.inputs[0], outputs, name=model.name), [new.name]
+
+
+def build_external(model_config, norm, num_classes, input_shape, freeze=False):
+    """(model, names of its new head layers); `norm` is (name, options) for
+    `bnkeras.convert_batchnorm`, or None to keep the model's norm layers."""
+    import bnkeras
+
+    model, source = _source_model(model_config, input_shape, num_classes)
+    _check_io(model, source, input_shape)
+    model, head = _with_head(model, source, num_classes, model_config.get("head"))
+    if norm is not None:
+        name, options = norm
+        model = bnkeras.convert_batchnorm(model, name, **options)
+    if freeze:
+        bnkeras.freeze_batchnorm(model)
+    return model, head
