@@ -49,12 +49,16 @@ def test_readme_links_to_existing_files():
 
 @pytest.mark.slow
 def test_readme_python_examples_run(tmp_path, monkeypatch):
-    """The layer example builds and trains a step; the export example folds, verifies and
-    exports it (given a batch and the model saved as model.keras)."""
-    layers, export = _blocks("python")
+    """The layer example builds and trains a step; the conversion example converts a
+    ResNet50; the export example folds, verifies and exports the layer example's model
+    (given a batch and the model saved as model.keras)."""
+    layers, convert, export = _blocks("python")
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(layers, "README layers example", "exec"), namespace)  # noqa: S102
+    converted = {**namespace}
+    exec(compile(convert, "README conversion example", "exec"), converted)  # noqa: S102
+    assert converted["fast"].count_params() == converted["model"].count_params()
     model = namespace["model"]
     batch = np.random.default_rng(0).uniform(0, 1, (32, 32, 32, 3)).astype("float32")
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
