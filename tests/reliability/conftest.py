@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,15 @@ def snapshot(folder):
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def wait_for(condition, process, seconds=300):
+    """Polls `condition()` while the subprocess `process` runs (its stderr on failure)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def cli(capsys, *argv):
