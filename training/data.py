@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from bnkeras.errors import Error
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED = "bnkeras_shapes"
@@ -55,7 +57,7 @@ MIN_STEPS_PER_EPOCH = 10
 MAX_DROPPED_FRACTION = 0.1
 
 
-class DataError(ValueError):
+class DataError(Error, ValueError):
     """A dataset that cannot be used; the message names the input and the fix."""
 
 
@@ -219,15 +221,39 @@ def _tfds_builder(name, data_dir):
 
     if name == EMBEDDED:
         import bnkeras.training.shapes_dataset  # noqa: F401  registers the builder
-    try:
-        return tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # DatasetNotFoundError and config errors
+    _check_tfds_name(tfds, name)
+    return tfds.builder(name, data_dir=data_dir)
+
+
+def _check_tfds_name(tfds, name):
+    """A `DataError` unless `name` ("dataset[/config][:version]") is a registered TFDS
+    dataset, with a config and version it has."""
+    spec, _, version = name.partition(":")
+    base, slash, config = spec.partition("/")
+    if base not in tfds.list_builders(with_community_datasets=False):
         raise DataError(
             f"Unknown dataset {name!r}: give a TFDS image-classification name (e.g. cifar10, "
             f"imagenette, imagenet2012), {EMBEDDED!r} (embedded, offline), or {FOLDER!r} with "
-            f"--data-dir pointing at an image folder. ({type(error).__name__}: "
-            f"{str(error).splitlines()[0]})"
-        ) from None
+            f"--data-dir pointing at an image folder. Received: data.dataset={name!r}"
+        )
+    builder = tfds.builder_cls(base)
+    configs = {c.name: c for c in builder.BUILDER_CONFIGS or ()}
+    if slash and config not in configs:
+        valid = ", ".join(configs) or "none (give the name alone)"
+        raise DataError(
+            f"Unknown config {config!r} of dataset {base}: valid configs are {valid}. "
+            f"Received: data.dataset={name!r}"
+        )
+    if version and "*" not in version:
+        versions = [builder.VERSION, *(builder.SUPPORTED_VERSIONS or ())]
+        if config:
+            versions.append(configs[config].version)
+        valid = sorted({str(v) for v in versions if v is not None})
+        if version not in valid:
+            raise DataError(
+                f"Unknown version {version!r} of dataset {spec}: valid versions are "
+                f"{', '.join(valid)}. Received: data.dataset={name!r}"
+            )
 
 
 @contextlib.contextmanager

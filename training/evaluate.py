@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from bnkeras.training import workdir as run_dir
-from bnkeras.training.config import DEFAULTS
+from bnkeras.training.config import DEFAULTS, MAX_IMAGE_SIZE, MAX_INT32
 from bnkeras.training.data import load_data
 from bnkeras.training.files import atomic_write_text
 from bnkeras.training.metrics import top5_metrics
-from bnkeras.training.trainer import TrainingError
+from bnkeras.training.trainer import TrainingError, check_batch_memory
 
 
 def _json_target(json_path):
@@ -37,6 +38,18 @@ def write_metrics(path, metrics):
         atomic_write_text(Path(path), json.dumps(metrics, indent=2) + "\n")
     except OSError as error:
         raise TrainingError(f"Cannot write --json {path}: {error.strerror or error}.") from None
+
+
+def _check_size(name, value, high):
+    """None, or `value` as an int in [1, high]; else a `TrainingError` naming the option."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise TrainingError(
+            f"--{name.replace('_', '-')} must be an integer in [1, {high}]. "
+            f"Received: {name}={value!r}"
+        )
+    return value
 
 
 def _model_file_source(path, dataset, image_size):
@@ -78,6 +91,8 @@ def evaluate(
     checked before evaluating). Returns {"loss", "top1", "top5", "examples"};
     "top5" is None below `TOP5_MIN_CLASSES` classes (as in `train_and_evaluate`).
     """
+    batch_size = _check_size("batch_size", batch_size, MAX_INT32)
+    image_size = _check_size("image_size", image_size, MAX_IMAGE_SIZE)
     path = Path(source)
     target = _json_target(json_path) if json_path is not None else None
     if path.is_dir():
@@ -91,6 +106,8 @@ def evaluate(
             data_config["image_size"] = int(image_size)
     elif path.is_file() and path.suffix == ".keras":
         model, data_config = _model_file_source(path, dataset, image_size)
+    elif path.is_file() and run_dir.is_legacy_hdf5(path):
+        raise TrainingError(run_dir.legacy_hdf5_message(path))
     else:
         raise TrainingError(
             f"{source} is neither a training work directory nor a .keras model file."
@@ -100,7 +117,9 @@ def evaluate(
     if data_dir is not None:
         data_config["data_dir"] = data_dir
     data_config["cache"] = False
-    data = load_data(data_config, batch_size or 128, train=False)
+    batch_size = batch_size or 128
+    check_batch_memory(batch_size, data_config["image_size"], ("--batch-size", "--image-size"))
+    data = load_data(data_config, batch_size, train=False)
     model_classes = int(model.outputs[0].shape[-1])
     if model_classes != data.num_classes:
         raise TrainingError(
@@ -112,7 +131,14 @@ def evaluate(
         metrics=metrics,
         jit_compile=False,
     )
-    results = model.evaluate(data.eval, return_dict=True, verbose=0)
+    try:
+        results = model.evaluate(data.eval, return_dict=True, verbose=0)
+    except (tf.errors.ResourceExhaustedError, MemoryError) as error:
+        raise TrainingError(
+            f"Out of memory evaluating batches of {batch_size} images of "
+            f"{data_config['image_size']}x{data_config['image_size']}: lower --batch-size. "
+            f"Received: batch_size={batch_size}"
+        ) from error
     metrics = {
         "loss": float(results["loss"]),
         "top1": float(results["top1"]),

@@ -136,7 +136,7 @@ def test_overwrite_replaces_only_an_export_or_an_empty_directory(run_dir, tmp_pa
         ("--rtol", "-1", "--rtol must be a finite number >= 0 (e.g. 1e-4). Received: rtol=-1.0"),
         ("--atol", "-1", "--atol must be a finite number >= 0 (e.g. 1e-4). Received: atol=-1.0"),
         ("--rtol", "nan", "Received: rtol=nan"),
-        ("--batch-size", "0", "--batch-size must be an integer >= 1. Received: batch_size=0"),
+        ("--batch-size", "0", "--batch-size must be an integer in [1, 4096]. Received: batch_size=0"),
         ("--formats", "keras,tflite", "Unknown export format tflite"),
         ("--formats", ",", "Unknown export format (none)"),
         ("--opset", "99", "Unsupported ONNX opset 99"),
