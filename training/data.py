@@ -221,8 +221,25 @@ def _tfds_builder(name, data_dir):
 
     if name == EMBEDDED:
         import bnkeras.training.shapes_dataset  # noqa: F401  registers the builder
-    _check_tfds_name(tfds, name)
-    return tfds.builder(name, data_dir=data_dir)
+    if not re.match(r"[\w-]+:[A-Za-z_]", name):  # "namespace:name" is TFDS's to judge
+        _check_tfds_name(tfds, name)
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+        raise _unknown_dataset(name) from None
+    except ImportError as error:  # e.g. a huggingface: dataset without its packages
+        raise DataError(
+            f"The dataset {name!r} needs the Python package {error.name or error}, which is not "
+            f"installed: pip install {error.name or '...'}. Received: data.dataset={name!r}"
+        ) from error
+
+
+def _unknown_dataset(name):
+    return DataError(
+        f"Unknown dataset {name!r}: give a TFDS image-classification name (e.g. cifar10, "
+        f"imagenette, imagenet2012), {EMBEDDED!r} (embedded, offline), or {FOLDER!r} with "
+        f"--data-dir pointing at an image folder. Received: data.dataset={name!r}"
+    )
 
 
 def _check_tfds_name(tfds, name):
@@ -231,11 +248,7 @@ def _check_tfds_name(tfds, name):
     spec, _, version = name.partition(":")
     base, slash, config = spec.partition("/")
     if base not in tfds.list_builders(with_community_datasets=False):
-        raise DataError(
-            f"Unknown dataset {name!r}: give a TFDS image-classification name (e.g. cifar10, "
-            f"imagenette, imagenet2012), {EMBEDDED!r} (embedded, offline), or {FOLDER!r} with "
-            f"--data-dir pointing at an image folder. Received: data.dataset={name!r}"
-        )
+        raise _unknown_dataset(name)
     builder = tfds.builder_cls(base)
     configs = {c.name: c for c in builder.BUILDER_CONFIGS or ()}
     if slash and config not in configs:

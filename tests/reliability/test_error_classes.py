@@ -197,6 +197,7 @@ def test_a_bug_in_the_dataset_library_is_not_an_unknown_dataset(
         ("foo bar", "Unknown dataset 'foo bar'"),
         ("bnkeras_shapes/bad", "Unknown config 'bad' of dataset bnkeras_shapes"),
         ("bnkeras_shapes:9.9.9", "Unknown version '9.9.9' of dataset bnkeras_shapes"),
+        ("no_such_namespace:mnist", "Unknown dataset 'no_such_namespace:mnist'"),
     ],
 )
 def test_a_bad_dataset_name_is_judged_and_named(tmp_path, shapes_dir, capsys, name, message):
