@@ -653,11 +653,17 @@ def _memory_keys(config):
 
 def out_of_memory_message(config, run=None):
     done = run.saved_epochs if run is not None else 0
-    resume = f" (it resumes from epoch {done + 1})" if done else ""
+    keys = _memory_keys(config)
+    if not done:  # `_plan` lets a run that never completed an epoch take a new config
+        return (
+            f"Out of memory with this config: lower {keys} (e.g. --set data.image_size=... "
+            "or --batch-size ...) and rerun the command; no --overwrite is needed."
+        )
     return (
-        f"Out of memory with this config: lower {_memory_keys(config)} (e.g. --set "
-        f"data.image_size=... or --batch-size ...) and rerun the same command{resume}; "
-        "no --overwrite is needed."
+        f"Out of memory after {done} completed epoch(s) with this config ({keys}): the "
+        f"run's checkpoint of epoch {done} is kept. Its model and data keys cannot change on "
+        "resume: free memory and rerun the same command to resume, or lower those keys in "
+        "another --workdir."
     )
 
 

@@ -207,6 +207,30 @@ def test_out_of_memory_while_training_names_the_keys_and_the_rerun_takes_a_new_c
     assert "image_size: 16" in (run / "config.yaml").read_text()
 
 
+def test_out_of_memory_after_a_completed_epoch_keeps_the_run(
+    run_copy, shapes_dir, capsys, monkeypatch
+):
+    """Resuming (epoch 3 of a 2-epoch run) out of memory: the keys are named, the
+    checkpoints are untouched, and the message does not promise a config change."""
+
+    def out_of_memory(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    run = run_copy()
+    checkpoints = snapshot(run / "checkpoints")
+    monkeypatch.setattr(keras.Model, "fit", out_of_memory)
+    code, out, err = cli(capsys, *train_args(run, shapes_dir, "train.epochs=3"))
+    assert_clean_error(
+        code,
+        err,
+        "Out of memory after 2 completed epoch(s)",
+        "data.image_size=16",
+        "checkpoint of epoch 2 is kept",
+        "another --workdir",
+    )
+    assert snapshot(run / "checkpoints") == checkpoints
+
+
 def test_a_run_with_a_completed_epoch_still_refuses_another_config(run_copy, shapes_dir, capsys):
     run = run_copy()
     code, out, err = cli(capsys, *train_args(run, shapes_dir, "data.image_size=8"))
