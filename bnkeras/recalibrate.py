@@ -108,7 +108,9 @@ def _is_array(value):
 def _check_dataset(dataset):
     """Refuses what is not an iterable of batches: an array (or a tuple of arrays)."""
     whole = _is_array(dataset) or (
-        isinstance(dataset, tuple) and dataset and all(_is_array(a) for a in dataset)
+        isinstance(dataset, (tuple, dict))
+        and dataset
+        and all(_is_array(a) for a in (dataset.values() if isinstance(dataset, dict) else dataset))
     )
     if whole or not hasattr(dataset, "__iter__"):
         raise RecalibrationError(
@@ -125,14 +127,16 @@ def _check_inputs(model, inputs, batch):
     if isinstance(inputs, dict) or not expected or not all(_is_array(x) for x in given):
         return  # named inputs or an unbuilt model: Keras judges them
     if len(given) != len(expected):
-        hint = (
-            " A tuple batch is read as (inputs, targets, ...): give each batch as "
-            "((x1, x2, ...),) or ((x1, x2, ...), targets)."
-            if isinstance(batch, tuple) and len(expected) > 1
-            else ""
-        )
+        hint = ""
+        if isinstance(batch, tuple) and len(expected) > 1:
+            hint = (
+                " A tuple batch is read as (inputs, targets, ...): give each batch as "
+                "((x1, x2, ...),) or ((x1, x2, ...), targets)."
+            )
+        elif isinstance(batch, list):
+            hint = " A list batch is read as the inputs: give (inputs, targets) as a tuple."
         raise RecalibrationError(
-            f"The model has {len(expected)} inputs but each batch gives {len(given)}.{hint} "
+            f"The model has {len(expected)} input(s) but each batch gives {len(given)}.{hint} "
             f"Received: batch={_describe(batch)}"
         )
     for x, spec in zip(given, expected, strict=True):

@@ -71,8 +71,9 @@ MARKER = 1234.5678  # a value no message may print
         lambda x: (x, np.zeros(len(x))),  # (inputs, targets) arrays
         lambda x: keras.ops.convert_to_tensor(x),
         lambda x: 3,
+        lambda x: {"x0": x},
     ],
-    ids=["array", "tuple-of-arrays", "tensor", "int"],
+    ids=["array", "tuple-of-arrays", "tensor", "int", "dict-of-arrays"],
 )
 def test_recalibrate_refuses_an_array_in_one_short_line(dataset):
     model = _model()
@@ -103,7 +104,7 @@ def test_recalibrate_says_a_tuple_batch_is_inputs_then_targets_for_a_two_input_m
     model = _model(inputs=2)
     x1, x2 = np.full((8, 4), MARKER, "float32"), np.ones((8, 4), "float32")
     with pytest.raises(
-        bnkeras.Error, match=r"2 inputs but each batch gives 1.*\(inputs, targets"
+        bnkeras.Error, match=r"2 input\(s\) but each batch gives 1.*\(inputs, targets"
     ) as info:
         bnkeras.recalibrate_batchnorm(model, [(x1, x2)] * 2, 2)
     assert "1234" not in str(info.value)
@@ -111,6 +112,12 @@ def test_recalibrate_says_a_tuple_batch_is_inputs_then_targets_for_a_two_input_m
     assert bnkeras.recalibrate_batchnorm(model, [((x1, x2),)] * 2, 2) == 2
     assert bnkeras.recalibrate_batchnorm(model, [((x1, x2), np.zeros(8))] * 2, 2) == 2
     assert bnkeras.recalibrate_batchnorm(model, [[x1, x2]] * 2, 2) == 2
+
+
+def test_recalibrate_says_a_list_batch_is_the_inputs():
+    x = np.full((8, 4), MARKER, "float32")
+    with pytest.raises(bnkeras.Error, match=r"1 input\(s\) but each batch gives 2.*as a tuple"):
+        bnkeras.recalibrate_batchnorm(_model(), [[x, np.zeros(8)]], 1)
 
 
 def test_recalibrate_still_takes_a_list_of_batches_and_a_dataset():
