@@ -52,12 +52,37 @@ def _check_size(name, value, high):
     return value
 
 
+def _check_image_model(model, source, image_size):
+    """Evaluate feeds square RGB images: a model that cannot take them, or an
+    --image-size that its fixed input size refuses, is a `TrainingError`."""
+    shapes = [tuple(tensor.shape) for tensor in model.inputs]
+    if len(shapes) != 1 or len(shapes[0]) != 4 or shapes[0][3] not in (None, 3):
+        raise TrainingError(
+            f"{source} is not an image classifier with one input of shape (batch, height, "
+            f"width, 3): evaluate feeds RGB images. Received: inputs={shapes}"
+        )
+    height, width = shapes[0][1:3]
+    fixed = [size for size in (height, width) if size is not None]
+    if len(set(fixed)) > 1:
+        raise TrainingError(
+            f"{source} takes images of {height}x{width}: evaluate feeds square images. "
+            f"Received: inputs={shapes}"
+        )
+    if image_size is not None and fixed and fixed[0] != image_size:
+        raise TrainingError(
+            f"--image-size {image_size} does not fit {source}, which takes images of "
+            f"{height}x{width}: give --image-size {fixed[0]} or leave it out. "
+            f"Received: image_size={image_size}"
+        )
+
+
 def _model_file_source(path, dataset, image_size):
     if dataset is None:
         raise TrainingError(
             f"Evaluating the model file {path} needs --dataset (and --data-dir if not embedded)."
         )
     model = run_dir.load_model_file(path)
+    _check_image_model(model, path, image_size)
     data_config = copy.deepcopy(DEFAULTS["data"])
     height, width = model.inputs[0].shape[1:3]
     if height is None or width is None or height != width:
@@ -101,6 +126,7 @@ def evaluate(
             raise TrainingError(f"{source} is not a training work directory (no config.yaml).")
         data_config = run_config["data"]
         model = run_dir.load_model(path)
+        _check_image_model(model, source, image_size)
         batch_size = batch_size or run_config["train"]["batch_size"]
         if image_size is not None:
             data_config["image_size"] = int(image_size)

@@ -156,3 +156,31 @@ def test_export_model_of_a_model_in_memory_says_to_save_it_first(tmp_path):
         bnkeras.Error, match=r"model.save\('model.keras'\).*Received: source=Functional"
     ):
         export_model(_model(), tmp_path / "out")
+
+
+# ------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_refuses_an_image_size_the_run_model_does_not_take(finished_run, capsys):
+    """The run's model takes 16x16 images: --image-size 24 was a Keras shape error."""
+    code, out, err = cli(capsys, "evaluate", finished_run, "--image-size", "24")
+    assert_clean_error(code, err, "--image-size 24", "16x16", "Received: image_size=24")
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        (keras.Input((4,)), "not an image classifier"),
+        (keras.Input((8, 8, 1)), "not an image classifier"),
+        (keras.Input((8, 12, 3)), "takes images of 8x12: evaluate feeds square images"),
+    ],
+    ids=["vector", "one-channel", "not-square"],
+)
+def test_evaluate_refuses_a_model_file_that_takes_no_square_rgb_images(
+    tmp_path, capsys, inputs, message
+):
+    x = keras.layers.Flatten()(inputs) if len(inputs.shape) > 2 else inputs
+    path = tmp_path / "m.keras"
+    keras.Model(inputs, keras.layers.Dense(10)(x)).save(path)
+    code, out, err = cli(capsys, "evaluate", path, "--dataset", "bnkeras_shapes")
+    assert_clean_error(code, err, str(path), message)
