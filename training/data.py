@@ -319,7 +319,32 @@ def _prepare(builder, name, data_dir):
             "--data_dir DIR`) and pass --data-dir DIR, or use the embedded dataset "
             f"({EMBEDDED})."
         )
-    builder.download_and_prepare()
+    try:
+        builder.download_and_prepare()
+    except OSError as error:  # the network or the disk, not a write of the run
+        raise DataError(
+            f"Downloading or preparing dataset {name!r} under {where} failed: "
+            f"{error.strerror or error}. Check the network and the free space there, then "
+            "rerun (or prepare it elsewhere with `tfds build` and pass --data-dir)."
+        ) from error
+
+
+def _check_split(splits, name, key, split):
+    """A `DataError` unless TFDS reads the split `split` (a slice like 'train[:80%]'
+    included) of dataset `name` as one or more examples."""
+    try:
+        count = splits[split].num_examples  # TFDS parses the slice here
+    except (ValueError, AssertionError) as error:  # its errors for a slice it cannot read
+        detail = " ".join(str(error).split())[:200]
+        raise DataError(
+            f"data.{key} {split!r} is not a split that TFDS can read from {name!r} ({detail}). "
+            f"Give a split ({', '.join(splits)}) or a slice of one, e.g. 'train[:80%]' or "
+            f"'test[:256]'. Received: data.{key}={split!r}"
+        ) from None
+    if count < 1:
+        raise DataError(
+            f"data.{key} {split!r} holds no examples of {name!r}. Received: data.{key}={split!r}"
+        )
 
 
 def _split_files(builder, split):
@@ -348,9 +373,11 @@ def _tfds_data(config, batch_size, with_train):
     eval_split = config["eval_split"] or next(
         (s for s in ("validation", "test") if s in splits), None
     )
-    for split in (train_split, eval_split) if with_train else (eval_split,):
+    keys = (("train_split", train_split), ("eval_split", eval_split))
+    for key, split in keys if with_train else keys[1:]:
         if split is None or split.split("[")[0] not in splits:
             raise DataError(f"Dataset {name!r} has no split {split!r}; it has {', '.join(splits)}.")
+        _check_split(splits, name, key, split)
 
     def read(split):
         return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)

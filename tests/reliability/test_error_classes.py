@@ -206,6 +206,30 @@ def test_a_bad_dataset_name_is_judged_and_named(tmp_path, shapes_dir, capsys, na
     assert_clean_error(code, err, message, f"Received: data.dataset={name!r}")
 
 
+@pytest.mark.parametrize(
+    "key, split, message",
+    [
+        ("train_split", "train[:abc]", "is not a split that TFDS can read"),
+        ("train_split", "train[:200%]", "is not a split that TFDS can read"),
+        ("train_split", "train[::2]", "is not a split that TFDS can read"),
+        ("train_split", "train[:99999]", "is not a split that TFDS can read"),
+        ("train_split", "train[:0]", "holds no examples"),
+        ("train_split", "train[5:2]", "holds no examples"),
+        ("eval_split", "test[:abc]", "is not a split that TFDS can read"),
+    ],
+)
+def test_a_split_tfds_cannot_read_is_a_user_error(
+    tmp_path, shapes_dir, capsys, trace_dir, key, split, message
+):
+    """TFDS's ValueError for a slice it cannot parse was exit 2 only because every
+    ValueError was; it is judged where the split is read."""
+    run = tmp_path / "run"
+    code, out, err = cli(capsys, *train_args(run, shapes_dir, f"data.{key}={split}"))
+    assert_clean_error(code, err, f"data.{key} {split!r}", message, f"Received: data.{key}=")
+    assert not list(trace_dir.iterdir())
+    assert not (run / "config.yaml").exists()
+
+
 def test_a_bug_while_loading_a_model_file_is_not_a_file_that_cannot_be_loaded(
     finished_run, tmp_path, capsys, monkeypatch, trace_dir
 ):
