@@ -4,6 +4,8 @@ import importlib
 import os
 import sys
 
+from bnkeras.errors import Error
+
 __version__ = "0.1.0"
 
 # public name -> the module defining it; imported on first attribute access. The layers are
@@ -21,7 +23,7 @@ _PUBLIC = {
 }
 _SUBPACKAGES = ("export", "training")
 
-__all__ = [*sorted(_PUBLIC), "__version__"]
+__all__ = ["Error", *sorted(_PUBLIC), "__version__"]
 
 
 def __getattr__(name):
