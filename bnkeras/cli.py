@@ -80,12 +80,14 @@ def main(argv=None):
             print(f"bnkeras {args.command}: error: {error}", file=sys.stderr)
             command.code = 2
         except Exception as error:  # anything else is a bug, never "bad input"
-            command.code = report_bug(args.command, error, verbose=args.verbose)
+            command.code = report_bug(args.command, error, verbose=args.verbose, argv=argv)
     return command.code
 
 
-def report_bug(command, error, verbose=False):
-    """Saves the traceback of `error` to a file, prints one line naming it; exit code 1."""
+def report_bug(command, error, verbose=False, argv=None):
+    """Saves the traceback of `error` (and the command line `argv`) to a file, prints one
+    line naming it; returns the exit code 1."""
+    argv = sys.argv[1:] if argv is None else argv
     text = "".join(traceback.format_exception(error))
     if verbose:
         print(text, end="", file=sys.stderr)
@@ -93,7 +95,7 @@ def report_bug(command, error, verbose=False):
     try:
         handle, path = tempfile.mkstemp(prefix=f"bnkeras-{command}-traceback-", suffix=".txt")
         with open(handle, "w") as file:
-            file.write(f"bnkeras {bnkeras.__version__}: {' '.join(sys.argv)}\n{text}")
+            file.write(f"bnkeras {bnkeras.__version__}: bnkeras {' '.join(argv)}\n{text}")
         where = f"the traceback is saved in {path}"
     except OSError as save_error:
         where = f"the traceback could not be saved ({save_error.strerror or save_error})"

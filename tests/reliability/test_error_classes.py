@@ -110,6 +110,7 @@ def _assert_bug_reported(code, err, command, error, trace_dir):
     saved = [p for p in trace_dir.iterdir() if p.name.startswith(f"bnkeras-{command}-traceback-")]
     assert len(saved) == 1 and str(saved[0]) in line, (line, saved)
     text = saved[0].read_text()
+    assert f" {command} " in text.splitlines()[0]  # the command line, then the traceback
     assert "Traceback (most recent call last)" in text and "injected_bug" in text, text
     return text
 

@@ -173,9 +173,12 @@ def test_a_batch_larger_than_the_machine_is_refused_before_any_work(tmp_path, sh
     assert cli(capsys, *train_args(run, shapes_dir))[0] == 0  # corrected: no --overwrite
 
 
-def test_evaluate_judges_its_batch_by_the_same_rule(finished_run, capsys):
+def test_evaluate_judges_its_batch_by_the_same_rule(tmp_path, capsys):
+    inputs = keras.Input((None, None, 3))  # a model that takes any image size
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(inputs))
+    keras.Model(inputs, outputs).save(tmp_path / "any_size.keras")
     argv = ["--image-size", "16384", "--batch-size", "100000", "--dataset", "no_such_dataset"]
-    code, out, err = cli(capsys, "evaluate", finished_run, *argv)  # judged before data
+    code, out, err = cli(capsys, "evaluate", tmp_path / "any_size.keras", *argv)  # before data
     assert_clean_error(code, err, "--image-size", "--batch-size", "GiB")
 
 
