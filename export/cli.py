@@ -58,7 +58,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from bnkeras.export.pipeline import ExportError, export_model
+    from bnkeras.export import ExportError, export_model  # TensorFlow's backend only
 
     try:
         result = export_model(
