@@ -8,12 +8,18 @@ import gc
 import os
 import random
 import shutil
+import sys
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if os.environ["KERAS_BACKEND"] != "tensorflow":
+    # Other backends run as after `pip install "bnkeras[jax]"`, without TensorFlow:
+    # importing it fails (Keras's own optional uses of it, e.g. in saving, are then
+    # skipped as where it is not installed).
+    sys.modules["tensorflow"] = None
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which registers "dsession"

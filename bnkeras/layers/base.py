@@ -272,9 +272,7 @@ class BatchNormBase(keras.layers.Layer):
         ctx = replica_context_to_sync(self.synchronized)
         axes = self._reduction_axes
         if mask is None and ctx is None:
-            # Two passes, as tf.nn.moments: the variance of x - mean, no cancellation.
-            mean = ops.mean(x, axes, keepdims=True)
-            variance = ops.mean(ops.square(x - ops.stop_gradient(mean)), axes, keepdims=True)
+            mean, variance = moments(x, axes)
         else:
             mean, variance = weighted_moments(x, mask_weights(mask, x), axes, ctx)
         return Moments(mean, variance, ops.reshape(mean, [-1]), ops.reshape(variance, [-1]))
@@ -352,6 +350,18 @@ def weighted_moments(x, weights, axes, ctx=None):
         deviation = deviation * weights
     (squares,) = all_reduce_sum(ctx, ops.sum(deviation, axes, keepdims=True))
     return mean, ops.divide_no_nan(squares, count)
+
+
+def moments(x, axes):
+    """Mean and variance over `axes` (keepdims) in two passes (the variance of
+    `x - mean`: no cancellation): tf.nn.moments on TensorFlow (its fused squared
+    difference), the same computation in keras.ops elsewhere."""
+    if on_tensorflow():
+        import tensorflow as tf
+
+        return tf.nn.moments(x, axes, keepdims=True)
+    mean = ops.mean(x, axes, keepdims=True)
+    return mean, ops.mean(ops.square(x - ops.stop_gradient(mean)), axes, keepdims=True)
 
 
 def normalize(x, mean, variance, gamma, beta, epsilon):

@@ -6,20 +6,18 @@ import bnkeras
 from tests import harness
 from tests.layers import reference
 
-# (input shape, axis): every rank 2-5, channels_last and channels_first (three of
-# them off TensorFlow: ranks 2, 4 and 5, both channel axes).
-SHAPES = harness.thinned_off_tensorflow(
-    [
-        ((16, 5), -1),
-        ((8, 6, 3), -1),
-        ((8, 3, 6), 1),
-        ((6, 5, 5, 4), -1),
-        ((6, 4, 5, 5), 1),
-        ((4, 3, 4, 4, 2), -1),
-        ((4, 2, 3, 4, 4), 1),
-    ],
-    keep=(0, 4, 5),
-)
+# (input shape, axis): every rank 2-5, channels_last and channels_first (two of
+# them off TensorFlow: rank 2 channels-last, rank 4 channels-first).
+LAYOUTS = [
+    ((16, 5), -1),
+    ((8, 6, 3), -1),
+    ((8, 3, 6), 1),
+    ((6, 5, 5, 4), -1),
+    ((6, 4, 5, 5), 1),
+    ((4, 3, 4, 4, 2), -1),
+    ((4, 2, 3, 4, 4), 1),
+]
+SHAPES = harness.thinned_off_tensorflow(LAYOUTS, keep=(0, 4))
 
 
 def test_harness(tmp_path, rng):
