@@ -10,7 +10,7 @@ them with the weights frozen, as true averages over N batches: after the call,
 import contextlib
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from bnkeras.errors import Error
 from bnkeras.layers._utils import as_int
@@ -56,7 +56,7 @@ def recalibrate_batchnorm(model, dataset, num_batches):
     layers = [layer for layer in bn_layers(model) if layer.trainable]
     if not layers:
         return 0
-    saved = [(v, tf.identity(v.value)) for v in model.variables]
+    saved = [(v, ops.copy(v.value)) for v in model.variables]
     recalibrated = {id(v) for layer in layers for v in _recalibrated_variables(layer)}
     used = 0
     try:
@@ -84,7 +84,7 @@ def recalibrate_batchnorm(model, dataset, num_batches):
             variable.assign(value)
     for layer in layers:
         if _is_keras_renorm(layer):
-            layer.moving_stddev.assign(tf.sqrt(layer.moving_variance + layer.epsilon))
+            layer.moving_stddev.assign(ops.sqrt(layer.moving_variance + layer.epsilon))
     return used
 
 

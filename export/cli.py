@@ -59,7 +59,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from bnkeras.export.pipeline import export_model
+    from bnkeras.export import export_model  # TensorFlow's backend only
 
     try:
         result = export_model(

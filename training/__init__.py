@@ -6,6 +6,10 @@ train_and_evaluate(build_config("demo", ["train.epochs=2"]), "runs/demo")
 
 
 def __getattr__(name):  # lazy: importing bnkeras.training stays light
+    if name in ("train_and_evaluate", "evaluate"):
+        from bnkeras._backend import require_tensorflow
+
+        require_tensorflow(f"bnkeras.training.{name} (tf.data, tf.distribute)")
     if name in ("train_and_evaluate", "TrainingError"):
         from bnkeras.training import trainer
 

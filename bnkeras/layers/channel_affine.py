@@ -1,9 +1,9 @@
 """`bnkeras.ChannelAffine`: the inference form of a BN that export could not fold."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from bnkeras.layers._utils import as_int
+from bnkeras.layers._utils import as_int, is_half
 
 
 @keras.saving.register_keras_serializable(package="bnkeras")
@@ -48,10 +48,10 @@ class ChannelAffine(keras.layers.Layer):
         )
 
     def call(self, inputs, mask=None):
-        x = tf.cast(inputs, tf.float32) if inputs.dtype in (tf.float16, tf.bfloat16) else inputs
-        scale = tf.reshape(tf.cast(self.scale, x.dtype), self._shape)
-        offset = tf.reshape(tf.cast(self.offset, x.dtype), self._shape)
-        return tf.cast(x * scale + offset, self.compute_dtype)
+        x = ops.cast(inputs, "float32") if is_half(inputs.dtype) else inputs
+        scale = ops.reshape(ops.cast(self.scale, x.dtype), self._shape)
+        offset = ops.reshape(ops.cast(self.offset, x.dtype), self._shape)
+        return ops.cast(x * scale + offset, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,7 +1,7 @@
 """Schedules for the clipping bounds `rmax` and `dmax` of batch renormalization."""
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from bnkeras.layers._utils import as_float, as_int
 
@@ -30,8 +30,8 @@ class LinearRamp:
         self.end_step = as_int("end_step", end_step, minimum=self.start_step + 1)
 
     def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        fraction = tf.clip_by_value(
+        step = ops.cast(step, "float32")
+        fraction = ops.clip(
             (step - self.start_step) / float(self.end_step - self.start_step), 0.0, 1.0
         )
         return self.initial_value + fraction * (self.final_value - self.initial_value)
