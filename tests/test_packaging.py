@@ -103,7 +103,15 @@ def test_tensorflow_features_on_jax_name_the_backend_and_the_extra(feature):
     result = _on_jax(f"import {module}; {module}.{name}")
     assert result.returncode != 0
     message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith("RuntimeError: "), result.stderr[-2000:]
+    # a bnkeras.Error (the command's one-line exit 2) that is still a RuntimeError
+    assert message.startswith("bnkeras._backend.BackendError: "), result.stderr[-2000:]
     assert (
         "'jax'" in message and "bnkeras[cpu]" in message and "KERAS_BACKEND=tensorflow" in message
     )
+
+
+def test_the_backend_error_is_a_user_error_and_a_runtime_error():
+    import bnkeras
+    from bnkeras._backend import BackendError
+
+    assert issubclass(BackendError, bnkeras.Error) and issubclass(BackendError, RuntimeError)
