@@ -363,10 +363,12 @@ def _warn_float16_without_gpu(train_config):
 
 @contextlib.contextmanager
 def _run_globals(train_config):
-    """Seeds the run and sets its dtype policy; the previous dtype policy and the
-    Python and NumPy random states come back on exit (TensorFlow's global seed stays)."""
+    """Seeds the run and sets its dtype policy; the previous dtype policy, the Python
+    and NumPy random states and TensorFlow's global seed come back on exit (a library
+    call leaves the process as it found it)."""
     policy = keras.config.dtype_policy()
     python_state, numpy_state = random.getstate(), np.random.get_state()
+    tf_seed = tf.compat.v1.random.get_seed(None)[0]  # None when no global seed is set
     keras.utils.set_random_seed(int(train_config["seed"]))
     if train_config["mixed_precision"]:  # "float16" or "bfloat16"
         _warn_float16_without_gpu(train_config)
@@ -377,6 +379,7 @@ def _run_globals(train_config):
         keras.config.set_dtype_policy(policy)
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+        tf.random.set_seed(tf_seed)
 
 
 def _multiworker_workarounds(model, strategy, dataset):

@@ -374,3 +374,18 @@ def test_log_rows_past_the_last_checkpoint_are_dropped_on_resume(tiny_config, on
     train_and_evaluate(tiny_config(), workdir, **QUIET)
     assert [r["epoch"] for r in read_log(workdir)] == [1.0]
     assert not list(workdir.glob(".*.tmp-*"))
+
+
+def test_a_run_leaves_the_global_seed_and_the_collector_as_it_found_them(tiny_config, tmp_path):
+    """A library call leaves the process as it found it (design rule 15)."""
+    import gc
+
+    tf.random.set_seed(4321)
+    gc.unfreeze()  # the test processes freeze their heap (tests/conftest.py)
+    try:
+        train_and_evaluate(tiny_config(), tmp_path / "run", progress=0)
+        assert (gc.isenabled(), gc.get_freeze_count()) == (True, 0)
+    finally:
+        gc.collect()
+        gc.freeze()
+    assert tf.compat.v1.random.get_seed(None)[0] == 4321  # not the run's train.seed
