@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bnkeras import _logging
 from bnkeras._pause import pause
 from bnkeras._timing import interleaved_times, paired_ratio
 from bnkeras.export import outdir
@@ -188,7 +189,10 @@ def export_model(
     when more than `int8_max_drop` percent of top-1 predictions change).
 
     The verification inputs, the fold report, the verification and timing results
-    are logged at INFO level through `logging.getLogger(__name__)`.
+    are logged at INFO level through `logging.getLogger(__name__)`. What the converters
+    log through Python's logging goes to `out_dir/export.log`; their C++ output does too
+    in the `bnkeras export` command, while a call from a program leaves its standard
+    output and error alone (and the process's garbage collector and seeds as it found them).
     """
     started = time.perf_counter()
     formats = check_formats(formats)
@@ -272,7 +276,8 @@ def _write_formats(folded, formats, partial, opset):
     """Writes each format into `partial`: ({format: path}, {format: failure message}).
 
     Third-party output (tf2onnx tracebacks, TensorFlow's converter logs) goes to
-    `partial/export.log` instead of the screen. A full or read-only disk raises.
+    `partial/export.log` instead of the screen (`quiet_output`: the C++ logs in the
+    `bnkeras` command only). A full or read-only disk raises.
     """
     writers = {
         "keras": write_keras,
@@ -530,13 +535,39 @@ def _disk_errors(out_dir):
 
 @contextlib.contextmanager
 def quiet_output(log_path):
-    """Sends what converters print (Python loggers, and C++ logs on fd 1/2) to `log_path`."""
+    """Sends what converters log through Python's logging to `log_path`; in the `bnkeras`
+    command also their C++ logs on file descriptors 1 and 2. A library call leaves the
+    file descriptors alone: a program's own prints during `export_model` reach its output.
+    """
+    if not _logging.in_command():
+        with _loggers_to(log_path):
+            yield
+        return
+    with _loggers_to(log_path), _file_descriptors_to(log_path):
+        yield
+
+
+@contextlib.contextmanager
+def _loggers_to(log_path):
+    """The converters' Python loggers write to `log_path` (only) for the block."""
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     noisy = [logging.getLogger(name) for name in _NOISY_LOGGERS]
     saved = [(lg, lg.handlers[:], lg.propagate) for lg in noisy]
     for lg in noisy:
         lg.handlers, lg.propagate = [handler], False
+    try:
+        yield
+    finally:
+        for lg, handlers, propagate in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+        handler.close()
+
+
+@contextlib.contextmanager
+def _file_descriptors_to(log_path):
+    """File descriptors 1 and 2 write to `log_path` for the block (a process-wide measure:
+    the `bnkeras` command's only)."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     saved_fds = [os.dup(1), os.dup(2)]
@@ -551,6 +582,3 @@ def quiet_output(log_path):
         for fd, saved_fd in zip((1, 2), saved_fds, strict=True):
             os.dup2(saved_fd, fd)
             os.close(saved_fd)
-        for lg, handlers, propagate in saved:
-            lg.handlers, lg.propagate = handlers, propagate
-        handler.close()
