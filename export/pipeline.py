@@ -22,7 +22,6 @@ import numpy as np
 import tensorflow as tf
 
 from bnkeras import _logging
-from bnkeras._pause import pause
 from bnkeras._timing import interleaved_times, paired_ratio
 from bnkeras.export import outdir
 from bnkeras.export.fold import FoldError, fold_batchnorm
@@ -213,7 +212,6 @@ def export_model(
     # Collections (after each format) scan only what the export creates.
     with frozen_heap(), _disk_errors(out_dir), outdir.partial_dir(out) as partial:
         paths, failures = _write_formats(result.model, formats, partial, opset)
-        pause("after_write")
         report = _verify(model, inputs, paths, failures, rtol, atol, result)
         logger.info(str(report))
         quantized = None

@@ -48,3 +48,15 @@ def test_the_package_names_every_public_layer():
         assert getattr(bnkeras, name) is getattr(bnkeras.layers, name), name
     for name in bnkeras.__all__:
         assert getattr(bnkeras, name) is not None, name
+
+
+def test_no_test_hooks_in_the_product():
+    """Faults are injected from the tests (tests/_faults.py), not through hooks that
+    the product reads from the environment (design rule 17)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sources = [p for d in ("bnkeras", "training", "export") for p in (root / d).rglob("*.py")]
+    assert sources
+    hooked = [str(p.relative_to(root)) for p in sources if "BNKERAS_TEST" in p.read_text()]
+    assert hooked == []

@@ -32,8 +32,6 @@ import numpy as np
 import tensorflow as tf
 
 from bnkeras import _compat
-from bnkeras._pause import pause
-from bnkeras._pause import requested as pause_requested
 from bnkeras.recalibrate import recalibrate_batchnorm
 from bnkeras.training import checkpoints, manifest
 from bnkeras.training import workdir as run_dir
@@ -197,21 +195,6 @@ class _StopOnInterrupt(keras.callbacks.Callback):
             raise TrainingInterrupted(self.message())
 
     on_train_batch_end = on_test_batch_end = on_epoch_begin = _check
-
-
-class _PauseAtStep(keras.callbacks.Callback):
-    """Test hook (bnkeras/_pause.py): pauses at point "epoch E step S" after training
-    step S of epoch E (both from 1), for a test to kill the run in mid-epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch + 1
-
-    def on_train_batch_end(self, batch, logs=None):
-        pause(f"epoch {self._epoch} step {batch + 1}")
 
 
 def append_log(workdir, row):
@@ -600,8 +583,6 @@ def _fit(run, progress):
         )
     verbose, progress_callbacks = fit_progress(progress, run.config["train"]["batch_size"])
     callbacks += progress_callbacks
-    if pause_requested():  # only in the fault tests
-        callbacks.append(_PauseAtStep())
     try:
         with read_errors(run.data):
             model.fit(

@@ -1,6 +1,5 @@
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import yaml
 from bnkeras.cli import main
 from bnkeras.training.trainer import TrainingError, read_log, train_and_evaluate
 from bnkeras.training.workdir import WorkdirError
+from tests import _faults as faults
 from tests.reliability.conftest import assert_stale_lock_does_not_block
 from tests.training.conftest import TINY
 
@@ -57,19 +57,17 @@ def test_one_epoch_writes_the_work_directory(one_epoch_run):
     assert resolved["model"]["name"] == "resnet8" and resolved["train"]["epochs"] == 1
 
 
-def _train_process(config_path, workdir, **environment):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", **environment}
+def _train_process(config_path, workdir, pause_at=None, flag=None):
+    """`bnkeras train` as a real process; with `pause_at`, paused there for good (after
+    writing the file `flag`: tests/_faults.py)."""
+    env = faults.environment(TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    argv = ["train", "--config", str(config_path), "--workdir", str(workdir)]
+    if pause_at:  # longer than anything in the test takes: killed there
+        argv = faults.command(pause_at, flag, *argv, seconds=900)
+    else:
+        argv = [sys.executable, "-m", "bnkeras", *argv]
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bnkeras",
-            "train",
-            "--config",
-            str(config_path),
-            "--workdir",
-            str(workdir),
-        ],
+        argv,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -86,13 +84,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_config, tmp_path):
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     paused = tmp_path / "paused"
-    interrupted = _train_process(
-        config_path,
-        tmp_path / "interrupted",
-        BNKERAS_TEST_PAUSE_AT="epoch 2 step 4",
-        BNKERAS_TEST_PAUSE_FILE=str(paused),
-        BNKERAS_TEST_PAUSE_SECONDS="900",  # longer than anything below takes: killed there
-    )
+    interrupted = _train_process(config_path, tmp_path / "interrupted", "epoch 2 step 4", paused)
     try:
         train_and_evaluate(config, tmp_path / "straight", **QUIET)  # meanwhile, in this process
         deadline = time.monotonic() + 300
