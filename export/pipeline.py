@@ -44,7 +44,7 @@ from bnkeras.export.memory import collecting_cycles, frozen_heap, peak_rss_mb, r
 from bnkeras.export.openvino import INSTALL_HINT as OPENVINO_HINT
 from bnkeras.export.openvino import available as openvino_available
 from bnkeras.export.openvino import write_openvino
-from bnkeras.export.verify import FormatCheck, expects_pixels, random_inputs, verify
+from bnkeras.export.verification import FormatCheck, expects_pixels, random_inputs, verify
 from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
 from bnkeras.training.files import files_under
 

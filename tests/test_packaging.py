@@ -27,7 +27,9 @@ def test_keras_is_capped_below_the_next_minor():
 
 
 def test_missing_tensorflow_names_the_extras():
-    code = "import sys; sys.modules['tensorflow'] = None; import bnkeras"
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; import bnkeras; bnkeras.BatchNormalization"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
