@@ -7,7 +7,11 @@ them with the weights frozen, as true averages over N batches: after the call,
 `moving_variance` the mean of the N per-batch variances.
 """
 
+from __future__ import annotations
+
 import contextlib
+from collections.abc import Iterable
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -17,7 +21,7 @@ from bnkeras.layers.base import BatchNormBase
 from bnkeras.model_layers import bn_layers
 
 
-def recalibrate_batchnorm(model, dataset, num_batches):
+def recalibrate_batchnorm(model: keras.Model, dataset: Iterable[Any], num_batches: int) -> int:
     """Recomputes the moving statistics of every BN layer of `model` as true averages.
 
     Args:

@@ -6,6 +6,8 @@ export never leaves a half-written output directory, and `overwrite=True` replac
 only a previous export, atomically.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import errno
@@ -15,6 +17,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -70,7 +73,7 @@ class ExportResult:
     report: dict
 
     @property
-    def passed(self):
+    def passed(self) -> bool:
         int8 = self.report.get("int8") or {"passed": True}
         return self.report["verification"]["passed"] and int8["passed"]
 
@@ -157,20 +160,20 @@ def _check_out(source, out_dir, overwrite):
 
 
 def export_model(
-    source,
-    out_dir,
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
     *,
-    formats=DEFAULT_FORMATS,
-    opset=DEFAULT_OPSET,
-    rtol=None,
-    atol=None,
-    batch_size=8,
-    overwrite=False,
-    inputs=None,
-    int8=False,
-    int8_max_drop=1.0,
-    calibration_batches=16,
-):
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    opset: int = DEFAULT_OPSET,
+    rtol: float | None = None,
+    atol: float | None = None,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    inputs: np.ndarray | Sequence[np.ndarray] | None = None,
+    int8: bool = False,
+    int8_max_drop: float = 1.0,
+    calibration_batches: int = 16,
+) -> ExportResult:
     """Folds the model of `source`, writes each format into `out_dir` and verifies it.
 
     Returns an `ExportResult` whose `report` is also written to `out_dir/report.json`;

@@ -62,3 +62,53 @@ def test_no_test_hooks_in_the_product():
     assert sources
     hooked = [str(p.relative_to(root)) for p in sources if "BNKERAS_TEST" in p.read_text()]
     assert hooked == []
+
+
+def _unannotated(function):
+    import inspect
+
+    signature = inspect.signature(function)
+    missing = [
+        name
+        for name, parameter in signature.parameters.items()
+        if name not in ("self", "cls") and parameter.annotation is inspect.Parameter.empty
+    ]
+    if function.__name__ != "__init__" and signature.return_annotation is inspect.Signature.empty:
+        missing.append("return")
+    return missing
+
+
+def test_the_public_api_is_typed():
+    """Every public function, and every public method of a public class (inherited from
+    a bnkeras base included), carries annotations; the package ships `py.typed`."""
+    import configparser
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    unannotated = {}
+    for package in ("bnkeras", "bnkeras.export", "bnkeras.training"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            functions = {f"{package}.{name}": obj} if inspect.isfunction(obj) else {}
+            if inspect.isclass(obj):
+                for cls in obj.__mro__:
+                    if not cls.__module__.startswith("bnkeras"):
+                        continue
+                    for attr, value in vars(cls).items():
+                        if attr.startswith("_") and attr not in ("__init__", "__call__"):
+                            continue
+                        value = value.fget if isinstance(value, property) else value
+                        value = getattr(value, "__func__", value)
+                        if inspect.isfunction(value):
+                            functions.setdefault(f"{package}.{name}.{attr}", value)
+            for qualified, function in functions.items():
+                if _unannotated(function):
+                    unannotated[qualified] = _unannotated(function)
+    assert unannotated == {}
+    root = Path(__file__).resolve().parent.parent
+    assert (root / "bnkeras" / "py.typed").is_file()
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg")
+    assert "py.typed" in setup["options.package_data"]["bnkeras"].split()

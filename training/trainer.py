@@ -11,6 +11,8 @@ LR-schedule position, renorm step and epoch counter all come back); a larger
 files are the run's, the lock, where to resume from) live in `workdir.py`.
 """
 
+from __future__ import annotations
+
 import contextlib
 import csv
 import dataclasses
@@ -26,6 +28,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -676,7 +679,13 @@ def _interrupted(run):
     return "interrupted before an epoch was saved; rerun the same command to start again"
 
 
-def train_and_evaluate(config, workdir, *, overwrite=False, progress=None):
+def train_and_evaluate(
+    config: dict[str, Any],
+    workdir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    progress: int | None = None,
+) -> dict[str, Any]:
     """Trains or resumes the run of `config` in `workdir`; returns the final metrics.
 
     Raises TrainingError (with a message naming the problem and the fix) for bad
