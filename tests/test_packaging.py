@@ -40,6 +40,9 @@ def test_missing_tensorflow_names_the_extras():
 def test_the_package_names_every_public_layer():
     """`bnkeras` lists its layers without importing TensorFlow: the names and objects
     of `bnkeras.layers.__all__`, no more and no fewer."""
+    import importlib
+    import inspect
+
     import bnkeras
     import bnkeras.layers
 
@@ -48,8 +51,13 @@ def test_the_package_names_every_public_layer():
     assert set(bnkeras.layers.__all__) <= set(bnkeras.__all__) <= set(dir(bnkeras))
     for name in bnkeras.layers.__all__:
         assert getattr(bnkeras, name) is getattr(bnkeras.layers, name), name
-    for name in bnkeras.__all__:
-        assert getattr(bnkeras, name) is not None, name
+    for name in set(bnkeras.__all__) - {"__version__"}:
+        module = importlib.import_module(bnkeras._PUBLIC[name])
+        obj = getattr(bnkeras, name)
+        assert obj is getattr(module, name), name  # the object its module defines
+        assert inspect.isclass(obj) or inspect.isfunction(obj), (name, obj)
+        assert obj.__module__.startswith("bnkeras."), (name, obj.__module__)
+    assert bnkeras.__version__ == importlib.metadata.version("bnkeras")
 
 
 def test_no_test_hooks_in_the_product():
