@@ -19,8 +19,9 @@ SHAPES = [
 ]
 
 
-def test_harness(tmp_path, rng):
-    harness.run_all(lambda **kw: bnkeras.BatchNormalization(**kw), tmp_path, rng)
+@pytest.mark.parametrize("check", harness.CHECKS)
+def test_harness(check, tmp_path, rng):
+    harness.run_check(check, lambda **kw: bnkeras.BatchNormalization(**kw), tmp_path, rng)
 
 
 @pytest.mark.parametrize("shape,axis", SHAPES)
