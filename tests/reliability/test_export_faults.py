@@ -19,7 +19,7 @@ import bnkeras
 from bnkeras.cli import main
 from bnkeras.export import outdir
 from tests import _faults as faults
-from tests.export.test_export_outdir import tree_hashes
+from tests.conftest import tree_hashes
 from tests.training.conftest import one_epoch_copy  # noqa: F401 - fixture
 
 

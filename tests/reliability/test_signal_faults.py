@@ -22,7 +22,7 @@ import pytest
 from bnkeras.training import workdir as run_dir
 from bnkeras.training.trainer import read_log
 from tests import _faults as faults
-from tests.export.test_export_outdir import tree_hashes
+from tests.conftest import tree_hashes
 from tests.reliability.conftest import cli, train_args
 from tests.reliability.test_export_faults import _save_model, old_export  # noqa: F401
 

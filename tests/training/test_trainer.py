@@ -17,6 +17,7 @@ from bnkeras.cli import main
 from bnkeras.training.trainer import TrainingError, read_log, train_and_evaluate
 from bnkeras.training.workdir import WorkdirError
 from tests import _faults as faults
+from tests.conftest import cli
 from tests.reliability.conftest import assert_stale_lock_does_not_block
 from tests.training.conftest import TINY
 
@@ -206,12 +207,6 @@ def test_unwritable_workdir(tiny_config, tmp_path):
 # ------------------------------------------------------------------------ CLI
 
 
-def _cli(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
     workdir = str(tmp_path / "run")
     args = [
@@ -226,10 +221,10 @@ def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
         "resnet8",
     ]
     args += [f"--set={s}" for s in TINY if not s.startswith(("train.epochs", "model.name"))]
-    code, out, err = _cli(capsys, *args)
+    code, out, err = cli(capsys, *args)
     assert code == 0, err
     assert "epoch 1/1: loss" in out and "final: loss" in out
-    code, out, _ = _cli(capsys, "evaluate", workdir, "--json", str(tmp_path / "eval.json"))
+    code, out, _ = cli(capsys, "evaluate", workdir, "--json", str(tmp_path / "eval.json"))
     assert code == 0 and "top-1" in out and "top-5" in out
     assert set(json.loads((tmp_path / "eval.json").read_text())) == {
         "bnkeras_evaluate",
@@ -240,7 +235,7 @@ def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
     }
     # The formats themselves: tests/export (and the README command in test_end_to_end.py).
     export = ["export", workdir, "--out", str(tmp_path / "export"), "--formats", "keras"]
-    code, out, err = _cli(capsys, *export)
+    code, out, err = cli(capsys, *export)
     assert code == 0, err
     assert (
         json.loads((tmp_path / "export" / "report.json").read_text())["inputs"] == "dataset batch"
@@ -257,7 +252,7 @@ def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
     ],
 )
 def test_cli_bad_input_is_a_clean_error(tmp_path, capsys, argv, message):
-    code, _, err = _cli(capsys, "train", "--workdir", str(tmp_path / "run"), *argv)
+    code, _, err = cli(capsys, "train", "--workdir", str(tmp_path / "run"), *argv)
     assert code == 2 and message in err and "Traceback" not in err
 
 
@@ -312,7 +307,7 @@ def test_train_from_an_image_folder(tmp_path, capsys):
         "--set=data.image_size=16",
         "--set=train.batch_size=8",
     ]
-    code, out, err = _cli(
+    code, out, err = cli(
         capsys,
         "train",
         "--workdir",
@@ -331,9 +326,9 @@ def test_train_from_an_image_folder(tmp_path, capsys):
 
 def test_evaluate_a_model_file(one_epoch_run, shapes_dir, tmp_path, capsys):
     workdir = one_epoch_run[0]
-    code, _, err = _cli(capsys, "evaluate", str(workdir / "model.keras"))
+    code, _, err = cli(capsys, "evaluate", str(workdir / "model.keras"))
     assert code == 2 and "needs --dataset" in err
-    code, out, err = _cli(
+    code, out, err = cli(
         capsys,
         "evaluate",
         str(workdir / "model.keras"),
@@ -344,7 +339,7 @@ def test_evaluate_a_model_file(one_epoch_run, shapes_dir, tmp_path, capsys):
     )
     assert code == 0, err
     assert "(1000 images)" in out
-    code, _, err = _cli(capsys, "evaluate", str(tmp_path / "missing"))
+    code, _, err = cli(capsys, "evaluate", str(tmp_path / "missing"))
     assert code == 2 and "neither a training work directory nor a .keras model file" in err
 
 
