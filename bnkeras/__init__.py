@@ -1,5 +1,6 @@
 """bnkeras: batch normalization done right for Keras 3, from training to deployment."""
 
+import contextlib
 import importlib
 import importlib.abc
 import importlib.util
@@ -57,7 +58,10 @@ class _RegisterLayersWithKeras(importlib.abc.MetaPathFinder):
 
         def exec_then_register(module):
             exec_module(module)
-            importlib.import_module("bnkeras.layers")
+            # Without what the layers need (TensorFlow), `import keras` still works; the
+            # error comes with the first use of a layer (bnkeras.BatchNormalization).
+            with contextlib.suppress(ImportError):
+                importlib.import_module("bnkeras.layers")
 
         spec.loader.exec_module = exec_then_register
         return spec

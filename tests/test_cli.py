@@ -216,3 +216,19 @@ def test_tf_log_filter_keeps_other_lines():
     ]
     kept = ["Traceback (most recent call last):", "warning: I0000 is not a log line here"]
     assert [line for line in lines + kept if not _logging.TF_LOG_LINE.match(line)] == kept
+
+
+def test_keras_imports_even_when_the_layers_cannot():
+    """The registration after `import keras` never breaks Keras's own import: without what
+    the layers need, the error comes with the first use of a layer."""
+    code = """
+import sys
+sys.modules["bnkeras.layers"] = None  # as if the layers could not be imported
+import bnkeras, keras
+print(keras.__name__)
+try:
+    bnkeras.BatchNormalization
+except ImportError:
+    print("ImportError")
+"""
+    assert _python(code) == ["keras", "ImportError"]
