@@ -25,34 +25,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import compile_for_training, device  # noqa: E402
 
 import bnkeras  # noqa: E402
 from bnkeras._timing import interleaved_times, paired_ratio  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "convert.md"
-
-
-def device():
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU ({details.get('device_name', gpus[0].name)})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return f"CPU ({cpu}, {os.cpu_count()} cores)"
-
-
-def compiled(model, jit_compile):
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
-    return model
 
 
 def main():
@@ -79,8 +57,8 @@ def main():
             for jit in modes:
                 base = builder(input_shape=(size, size, 3), weights=None, classes=10)
                 models = {
-                    "keras BN": compiled(base, jit),
-                    "bnkeras BN": compiled(bnkeras.convert_batchnorm(base, "bn"), jit),
+                    "keras BN": compile_for_training(base, jit),
+                    "bnkeras BN": compile_for_training(bnkeras.convert_batchnorm(base, "bn"), jit),
                 }
                 for model in models.values():  # trace and warm up
                     for _ in range(2):

@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import device  # noqa: E402
 
 import bnkeras  # noqa: E402
 from bnkeras._timing import interleaved_times  # noqa: E402
@@ -156,16 +157,6 @@ def _block(result):
     first[(0,) * first.shape.rank].numpy()
 
 
-def device_description():
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        names = [
-            tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus
-        ]
-        return f"GPU: {', '.join(names)}"
-    return f"CPU: {os.cpu_count()} cores ({platform.processor() or platform.machine()})"
-
-
 def print_table(shape, results, floor):
     print(f"\n### {shape} ({'NHWC' if floor else 'NCHW'}, {DTYPE.name} inputs)\n")
     reference = "fused kernel (floor)" if floor else "keras BN"
@@ -203,7 +194,7 @@ def main():
         DTYPE = tf.as_dtype(args.mixed_precision)
         keras.mixed_precision.set_global_policy(f"mixed_{args.mixed_precision}")
     print(
-        f"bnkeras layer benchmark on {device_description()}: TensorFlow {tf.__version__}, "
+        f"bnkeras layer benchmark on {device()}: TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}, tf-keras {getattr(tf_keras, '__version__', 'not installed')}, "
         f"Python {platform.python_version()}; medians of {args.repeats}"
     )

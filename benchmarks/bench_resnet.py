@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import compile_for_training, device  # noqa: E402
 
 from bnkeras._timing import interleaved_times  # noqa: E402
 from bnkeras.training.models.resnet_cifar import cifar_resnet  # noqa: E402
@@ -80,20 +81,7 @@ def build(norm, mode):
         model = cifar_resnet(20, norm=norm, **options)
     finally:
         keras.config.set_dtype_policy("float32")
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit_compile,
-    )
-    return model
-
-
-def device():
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU ({details.get('device_name', gpus[0].name)})"
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return compile_for_training(model, jit_compile)
 
 
 def main():

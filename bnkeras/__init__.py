@@ -6,6 +6,8 @@ import importlib.abc
 import importlib.util
 import sys
 
+from bnkeras.errors import Error
+
 __version__ = "0.1.0"
 
 # public name -> the module defining it; imported on first attribute access. The layers are
@@ -23,7 +25,7 @@ _PUBLIC = {
 }
 _SUBPACKAGES = ("export", "training")
 
-__all__ = [*sorted(_PUBLIC), "__version__"]
+__all__ = ["Error", *sorted(_PUBLIC), "__version__"]
 
 
 def __getattr__(name):

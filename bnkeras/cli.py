@@ -5,14 +5,23 @@ Each subcommand is a module (or object) with `add_arguments(parser)` and
 heavy at module level: the parser is built, and `--help`, `--version` and argument
 errors are answered, without importing TensorFlow. TensorFlow is imported (quietly)
 only once a subcommand runs.
+
+Exit status: 0 done; 2 bad input (a `bnkeras.Error`, printed as one line); 1 a bug
+(any other exception): one line naming the file where the traceback was saved
+(`bnkeras-COMMAND-traceback-*.txt` in the temporary directory, `tempfile.gettempdir()`),
+and with `--verbose` the traceback itself. Subcommands use 1 for a failed check
+(an export that fails verification) and 128 + N for signal N (130: Ctrl-C) too.
 """
 
 import argparse
 import importlib
 import sys
+import tempfile
+import traceback
 
 import bnkeras
 from bnkeras import _logging, _signals
+from bnkeras.errors import Error
 
 # name -> ("module[:attribute]", help); the target provides add_arguments(parser) and run(args).
 _SUBCOMMANDS = {
@@ -63,10 +72,41 @@ def main(argv=None):
         return 0
     # SIGTERM/SIGHUP act as Ctrl-C; a stop or a failed stdout sets the exit code (_signals).
     with _signals.command(args.command) as command, _logging.command_output(args.verbose):
-        _logging.import_tensorflow_quietly(verbose=args.verbose)
-        importlib.import_module("bnkeras.layers")  # registered with Keras: saved models load
-        command.code = args._module.run(args)
+        try:
+            _logging.import_tensorflow_quietly(verbose=args.verbose)
+            importlib.import_module("bnkeras.layers")  # registered with Keras: saved models load
+            command.code = args._module.run(args)
+        except Error as error:  # bad input, judged where it was read
+            print(f"bnkeras {args.command}: error: {error}", file=sys.stderr)
+            command.code = 2
+        except Exception as error:  # anything else is a bug, never "bad input"
+            command.code = report_bug(args.command, error, verbose=args.verbose, argv=argv)
     return command.code
+
+
+def report_bug(command, error, verbose=False, argv=None):
+    """Saves the traceback of `error` (and the command line `argv`) to a file, prints one
+    line naming it; returns the exit code 1."""
+    argv = sys.argv[1:] if argv is None else argv
+    text = "".join(traceback.format_exception(error))
+    if verbose:
+        print(text, end="", file=sys.stderr)
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    try:
+        handle, path = tempfile.mkstemp(prefix=f"bnkeras-{command}-traceback-", suffix=".txt")
+        with open(handle, "w") as file:
+            file.write(f"bnkeras {bnkeras.__version__}: bnkeras {' '.join(argv)}\n{text}")
+        where = f"the traceback is saved in {path}"
+    except OSError as save_error:
+        where = f"the traceback could not be saved ({save_error.strerror or save_error})"
+        if not verbose:
+            print(text, end="", file=sys.stderr)
+    print(
+        f"bnkeras {command}: internal error ({type(error).__name__}: {first}): a bug in bnkeras, "
+        f"not a problem with your input; {where} (--verbose prints it); please report it.",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

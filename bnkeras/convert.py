@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from bnkeras._compat import is_graph_model
+from bnkeras.errors import Error
 from bnkeras.model_layers import BN_TYPES, bn_layers, iter_layers
 from bnkeras.norms import CONVERTIBLE_NORMS, norm_class
 
@@ -46,7 +47,7 @@ _CARRIED = (
 )
 
 
-class ConvertError(ValueError):
+class ConvertError(Error, ValueError):
     """A model or option that `convert_batchnorm` cannot take; the message says why."""
 
 

@@ -7,18 +7,21 @@ them with the weights frozen, as true averages over N batches: after the call,
 `moving_variance` the mean of the N per-batch variances.
 """
 
-from __future__ import annotations
-
 import contextlib
 from collections.abc import Iterable
 from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from bnkeras.errors import Error
 from bnkeras.layers._utils import as_int
 from bnkeras.layers.base import BatchNormBase
 from bnkeras.model_layers import bn_layers
+
+
+class RecalibrationError(Error, ValueError):
+    """A dataset that `recalibrate_batchnorm` cannot read as batches of the model's inputs."""
 
 
 def recalibrate_batchnorm(model: keras.Model, dataset: Iterable[Any], num_batches: int) -> int:
@@ -34,6 +37,11 @@ def recalibrate_batchnorm(model: keras.Model, dataset: Iterable[Any], num_batche
     Returns:
         The number of batches used (fewer when the dataset ends first).
 
+    Raises:
+        RecalibrationError: (a `bnkeras.Error`) for a `dataset` that is an array or a
+            tuple of arrays instead of batches, or whose first batch does not match the
+            model's inputs (their count, rank or fixed sizes).
+
     The forward passes run in training mode with every BN layer as plain BN on its
     batch statistics: batch renormalization (bnkeras's, and Keras's
     `renorm=True`) leaves out its `r`, `d` correction, whose reference statistics
@@ -46,10 +54,11 @@ def recalibrate_batchnorm(model: keras.Model, dataset: Iterable[Any], num_batche
     raises, every variable is restored.
     """
     num_batches = as_int("num_batches", num_batches, minimum=1)
+    _check_dataset(dataset)
     layers = [layer for layer in bn_layers(model) if layer.trainable]
     if not layers:
         return 0
-    saved = [(v, tf.identity(v.value)) for v in model.variables]
+    saved = [(v, ops.copy(v.value)) for v in model.variables]
     recalibrated = {id(v) for layer in layers for v in _recalibrated_variables(layer)}
     used = 0
     try:
@@ -60,6 +69,8 @@ def recalibrate_batchnorm(model: keras.Model, dataset: Iterable[Any], num_batche
                 if used == num_batches:
                     break
                 inputs = batch[0] if isinstance(batch, tuple) else batch
+                if not used:
+                    _check_inputs(model, inputs, batch)
                 used += 1
                 # Momentum 1 - 1/k turns the exponential average into the running
                 # mean of the k batches seen so far (the first replaces the old value).
@@ -75,8 +86,71 @@ def recalibrate_batchnorm(model: keras.Model, dataset: Iterable[Any], num_batche
             variable.assign(value)
     for layer in layers:
         if _is_keras_renorm(layer):
-            layer.moving_stddev.assign(tf.sqrt(layer.moving_variance + layer.epsilon))
+            layer.moving_stddev.assign(ops.sqrt(layer.moving_variance + layer.epsilon))
     return used
+
+
+def _describe(value):
+    """A short description of a batch or a dataset (never the values themselves)."""
+    if isinstance(value, (tuple, list)):
+        kind = type(value).__name__
+        return f"a {kind} of {len(value)} ({', '.join(_describe(v) for v in value[:4])})"
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(map(str, value))[:8]}"
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"{type(value).__name__} of shape {tuple(shape)}"
+    return type(value).__name__
+
+
+def _is_array(value):
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def _check_dataset(dataset):
+    """Refuses what is not an iterable of batches: an array (or a tuple of arrays)."""
+    whole = _is_array(dataset) or (
+        isinstance(dataset, (tuple, dict))
+        and dataset
+        and all(_is_array(a) for a in (dataset.values() if isinstance(dataset, dict) else dataset))
+    )
+    if whole or not hasattr(dataset, "__iter__"):
+        raise RecalibrationError(
+            "Argument `dataset` of recalibrate_batchnorm must be an iterable of batches, e.g. "
+            "tf.data.Dataset.from_tensor_slices(x).batch(64) (or a list of arrays, one per "
+            f"batch). Received: dataset={_describe(dataset)}"
+        )
+
+
+def _check_inputs(model, inputs, batch):
+    """Refuses a first batch whose inputs do not match the model's inputs."""
+    expected = model.inputs or []
+    given = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    if isinstance(inputs, dict) or not expected or not all(_is_array(x) for x in given):
+        return  # named inputs or an unbuilt model: Keras judges them
+    if len(given) != len(expected):
+        hint = ""
+        if isinstance(batch, tuple) and len(expected) > 1:
+            hint = (
+                " A tuple batch is read as (inputs, targets, ...): give each batch as "
+                "((x1, x2, ...),) or ((x1, x2, ...), targets)."
+            )
+        elif isinstance(batch, list):
+            hint = " A list batch is read as the inputs: give (inputs, targets) as a tuple."
+        raise RecalibrationError(
+            f"The model has {len(expected)} input(s) but each batch gives {len(given)}.{hint} "
+            f"Received: batch={_describe(batch)}"
+        )
+    for x, spec in zip(given, expected, strict=True):
+        shape, want = tuple(x.shape), tuple(spec.shape)
+        if len(shape) != len(want) or any(
+            w is not None and s is not None and s != w
+            for s, w in zip(shape[1:], want[1:], strict=True)
+        ):
+            raise RecalibrationError(
+                f"A batch does not fit the model's input {spec.name!r} of shape {want} "
+                f"(None: any size; the first axis is the batch). Received: batch={_describe(batch)}"
+            )
 
 
 def _is_keras_renorm(layer):

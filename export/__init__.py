@@ -27,9 +27,14 @@ __all__ = [*sorted(_PUBLIC)]
 
 
 def __getattr__(name):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _PUBLIC[name] == "pipeline":
+        # The pipeline writes its formats through TensorFlow (the fold and verify need none).
+        from bnkeras._backend import require_tensorflow
+
+        require_tensorflow("bnkeras.export.export_model (SavedModel, ONNX, LiteRT, OpenVINO)")
+    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
 
 
 def __dir__():

@@ -7,6 +7,7 @@ without TensorFlow; `run` imports the pipeline.
 import logging
 import sys
 
+from bnkeras.errors import Error
 from bnkeras.export.formats import DEFAULT_FORMATS, DEFAULT_OPSET, FORMATS
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from bnkeras.export.pipeline import ExportError, export_model
+    from bnkeras.export import export_model  # TensorFlow's backend only
 
     try:
         result = export_model(
@@ -73,7 +74,7 @@ def run(args):
             int8=args.int8,
             int8_max_drop=args.int8_max_drop,
         )
-    except ExportError as error:
+    except Error as error:
         print(f"bnkeras export: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: printed by bnkeras/_signals.py

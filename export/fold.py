@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 import bnkeras
+from bnkeras.errors import Error
 from bnkeras.model_layers import BN_TYPES, bn_layers, iter_layers
 
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -38,7 +39,7 @@ _TRANSPOSE = (
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-class FoldError(ValueError):
+class FoldError(Error, ValueError):
     """The model cannot be folded at all (e.g. a subclassed model)."""
 
 

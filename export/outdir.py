@@ -27,6 +27,7 @@ import re
 import shutil
 from pathlib import Path
 
+from bnkeras.errors import Error
 from bnkeras.training.files import files_under
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ _AT_FDCWD = -100
 _RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
 
 
-class OutDirError(ValueError):
+class OutDirError(Error, ValueError):
     """An `--out` that cannot be used; the message names it and the fix."""
 
 

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from bnkeras import _logging
 from bnkeras._timing import interleaved_times, paired_ratio
+from bnkeras.errors import Error
 from bnkeras.export import outdir
 from bnkeras.export.fold import FoldError, fold_batchnorm
 from bnkeras.export.formats import (
@@ -55,11 +56,13 @@ logger = logging.getLogger(__name__)
 
 LOG_NAME = "export.log"  # what the converters print
 INT8_NAME = "model_int8.tflite"
-_DATA_ERRORS = (ValueError, OSError, StopIteration, tf.errors.OpError)  # reading a run's data
+# Reading a run's data: its problems (a dataset not there, a damaged config, unreadable
+# files) are bnkeras.Errors or I/O errors; any other exception is a bug and raises.
+_DATA_ERRORS = (Error, OSError, StopIteration, tf.errors.OpError)
 _NOISY_LOGGERS = ("tf2onnx", "absl", "tensorflow")
 
 
-class ExportError(ValueError):
+class ExportError(Error, ValueError):
     """Bad input to export: the message names the problem and the fix."""
 
 
@@ -88,6 +91,8 @@ def load_source(source):
             f"{source} does not exist: give a .keras model file or a training work directory "
             "(a directory holding model.keras)."
         )
+    if path.is_file() and run_dir.is_legacy_hdf5(path):
+        raise ExportError(run_dir.legacy_hdf5_message(path))
     if path.is_file() and path.suffix != ".keras":
         raise ExportError(
             f"{source} is not a Keras model file: give a .keras file (model.save(...))."
@@ -107,6 +112,21 @@ def load_source(source):
     return model, path if path.is_dir() else None
 
 
+def check_path(name, value):
+    """`source` and `out_dir` are paths (str or os.PathLike), never None or a model."""
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        return value
+    hint = (
+        " (save a model in memory first: model.save('model.keras'), and export that file)"
+        if isinstance(value, keras.Model)
+        else ""
+    )
+    raise ExportError(
+        f"Argument `{name}` of export_model must be a path (str or os.PathLike){hint}. "
+        f"Received: {name}={type(value).__name__ if isinstance(value, keras.Model) else repr(value)}"
+    )
+
+
 def check_formats(formats):
     formats = list(dict.fromkeys(f.strip() for f in formats if f.strip()))  # each once
     unknown = [f for f in formats if f not in FORMATS]
@@ -121,10 +141,10 @@ def check_formats(formats):
 
 
 def check_opset(opset):
-    if not MIN_OPSET <= opset <= MAX_OPSET:
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(
-            f"Unsupported ONNX opset {opset}: tf2onnx here supports {MIN_OPSET} to {MAX_OPSET} "
-            f"(default {DEFAULT_OPSET})."
+            f"Unsupported ONNX opset {opset} (--opset): tf2onnx here supports opsets in [{MIN_OPSET}, "
+            f"{MAX_OPSET}] (default {DEFAULT_OPSET}). Received: opset={opset!r}"
         )
     return opset
 
@@ -140,12 +160,30 @@ def check_tolerance(name, value):
     return float(value)
 
 
+MAX_BATCH_SIZE = 4096  # the verification batch (random inputs or the run's evaluation data)
+
+
 def check_batch_size(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or not 1 <= batch_size <= MAX_BATCH_SIZE
+    ):
         raise ExportError(
-            f"--batch-size must be an integer >= 1. Received: batch_size={batch_size}"
+            f"--batch-size must be an integer in [1, {MAX_BATCH_SIZE}]. "
+            f"Received: batch_size={batch_size!r}"
         )
     return batch_size
+
+
+def check_int8_max_drop(value):
+    """A number of top-1 accuracy points in [0, 100]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise ExportError(
+            "--int8-max-drop must be a number of accuracy points in [0, 100]. "
+            f"Received: int8_max_drop={value!r}"
+        )
+    return float(value)
 
 
 def _check_out(source, out_dir, overwrite):
@@ -197,13 +235,14 @@ def export_model(
     output and error alone (and the process's garbage collector and seeds as it found them).
     """
     started = time.perf_counter()
+    check_path("source", source)
+    check_path("out_dir", out_dir)
     formats = check_formats(formats)
-    if "onnx" in formats:
-        check_opset(opset)
+    check_opset(opset)  # checked even without onnx: a wrong option is never ignored
     rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     check_batch_size(batch_size)
+    int8_max_drop = check_int8_max_drop(int8_max_drop)
     if int8:
-        int8_max_drop = check_tolerance("int8-max-drop", int8_max_drop)
         formats = formats if "litert" in formats else [*formats, "litert"]
     out = _check_out(source, out_dir, overwrite)
     model, workdir = load_source(source)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from bnkeras.errors import Error
+
 # Function attributes that keep a function call out of TensorFlow's inliner. Keras's
 # TensorFlow backend runs grouped convolutions (and channels_first 3D convs) through
 # `tf.function(jit_compile=True)`, which marks the call with both.
@@ -16,7 +18,7 @@ _ZEROS = "/bnkeras_zeros"  # name suffix of the constants behind the weights' st
 _MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one message
 
 
-class ONNXConversionError(RuntimeError):
+class ONNXConversionError(Error, RuntimeError):
     """tf2onnx left operations unconverted: the ONNX file would not run."""
 
 

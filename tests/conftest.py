@@ -1,12 +1,15 @@
 """Test setup: split the CPU into two logical devices before TensorFlow starts, so
-that MirroredStrategy and cross-replica statistics can be tested on one machine."""
+that MirroredStrategy and cross-replica statistics can be tested on one machine.
+The backend is TensorFlow unless KERAS_BACKEND says otherwise."""
 
 import contextlib
 import fcntl
 import gc
 import hashlib
 import os
+import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +17,22 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if os.environ["KERAS_BACKEND"] != "tensorflow":
+    # Other backends run as after `pip install "bnkeras[jax]"`, without TensorFlow:
+    # importing it fails (Keras's own optional uses of it, e.g. in saving, are then
+    # skipped as where it is not installed).
+    sys.modules["tensorflow"] = None
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which registers "dsession"
 def pytest_configure(config):
     """Splits the CPU in every process that runs tests. pytest-xdist's controller
     (`-n 2`) only hands tests to its workers: it skips TensorFlow's import, so that
-    the workers start ~4 s sooner."""
+    the workers start ~4 s sooner. Other backends (`KERAS_BACKEND=jax` runs the
+    layer tests in a process of its own) do not need TensorFlow at all."""
     if config.pluginmanager.hasplugin("dsession"):
+        return
+    if os.environ["KERAS_BACKEND"] != "tensorflow":
         return
     import tensorflow as tf
 
@@ -44,7 +55,13 @@ def _reset_keras_state():
     import keras
 
     keras.config.set_dtype_policy("float32")
-    keras.utils.set_random_seed(0)
+    if os.environ["KERAS_BACKEND"] == "tensorflow":
+        keras.utils.set_random_seed(0)
+    else:
+        # keras.utils.set_random_seed imports TensorFlow whenever it is installed
+        # (~10 s per process); Keras's own initializers are then unseeded.
+        random.seed(0)
+        np.random.seed(0)
     yield
     keras.config.set_dtype_policy("float32")
 

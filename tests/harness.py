@@ -2,6 +2,13 @@
 
 Each function takes a `make_layer(**overrides)` factory, so a layer test reads
 `harness.check_keras_round_trip(make_layer, tmp_path)`.
+
+The checks run on the TensorFlow and the JAX backend (`KERAS_BACKEND=jax` runs the
+layer tests in a process of their own). The backend-specific parts are the
+training step with gradients (`tf.GradientTape` / `jax.grad` over a stateless
+call) and its compiled form (`tf.function(jit_compile=True)` / `jax.jit`);
+cross-replica statistics (`check_synchronized`) are `tf.distribute`'s and run on
+TensorFlow only.
 """
 
 import functools
@@ -9,9 +16,35 @@ import json
 
 import keras
 import numpy as np
-import tensorflow as tf
+import pytest
+from keras import ops
 
 IMAGE_SHAPE = (4, 4, 3)
+BACKEND = keras.backend.backend()
+ON_TENSORFLOW = BACKEND == "tensorflow"
+# The dtypes a layer's weights may have: float32 statistics, renorm's int step
+# (int32 on JAX without 64-bit types).
+WEIGHT_DTYPES = ("float32", "int64", "int32")
+
+
+def thinned_off_tensorflow(cases, keep):
+    """`cases` for `pytest.mark.parametrize`: all of them on TensorFlow, where
+    layouts take different kernels (fused or not); on other backends, where one
+    `keras.ops` path serves every layout, only the cases at the indices `keep`
+    (the others skip), which keeps the JAX process's compilations few."""
+    reason = f"fewer layouts on {BACKEND}: one keras.ops path serves them all"
+    return [
+        case
+        if ON_TENSORFLOW or i in keep
+        else pytest.param(*case, marks=pytest.mark.skip(reason=reason))
+        for i, case in enumerate(cases)
+    ]
+
+
+def tensorflow_only(reason):
+    """Skips the calling test on other backends, saying what it checks."""
+    if not ON_TENSORFLOW:
+        pytest.skip(f"TensorFlow only ({reason}); backend is {BACKEND}")
 
 
 def randomize_statistics(layer, rng):
@@ -30,17 +63,44 @@ def random_batch(rng, shape, mean=1.5, std=2.0):
     return (rng.normal(mean, std, shape)).astype("float32")
 
 
+def _weighted_sum(y):
+    # A weight per element: a per-channel one would make d/dgamma exactly 0.
+    weights = ops.reshape(ops.cos(ops.arange(int(np.prod(y.shape)), dtype=y.dtype)), y.shape)
+    return ops.sum(y * weights)
+
+
 def training_gradients(layer, x, call=None):
     """(gradients wrt x and the trainable weights, output) of a weighted sum of the
-    training output; `call(t)` defaults to `layer(t, training=True)`."""
-    x = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = call(x) if call is not None else layer(x, training=True)
-        # A weight per element: a per-channel one would make d/dgamma exactly 0.
-        weights = tf.reshape(tf.cos(tf.range(tf.size(y), dtype=y.dtype)), tf.shape(y))
-        loss = tf.reduce_sum(y * weights)
-    return tape.gradient(loss, [x, *layer.trainable_weights]), y
+    training output; `call(t)` defaults to `layer(t, training=True)`. The layer's
+    state (moving statistics) is updated as by the call."""
+    if call is None:
+        call = lambda t: layer(t, training=True)  # noqa: E731
+    if ON_TENSORFLOW:
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = call(x)
+            weights = tf.reshape(tf.cos(tf.range(tf.size(y), dtype=y.dtype)), tf.shape(y))
+            loss = tf.reduce_sum(y * weights)
+        return tape.gradient(loss, [x, *layer.trainable_weights]), y
+    import jax
+
+    trainable = layer.trainable_weights
+
+    def loss(x, values):
+        with keras.StatelessScope(state_mapping=list(zip(trainable, values, strict=True))) as scope:
+            y = call(x)
+        state = [(v, scope.get_current_value(v)) for v in layer.non_trainable_weights]
+        return _weighted_sum(y), (y, state)
+
+    grad = jax.grad(loss, argnums=(0, 1), has_aux=True)
+    (dx, dweights), (y, state) = grad(ops.convert_to_tensor(x), [v.value for v in trainable])
+    for variable, value in state:
+        if value is not None:
+            variable.assign(value)
+    return [dx, *dweights], y
 
 
 def check_config_round_trip(make_layer):
@@ -135,7 +195,14 @@ def check_xla_fit(make_layer, rng):
 
 
 def _train_step(layer, shape, jit_compile, mask_shape=None):
-    """A custom training step (output, input and weight gradients) as a tf.function."""
+    """A custom training step: `step(x[, mask])` -> [output, input and weight
+    gradients], updating the layer's state; a tf.function on TensorFlow (graph or
+    XLA; `shape` may have an unknown batch size), on JAX a `jax.grad` of a
+    stateless call, run op by op or compiled whole by `jax.jit`."""
+    if not ON_TENSORFLOW:
+        return _jax_train_step(layer, jit_compile)
+    import tensorflow as tf
+
     signature = [tf.TensorSpec(shape)]
     if mask_shape is not None:
         signature.append(tf.TensorSpec(mask_shape, tf.bool))
@@ -151,15 +218,84 @@ def _train_step(layer, shape, jit_compile, mask_shape=None):
     return step
 
 
+def _jax_train_step(layer, jit_compile):
+    import jax
+
+    def step(trainable, non_trainable, x, mask):
+        def loss(x, trainable):
+            y, state = layer.stateless_call(trainable, non_trainable, x, training=True, mask=mask)
+            return ops.sum(y * ops.cos(y)), (y, state)
+
+        (dx, dweights), (y, state) = jax.grad(loss, argnums=(0, 1), has_aux=True)(x, trainable)
+        return [y, dx, *dweights], state
+
+    if jit_compile:
+        step = jax.jit(step)
+
+    def run(x, mask=None):
+        outputs, state = step(
+            [v.value for v in layer.trainable_variables],
+            [v.value for v in layer.non_trainable_variables],
+            ops.convert_to_tensor(x),
+            None if mask is None else ops.convert_to_tensor(mask),
+        )
+        for variable, value in zip(layer.non_trainable_variables, state, strict=True):
+            variable.assign(value)
+        return outputs
+
+    return run
+
+
+def _forward(layer, shape, jit_compile=False):
+    """`layer(x, training=True)` compiled for `shape` (a tf.function, or jax.jit of a
+    stateless call), updating the layer's state."""
+    if ON_TENSORFLOW:
+        import tensorflow as tf
+
+        return tf.function(
+            lambda t: layer(t, training=True),
+            input_signature=[tf.TensorSpec(shape)],
+            jit_compile=jit_compile,
+        )
+    import jax
+
+    if not layer.built:
+        layer.build(shape)
+
+    def forward(trainable, non_trainable, x):
+        return layer.stateless_call(trainable, non_trainable, x, training=True)
+
+    if jit_compile:
+        forward = jax.jit(forward)
+
+    def run(x):
+        y, state = forward(
+            [v.value for v in layer.trainable_variables],
+            [v.value for v in layer.non_trainable_variables],
+            ops.convert_to_tensor(x),
+        )
+        for variable, value in zip(layer.non_trainable_variables, state, strict=True):
+            variable.assign(value)
+        return y
+
+    return run
+
+
 def check_xla_equals_graph(make_layer, rng, batches=None, inner=IMAGE_SHAPE, masked=False):
     """A `tf.function(jit_compile=True)` training step and XLA inference give the
     graph's outputs, gradients and moving statistics (1e-5), for a static batch and
     a batch size unknown at trace time, over consecutive steps. Ghost layers get
     whole ghost batches, a remainder and one part (8, 10, 3); the batch size takes
-    no other path, so other layers get two steps of 8 (one compilation a mode)."""
+    no other path, so other layers get two steps of 8 (one compilation a mode).
+    On JAX every shape is static and one path serves all batch sizes: the step run
+    op by op against `jax.jit`, two steps of one size (ghost layers: 10)."""
     if batches is None:
-        batches = (8, 10, 3) if getattr(make_layer(), "virtual_batch_size", None) else (8, 8)
-    for static in (True, False):
+        ghost = getattr(make_layer(), "virtual_batch_size", None)
+        if not ON_TENSORFLOW:  # one path: whole ghost batches and a remainder, twice
+            batches = (10, 10) if ghost else (8, 8)
+        else:
+            batches = (8, 10, 3) if ghost else (8, 8)
+    for static in (True, False) if ON_TENSORFLOW else (True,):
         layers = [make_layer(), make_layer()]
         for layer in layers:
             layer.build((None, *inner))
@@ -187,8 +323,22 @@ def check_xla_equals_graph(make_layer, rng, batches=None, inner=IMAGE_SHAPE, mas
             for a, b in zip(layers[0].weights, layers[1].weights, strict=True):
                 np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5, err_msg=a.path)
         # Inference reads only the moving statistics: one batch size tells.
-        infer = tf.function(lambda t, layer=layers[1]: layer(t), jit_compile=True)
-        np.testing.assert_allclose(infer(x), layers[0](x), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(_jit_inference(layers[1])(x), layers[0](x), atol=1e-5, rtol=1e-5)
+
+
+def _jit_inference(layer):
+    if ON_TENSORFLOW:
+        import tensorflow as tf
+
+        return tf.function(lambda t: layer(t), jit_compile=True)
+    import jax
+
+    infer = jax.jit(lambda t, nt, x: layer.stateless_call(t, nt, x)[0])
+    return lambda x: infer(
+        [v.value for v in layer.trainable_variables],
+        [v.value for v in layer.non_trainable_variables],
+        x,
+    )
 
 
 def check_integer_inputs(make_layer, rng):
@@ -214,12 +364,10 @@ def check_empty_batch(make_layer):
         x = np.zeros((0, *inner), "float32")
         expected = keras.layers.BatchNormalization()
         expected(x, training=True)
-        for signature in ((0, *inner), (None, *inner)):
+        signatures = ((0, *inner), (None, *inner)) if ON_TENSORFLOW else ((0, *inner),)
+        for signature in signatures:
             layer = make_layer()
-            step = tf.function(
-                lambda t, layer=layer: layer(t, training=True),
-                input_signature=[tf.TensorSpec(signature)],
-            )
+            step = _forward(layer, signature)
             assert tuple(step(x).shape) == x.shape
             for name in ("moving_mean", "moving_variance"):
                 np.testing.assert_array_equal(
@@ -236,18 +384,18 @@ def check_mixed_precision(make_layer, rng, policy="mixed_float16"):
     layer.build(x.shape)
     layer.set_weights(reference.get_weights())
     for weight in layer.weights:
-        assert weight.dtype in ("float32", "int64"), weight.path
+        assert weight.dtype in WEIGHT_DTYPES, weight.path
     half = keras.mixed_precision.Policy(policy).compute_dtype
     tolerance = 2e-2 if half == "float16" else 8e-2
     for training in (True, False):
-        out = layer(tf.cast(x, half), training=training)
-        assert out.dtype == half
-        expected = reference(tf.cast(tf.cast(x, half), "float32"), training=training)
+        out = layer(ops.cast(x, half), training=training)
+        assert keras.backend.standardize_dtype(out.dtype) == half
+        expected = reference(ops.cast(ops.cast(x, half), "float32"), training=training)
         np.testing.assert_allclose(
-            np.asarray(out, "float32"), expected, atol=tolerance, rtol=tolerance
+            np.asarray(ops.cast(out, "float32")), expected, atol=tolerance, rtol=tolerance
         )
     for weight in layer.weights:
-        assert weight.dtype in ("float32", "int64")
+        assert weight.dtype in WEIGHT_DTYPES
 
 
 def check_masking(make_layer, rng):
@@ -256,9 +404,9 @@ def check_masking(make_layer, rng):
     mask = np.ones((4, 6), bool)
     mask[:, 4:] = False
     masked = make_layer()
-    out = masked(tf.constant(x), training=True, mask=tf.constant(mask))
+    out = masked(ops.convert_to_tensor(x), training=True, mask=ops.convert_to_tensor(mask))
     plain = make_layer()
-    expected = plain(tf.constant(x[:, :4]), training=True)
+    expected = plain(ops.convert_to_tensor(x[:, :4]), training=True)
     np.testing.assert_allclose(np.asarray(out)[:, :4], expected, atol=1e-5)
     np.testing.assert_allclose(masked.moving_mean, plain.moving_mean, atol=1e-6)
     np.testing.assert_allclose(masked.moving_variance, plain.moving_variance, atol=1e-6)
@@ -298,12 +446,17 @@ def check_model_kinds(make_layer, rng):
 def mirrored_strategy():
     """One MirroredStrategy on the 2 logical CPUs for the whole session: separate
     strategy objects in one process reuse collective keys and clash."""
+    import tensorflow as tf
+
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
 def check_synchronized(make_layer, rng, global_batch=16, control=True):
     """`synchronized=True` under MirroredStrategy on 2 logical CPUs equals one device
     on the global batch; without synchronization the replicas' statistics differ."""
+    tensorflow_only("tf.distribute's MirroredStrategy")
+    import tensorflow as tf
+
     strategy = mirrored_strategy()
     x = random_batch(rng, (global_batch, *IMAGE_SHAPE))
     x[: global_batch // 2] += 3.0  # the replicas see different data
@@ -354,7 +507,11 @@ CHECKS = {
         make, trainable, non_trainable
     ),
     "fit_step": lambda make, tmp, rng, **_: check_fit_step(make, rng),
-    "xla_fit": lambda make, tmp, rng, **_: check_xla_fit(make, rng),
+    # on JAX, fit always compiles with jax.jit: fit_step covers it
+    "xla_fit": lambda make, tmp, rng, **_: (
+        tensorflow_only("fit with jit_compile=True"),
+        check_xla_fit(make, rng),
+    ),
     "xla_equals_graph": lambda make, tmp, rng, **_: check_xla_equals_graph(make, rng),
     "xla_equals_graph_masked": lambda make, tmp, rng, **_: check_xla_equals_graph(
         make, rng, inner=(6, 3), masked=True
@@ -367,8 +524,9 @@ CHECKS = {
     ),
     "masking": lambda make, tmp, rng, **_: check_masking(make, rng),
     "model_kinds": lambda make, tmp, rng, **_: check_model_kinds(make, rng),
-    "synchronized": lambda make, tmp, rng, sync_control, **_: check_synchronized(
-        make, rng, control=sync_control
+    "synchronized": lambda make, tmp, rng, sync_control, **_: (
+        tensorflow_only("tf.distribute's replica contexts"),
+        check_synchronized(make, rng, control=sync_control),
     ),
 }
 
@@ -386,6 +544,8 @@ def run_check(name, make_layer, tmp_path, rng, trainable=2, non_trainable=2, syn
 
 
 def run_all(make_layer, tmp_path, rng, **options):
-    """Every check in one call (a layer's test_harness parametrizes over CHECKS instead)."""
+    """Every check in one call (a layer's test_harness parametrizes over CHECKS instead);
+    the TensorFlow-only checks are left out on other backends."""
     for name in CHECKS:
-        run_check(name, make_layer, tmp_path, rng, **options)
+        if ON_TENSORFLOW or name not in ("xla_fit", "synchronized"):
+            run_check(name, make_layer, tmp_path, rng, **options)

@@ -1,9 +1,12 @@
 """Installing bnkeras must never replace a user's TensorFlow build; its public names."""
 
 import importlib.metadata
+import importlib.util
+import os
 import subprocess
 import sys
 
+import pytest
 from packaging.requirements import Requirement
 
 
@@ -51,7 +54,8 @@ def test_the_package_names_every_public_layer():
     assert set(bnkeras.layers.__all__) <= set(bnkeras.__all__) <= set(dir(bnkeras))
     for name in bnkeras.layers.__all__:
         assert getattr(bnkeras, name) is getattr(bnkeras.layers, name), name
-    for name in set(bnkeras.__all__) - {"__version__"}:
+    assert bnkeras.Error is importlib.import_module("bnkeras.errors").Error
+    for name in set(bnkeras.__all__) - {"__version__", "Error"}:
         module = importlib.import_module(bnkeras._PUBLIC[name])
         obj = getattr(bnkeras, name)
         assert obj is getattr(module, name), name  # the object its module defines
@@ -120,3 +124,59 @@ def test_the_public_api_is_typed():
     setup = configparser.ConfigParser()
     setup.read(root / "setup.cfg")
     assert "py.typed" in setup["options.package_data"]["bnkeras"].split()
+
+
+def test_the_jax_extra_brings_jax_and_no_tensorflow():
+    jax = [
+        r
+        for r in _requirements()
+        if r.marker is not None and "extra" in str(r.marker) and r.marker.evaluate({"extra": "jax"})
+    ]
+    assert {r.name for r in jax} == {"jax"}
+    assert "cpu" in jax[0].extras
+
+
+def _on_jax(code):
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+needs_jax = pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="needs jax (the jax extra)"
+)
+
+
+@needs_jax
+def test_bnkeras_on_jax_imports_no_tensorflow():
+    """The layers, precise BN, the converter and the fold import no TensorFlow on JAX
+    (TensorFlow is installed here: only an import would bring it in)."""
+    code = (
+        "import sys, bnkeras, bnkeras.export, bnkeras.training; "
+        "layers = [bnkeras.BatchNormalization(), bnkeras.BatchRenormalization(), "
+        "bnkeras.GhostBatchNormalization()]; "
+        "bnkeras.recalibrate_batchnorm, bnkeras.convert_batchnorm, "
+        "bnkeras.export.fold_batchnorm, bnkeras.export.verify; "
+        "import keras; assert keras.backend.backend() == 'jax'; "
+        "print('tensorflow' in sys.modules)"
+    )
+    result = _on_jax(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
+
+
+@needs_jax
+@pytest.mark.parametrize(
+    "feature",
+    ["bnkeras.training.train_and_evaluate", "bnkeras.export.export_model"],
+)
+def test_tensorflow_features_on_jax_name_the_backend_and_the_extra(feature):
+    module, name = feature.rsplit(".", 1)
+    result = _on_jax(f"import {module}; {module}.{name}")
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("RuntimeError: "), result.stderr[-2000:]
+    assert (
+        "'jax'" in message and "bnkeras[cpu]" in message and "KERAS_BACKEND=tensorflow" in message
+    )

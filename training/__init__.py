@@ -16,14 +16,19 @@ _PUBLIC = {
     "evaluate": "evaluation",
     "train_and_evaluate": "trainer",
 }
+_NEED_TENSORFLOW = ("train_and_evaluate", "evaluate")
 
 __all__ = [*sorted(_PUBLIC)]
 
 
 def __getattr__(name):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _NEED_TENSORFLOW:
+        from bnkeras._backend import require_tensorflow
+
+        require_tensorflow(f"bnkeras.training.{name} (tf.data, tf.distribute)")
+    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
 
 
 def __dir__():

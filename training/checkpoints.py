@@ -13,6 +13,7 @@ deleted; a file the run did not write is never touched.
 import json
 from pathlib import Path
 
+from bnkeras.errors import Error
 from bnkeras.training import manifest
 from bnkeras.training.files import atomic_save_model, atomic_write_text
 
@@ -24,8 +25,12 @@ def directory(workdir):
     return Path(workdir) / "checkpoints"
 
 
-class DamagedState(ValueError):
+class DamagedState(Error, ValueError):
     """state.json exists but cannot be read; the message names the file and what is wrong."""
+
+
+class UnsupportedState(Error, ValueError):
+    """state.json was written by a bnkeras with another checkpoint format."""
 
 
 def state_path(workdir):
@@ -45,7 +50,7 @@ def read_state(workdir):
     if not isinstance(state, dict) or not isinstance(state.get("last"), str):
         raise DamagedState(f"{path} is not a bnkeras checkpoint state (it names no checkpoint)")
     if state.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
+        raise UnsupportedState(
             f"{path} has checkpoint format {state.get('format_version')}, this bnkeras reads "
             f"{FORMAT_VERSION}: use another --workdir or --overwrite."
         )

@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 
+from bnkeras.errors import Error
 from bnkeras.training.names import (
     APPLICATIONS,
     JIT_COMPILE,
@@ -143,17 +144,17 @@ class _Train:
 
     @staticmethod
     def run(args):
-        from bnkeras.training.config import ConfigError, build_config
+        from bnkeras.training.config import build_config
 
         try:
             config = build_config(args.config, args.set, config_overrides(args))
-        except ConfigError as error:
+        except Error as error:
             return _fail("train", error)
         from bnkeras.training.trainer import train_and_evaluate
 
         try:
             train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
-        except (ValueError, RuntimeError) as error:  # Training/Data/ConfigError: clean messages
+        except Error as error:  # bad input; anything else is a bug (bnkeras.cli.main)
             return _fail("train", error)
         # Ctrl-C, SIGTERM, SIGHUP: TrainingInterrupted (where a rerun resumes), printed by
         # bnkeras/_signals.py with the exit code 128 + the signal.
@@ -209,7 +210,7 @@ class _Evaluate:
                 image_size=args.image_size,
                 json_path=args.json,
             )
-        except (ValueError, RuntimeError) as error:
+        except Error as error:
             return _fail("evaluate", error)
         top5 = f"  top-5 {metrics['top5']:.4f}" if metrics["top5"] is not None else ""
         logger.info(

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from bnkeras.errors import Error
 from bnkeras.training.names import APPLICATIONS, MODELS, NORMS, STRATEGIES
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -34,7 +35,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 CHANNELS = 3  # the pipelines decode RGB images
 
 
-class ConfigError(ValueError):
+class ConfigError(Error, ValueError):
     """An invalid config; the message names the key, the value and the valid values."""
 
 
@@ -63,6 +64,15 @@ def _number(key, value, valid, integer):
     return float(value)
 
 
+def _bound(value):
+    """A range bound as written in messages: integers in full (4294967295), floats as %g."""
+    if value is None:
+        return None
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        return str(int(value))
+    return f"{value:g}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Number:
     """An int (`integer=True`) or a finite float in [low, high]; `open_low` / `open_high`
@@ -76,13 +86,14 @@ class Number:
 
     def describe(self):
         kind = "an integer" if self.integer else "a finite number"
+        low, high = _bound(self.low), _bound(self.high)
         if self.low is not None and self.high is not None:
             left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
-            return f"{kind} in {left}{self.low:g}, {self.high:g}{right}"
+            return f"{kind} in {left}{low}, {high}{right}"
         if self.low is not None:
-            return f"{kind} {'>' if self.open_low else '>='} {self.low:g}"
+            return f"{kind} {'>' if self.open_low else '>='} {low}"
         if self.high is not None:
-            return f"{kind} {'<' if self.open_high else '<='} {self.high:g}"
+            return f"{kind} {'<' if self.open_high else '<='} {high}"
         return kind
 
     def __call__(self, key, value):
@@ -252,8 +263,20 @@ def _norm_names():
 
 UNIT = Number(low=0.0, high=1.0, open_high=True)  # [0, 1)
 FRACTION = Number(low=0.0, high=1.0, open_low=True)  # (0, 1]
-COUNT = Number(integer=True, low=1)
-NON_NEGATIVE_INT = Number(integer=True, low=0)
+# Every integer key has an upper bound: TensorFlow takes sizes and counts as int32
+# (`MAX_INT32`), NumPy's and TensorFlow's seeds as uint32 (`MAX_SEED`).
+MAX_INT32 = 2**31 - 1
+MAX_SEED = 2**32 - 1
+# Epoch e of data.seed s draws from the stream s * 1_000_003 + 2 * e (training/data.py,
+# EPOCH_SEED_STRIDE): distinct for every (s, e) while e < 500_001.
+MAX_EPOCHS = 500_000
+MAX_IMAGE_SIZE = 16384
+MAX_WIDTH = 4096  # first-stage filters of a CIFAR ResNet (16 in the paper)
+MAX_ALPHA = 16.0  # MobileNetV2 width multiplier (1.0 in the paper)
+COUNT = Number(integer=True, low=1, high=MAX_INT32)
+NON_NEGATIVE_INT = Number(integer=True, low=0, high=MAX_INT32)
+SEED = Number(integer=True, low=0, high=MAX_SEED)
+EPOCHS = Number(integer=True, low=1, high=MAX_EPOCHS)
 
 
 # ---------------------------------------------------------------------- sections
@@ -276,9 +299,13 @@ class ModelConfig(Section):
     name: str = key(
         "resnet20", ModelName(), "the network: ours, or keras.applications.NAME (weights=None)"
     )
-    width: int = key(16, COUNT, "first-stage filters of CIFAR ResNets")
+    width: int = key(
+        16, Number(integer=True, low=1, high=MAX_WIDTH), "first-stage filters of CIFAR ResNets"
+    )
     alpha: float = key(
-        1.0, Number(low=0.0, open_low=True), "width multiplier of MobileNet (ours, V1-V3)"
+        1.0,
+        Number(low=0.0, high=MAX_ALPHA, open_low=True),
+        "width multiplier of MobileNet (ours, V1-V3)",
     )
     zero_init_residual: bool = key(False, Boolean(), "zero gamma of each block's last norm")
     file: str | None = key(
@@ -321,7 +348,9 @@ class DataConfig(Section):
     )
     train_split: str = key("train", Text(), "split to train on")
     eval_split: str | None = key(None, Text(optional=True), "null: validation, else test")
-    image_size: int = key(32, COUNT, "side of the square input images")
+    image_size: int = key(
+        32, Number(integer=True, low=1, high=MAX_IMAGE_SIZE), "side of the square input images"
+    )
     min_scale: float = key(0.35, FRACTION, "random-resized-crop area range (min_scale, 1)")
     crop_fraction: float = key(1.0, FRACTION, "eval: resize to size / crop_fraction, crop")
     holdout_fraction: float = key(
@@ -337,13 +366,13 @@ class DataConfig(Section):
     )
     cache: bool = key(True, Boolean(), "keep decoded images in memory")
     shuffle_buffer: int = key(10000, COUNT, "examples in the shuffle buffer")
-    seed: int = key(0, NON_NEGATIVE_INT, "shuffling and augmentation")
+    seed: int = key(0, SEED, "shuffling and augmentation")
 
 
 @dataclasses.dataclass
 class TrainConfig(Section):
     NAME = "train"
-    epochs: int = key(10, COUNT, "epochs to train")
+    epochs: int = key(10, EPOCHS, "epochs to train")
     batch_size: int = key(128, COUNT, "global batch size")
     optimizer: str = key("sgd", Choice(("sgd", "adamw")), "SGD with momentum, or AdamW")
     lr: float = key(0.1, Number(low=0.0, open_low=True), "peak learning rate")
@@ -354,9 +383,11 @@ class TrainConfig(Section):
     schedule: str = key(
         "cosine", Choice(("cosine", "step", "constant")), "learning rate after the warm-up"
     )
-    warmup_epochs: int = key(1, NON_NEGATIVE_INT, "linear warm-up from 0")
+    warmup_epochs: int = key(
+        1, Number(integer=True, low=0, high=MAX_EPOCHS), "linear warm-up from 0"
+    )
     step_epochs: list = key(
-        [30, 60, 80], Numbers(COUNT, increasing=True), "step schedule: lr x 0.1 at each"
+        [30, 60, 80], Numbers(EPOCHS, increasing=True), "step schedule: lr x 0.1 at each"
     )
     label_smoothing: float = key(0.0, UNIT, "of the cross-entropy targets")
     ema: float = key(0.0, UNIT, "> 0: moving average of the weights (e.g. 0.999)")
@@ -371,7 +402,7 @@ class TrainConfig(Section):
     jit_compile: object = key("auto", Choice(("auto", True, False)), "XLA compilation")
     precise_bn_batches: int = key(0, NON_NEGATIVE_INT, "recompute BN statistics at the end")
     strategy: str = key("default", Choice(STRATEGIES), "tf.distribute strategy")
-    seed: int = key(0, NON_NEGATIVE_INT, "weight initialization")
+    seed: int = key(0, SEED, "weight initialization")
 
 
 SECTIONS = {"model": ModelConfig, "norm": NormConfig, "data": DataConfig, "train": TrainConfig}
@@ -424,9 +455,65 @@ def preset_names():
     return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
 
 
+class DuplicateKeyError(Error, yaml.YAMLError):
+    """A YAML mapping that holds a key twice (PyYAML alone keeps the last value)."""
+
+    def __init__(self, path, first_line, second_line):
+        self.path, self.lines = path, (first_line, second_line)
+        super().__init__(f"the key {path} appears twice (lines {first_line} and {second_line})")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a mapping holding the same key twice
+    (`train: {epochs: 1, epochs: 2}`), naming the key and both lines. Every YAML
+    text bnkeras reads (presets, config files, run configs, --set values) goes
+    through `load_yaml`, which uses it."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _check_unique_keys(node, (), set())
+        return node
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_unique_keys(node, path, seen_nodes):
+    if id(node) in seen_nodes:  # an alias seen before (or a recursive one)
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                name = ".".join([*path, key_node.value])
+                if key_node.value in keys:
+                    first = keys[key_node.value].start_mark.line + 1
+                    raise DuplicateKeyError(name, first, key_node.start_mark.line + 1)
+                keys[key_node.value] = key_node
+                _check_unique_keys(value_node, (*path, key_node.value), seen_nodes)
+            else:
+                _check_unique_keys(value_node, path, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_unique_keys(
+                item, (*path[:-1], f"{path[-1] if path else ''}[{index}]"), seen_nodes
+            )
+
+
+def load_yaml(text):
+    """`yaml.safe_load` that raises `DuplicateKeyError` for a key given twice."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+
+
 def _read_yaml(text, source):
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(text) or {}
+    except DuplicateKeyError as error:
+        raise ConfigError(
+            f"{source}: {error}; YAML would silently keep the last value: remove one."
+        ) from None
     except yaml.YAMLError as error:
         detail = " ".join(str(error).split())
         raise ConfigError(f"{source} is not valid YAML: {detail}") from None
@@ -512,10 +599,16 @@ def parse_assignment(text):
         )
     section, name = name.split(".")
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw)
+    except DuplicateKeyError as error:
+        raise ConfigError(f"--set {text}: {error} in the value: remove one.") from None
     except yaml.YAMLError:
         value = raw
     return {section: {name: value}}
+
+
+# The `bnkeras train` flags whose name is not the key's last part (--epochs is train.epochs).
+FLAG_NAMES = {"model.name": "--model", "norm.name": "--norm", "norm.sync": "--sync-bn"}
 
 
 def build_config(
@@ -534,7 +627,11 @@ def build_config(
     for name, value in (flat or {}).items():
         if value is not None:
             section, option = name.split(".")
-            apply(config, {section: {option: value}}, f"--{option.replace('_', '-')}")
+            flag = FLAG_NAMES.get(name, f"--{option.replace('_', '-')}")
+            try:
+                apply(config, {section: {option: value}}, flag)
+            except ConfigError as error:  # named as the user gave it: the flag
+                raise ConfigError(f"{flag}: {error}") from None
     return validate(config)
 
 

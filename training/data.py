@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from bnkeras.errors import Error
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED = "bnkeras_shapes"
@@ -61,7 +63,7 @@ MIN_STEPS_PER_EPOCH = 10
 MAX_DROPPED_FRACTION = 0.1
 
 
-class DataError(ValueError):
+class DataError(Error, ValueError):
     """A dataset that cannot be used; the message names the input and the fix."""
 
 
@@ -230,15 +232,52 @@ def _tfds_builder(name, data_dir):
 
     if name == EMBEDDED:
         import bnkeras.training.shapes_dataset  # noqa: F401  registers the builder
+    if not re.match(r"[\w-]+:[A-Za-z_]", name):  # "namespace:name" is TFDS's to judge
+        _check_tfds_name(tfds, name)
     try:
         return tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # DatasetNotFoundError and config errors
+    except tfds.core.DatasetNotFoundError:
+        raise _unknown_dataset(name) from None
+    except ImportError as error:  # e.g. a huggingface: dataset without its packages
         raise DataError(
-            f"Unknown dataset {name!r}: give a TFDS image-classification name (e.g. cifar10, "
-            f"imagenette, imagenet2012), {EMBEDDED!r} (embedded, offline), or {FOLDER!r} with "
-            f"--data-dir pointing at an image folder. ({type(error).__name__}: "
-            f"{str(error).splitlines()[0]})"
-        ) from None
+            f"The dataset {name!r} needs the Python package {error.name or error}, which is not "
+            f"installed: pip install {error.name or '...'}. Received: data.dataset={name!r}"
+        ) from error
+
+
+def _unknown_dataset(name):
+    return DataError(
+        f"Unknown dataset {name!r}: give a TFDS image-classification name (e.g. cifar10, "
+        f"imagenette, imagenet2012), {EMBEDDED!r} (embedded, offline), or {FOLDER!r} with "
+        f"--data-dir pointing at an image folder. Received: data.dataset={name!r}"
+    )
+
+
+def _check_tfds_name(tfds, name):
+    """A `DataError` unless `name` ("dataset[/config][:version]") is a registered TFDS
+    dataset, with a config and version it has."""
+    spec, _, version = name.partition(":")
+    base, slash, config = spec.partition("/")
+    if base not in tfds.list_builders(with_community_datasets=False):
+        raise _unknown_dataset(name)
+    builder = tfds.builder_cls(base)
+    configs = {c.name: c for c in builder.BUILDER_CONFIGS or ()}
+    if slash and config not in configs:
+        valid = ", ".join(configs) or "none (give the name alone)"
+        raise DataError(
+            f"Unknown config {config!r} of dataset {base}: valid configs are {valid}. "
+            f"Received: data.dataset={name!r}"
+        )
+    if version and "*" not in version:
+        versions = [builder.VERSION, *(builder.SUPPORTED_VERSIONS or ())]
+        if config:
+            versions.append(configs[config].version)
+        valid = sorted({str(v) for v in versions if v is not None})
+        if version not in valid:
+            raise DataError(
+                f"Unknown version {version!r} of dataset {spec}: valid versions are "
+                f"{', '.join(valid)}. Received: data.dataset={name!r}"
+            )
 
 
 @contextlib.contextmanager
@@ -291,7 +330,32 @@ def _prepare(builder, name, data_dir):
             "--data_dir DIR`) and pass --data-dir DIR, or use the embedded dataset "
             f"({EMBEDDED})."
         )
-    builder.download_and_prepare()
+    try:
+        builder.download_and_prepare()
+    except OSError as error:  # the network or the disk, not a write of the run
+        raise DataError(
+            f"Downloading or preparing dataset {name!r} under {where} failed: "
+            f"{error.strerror or error}. Check the network and the free space there, then "
+            "rerun (or prepare it elsewhere with `tfds build` and pass --data-dir)."
+        ) from error
+
+
+def _check_split(splits, name, key, split):
+    """A `DataError` unless TFDS reads the split `split` (a slice like 'train[:80%]'
+    included) of dataset `name` as one or more examples."""
+    try:
+        count = splits[split].num_examples  # TFDS parses the slice here
+    except (ValueError, AssertionError) as error:  # its errors for a slice it cannot read
+        detail = " ".join(str(error).split())[:200]
+        raise DataError(
+            f"data.{key} {split!r} is not a split that TFDS can read from {name!r} ({detail}). "
+            f"Give a split ({', '.join(splits)}) or a slice of one, e.g. 'train[:80%]' or "
+            f"'test[:256]'. Received: data.{key}={split!r}"
+        ) from None
+    if count < 1:
+        raise DataError(
+            f"data.{key} {split!r} holds no examples of {name!r}. Received: data.{key}={split!r}"
+        )
 
 
 def _split_files(builder, split):
@@ -327,9 +391,11 @@ def _tfds_data(config, batch_size, with_train, classes=None):
     eval_split = config["eval_split"] or next(
         (s for s in ("validation", "test") if s in splits), None
     )
-    for split in (train_split, eval_split) if with_train else (eval_split,):
+    keys = (("train_split", train_split), ("eval_split", eval_split))
+    for key, split in keys if with_train else keys[1:]:
         if split is None or split.split("[")[0] not in splits:
             raise DataError(f"Dataset {name!r} has no split {split!r}; it has {', '.join(splits)}.")
+        _check_split(splits, name, key, split)
 
     def read(split):
         return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import tensorflow as tf
 
 from bnkeras.training import workdir as run_dir
-from bnkeras.training.config import DEFAULTS
+from bnkeras.training.config import DEFAULTS, MAX_IMAGE_SIZE, MAX_INT32
 from bnkeras.training.data import load_data
 from bnkeras.training.files import atomic_write_text
 from bnkeras.training.metrics import top5_metrics
-from bnkeras.training.trainer import TrainingError
+from bnkeras.training.trainer import TrainingError, check_batch_memory
 
 # The field that marks a metrics file written by `evaluate`: `--json` replaces an
 # existing file only when it is one of those (or has exactly their keys, as the files of
@@ -91,12 +92,49 @@ def write_metrics(path, metrics):
         raise TrainingError(f"Cannot write --json {path}: {error.strerror or error}.") from None
 
 
+def _check_size(name, value, high):
+    """None, or `value` as an int in [1, high]; else a `TrainingError` naming the option."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise TrainingError(
+            f"--{name.replace('_', '-')} must be an integer in [1, {high}]. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def _check_image_model(model, source, image_size):
+    """Evaluate feeds square RGB images: a model that cannot take them, or an
+    --image-size that its fixed input size refuses, is a `TrainingError`."""
+    shapes = [tuple(tensor.shape) for tensor in model.inputs]
+    if len(shapes) != 1 or len(shapes[0]) != 4 or shapes[0][3] not in (None, 3):
+        raise TrainingError(
+            f"{source} is not an image classifier with one input of shape (batch, height, "
+            f"width, 3): evaluate feeds RGB images. Received: inputs={shapes}"
+        )
+    height, width = shapes[0][1:3]
+    fixed = [size for size in (height, width) if size is not None]
+    if len(set(fixed)) > 1:
+        raise TrainingError(
+            f"{source} takes images of {height}x{width}: evaluate feeds square images. "
+            f"Received: inputs={shapes}"
+        )
+    if image_size is not None and fixed and fixed[0] != image_size:
+        raise TrainingError(
+            f"--image-size {image_size} does not fit {source}, which takes images of "
+            f"{height}x{width}: give --image-size {fixed[0]} or leave it out. "
+            f"Received: image_size={image_size}"
+        )
+
+
 def _model_file_source(path, dataset, image_size):
     if dataset is None:
         raise TrainingError(
             f"Evaluating the model file {path} needs --dataset (and --data-dir if not embedded)."
         )
     model = run_dir.load_model_file(path)
+    _check_image_model(model, path, image_size)
     data_config = copy.deepcopy(DEFAULTS["data"])
     height, width = model.inputs[0].shape[1:3]
     if height is None or width is None or height != width:
@@ -134,6 +172,8 @@ def evaluate(
     or a file of a training run. Returns {"loss", "top1", "top5", "examples"};
     "top5" is None below `TOP5_MIN_CLASSES` classes (as in `train_and_evaluate`).
     """
+    batch_size = _check_size("batch_size", batch_size, MAX_INT32)
+    image_size = _check_size("image_size", image_size, MAX_IMAGE_SIZE)
     path = Path(source)
     target = _json_target(json_path, source) if json_path is not None else None
     run = path.is_dir()
@@ -143,11 +183,14 @@ def evaluate(
             raise TrainingError(f"{source} is not a training work directory (no config.yaml).")
         data_config = run_config["data"]
         model = run_dir.load_model(path)
+        _check_image_model(model, source, image_size)
         batch_size = batch_size or run_config["train"]["batch_size"]
         if image_size is not None:
             data_config["image_size"] = int(image_size)
     elif path.is_file() and path.suffix == ".keras":
         model, data_config = _model_file_source(path, dataset, image_size)
+    elif path.is_file() and run_dir.is_legacy_hdf5(path):
+        raise TrainingError(run_dir.legacy_hdf5_message(path))
     else:
         raise TrainingError(
             f"{source} is neither a training work directory nor a .keras model file."
@@ -159,7 +202,9 @@ def evaluate(
     data_config["cache"] = False
     # A run's images are labelled by its stored class names (another class set is refused).
     options = run_dir.data_options(path, data_config) if run else {}
-    data = load_data(data_config, batch_size or 128, train=False, **options)
+    batch_size = batch_size or 128
+    check_batch_memory(batch_size, data_config["image_size"], ("--batch-size", "--image-size"))
+    data = load_data(data_config, batch_size, train=False, **options)
     model_classes = int(model.outputs[0].shape[-1])
     if model_classes != data.num_classes:
         raise TrainingError(
@@ -171,7 +216,14 @@ def evaluate(
         metrics=metrics,
         jit_compile=False,
     )
-    results = model.evaluate(data.eval, return_dict=True, verbose=0)
+    try:
+        results = model.evaluate(data.eval, return_dict=True, verbose=0)
+    except (tf.errors.ResourceExhaustedError, MemoryError) as error:
+        raise TrainingError(
+            f"Out of memory evaluating batches of {batch_size} images of "
+            f"{data_config['image_size']}x{data_config['image_size']}: lower --batch-size. "
+            f"Received: batch_size={batch_size}"
+        ) from error
     metrics = {
         "loss": float(results["loss"]),
         "top1": float(results["top1"]),

@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from bnkeras import _compat
+from bnkeras.errors import Error
 from bnkeras.recalibrate import recalibrate_batchnorm
 from bnkeras.training import checkpoints, manifest
 from bnkeras.training import workdir as run_dir
@@ -44,6 +45,7 @@ from bnkeras.training.data import load_data, read_errors
 from bnkeras.training.files import atomic_save_model, atomic_write_text
 from bnkeras.training.metrics import top5_metrics
 from bnkeras.training.models import build_model
+from bnkeras.training.names import CIFAR_DEPTHS
 from bnkeras.training.progress import fit_progress
 from bnkeras.training.schedules import make_schedule
 
@@ -65,7 +67,10 @@ OPTIMIZER_CHANGES = (
 )
 
 
-class TrainingError(RuntimeError):
+CIFAR_MODELS = tuple(f"resnet{depth}" for depth in CIFAR_DEPTHS)  # take model.width
+
+
+class TrainingError(Error, RuntimeError):
     """A run that cannot start or had to stop; the message says why and what to do."""
 
 
@@ -451,7 +456,16 @@ def _plan(run, overwrite):
     if note:
         run.recovered = True
         warnings.warn(note, UserWarning, stacklevel=2)
-    read_log(run.workdir)  # a damaged log.csv is reported before any work
+    rows = read_log(run.workdir)  # a damaged log.csv is reported before any work
+    if run.state is None and not rows and not _checkpoint_files(run.workdir):
+        # The run never completed an epoch (e.g. it ran out of memory): it holds nothing
+        # a new config could contradict, and the new config replaces the old one.
+        if old and differences(old, run.config):
+            logger.info(
+                f"{run.workdir} holds a run that never completed an epoch: starting it again "
+                "with this config"
+            )
+        return
     changes = differences(old, run.config) if old else []
     refused = [c for c in changes if c[0] not in (*RESUMABLE_CHANGES, *OPTIMIZER_CHANGES)]
     if refused:
@@ -461,6 +475,10 @@ def _plan(run, overwrite):
             "Use another --workdir, or --overwrite to delete that run and start again."
         )
     run.changes = [c for c in changes if c[0] in OPTIMIZER_CHANGES] if run.state else []
+
+
+def _checkpoint_files(workdir):
+    return list(checkpoints.directory(workdir).glob("epoch_*.keras"))
 
 
 def _finished_metrics(run, overwrite):
@@ -473,15 +491,20 @@ def _finished_metrics(run, overwrite):
 
 
 def _load_checkpoint(model, path):
+    """Loads the checkpoint; one that does not fit the model (Keras's ValueError naming
+    the mismatched objects: a file of another run put there) is a `TrainingError`.
+    The config was compared with the run's in `_plan`; anything else is a bug."""
     try:
         model.load_weights(path)
-    except Exception as error:
+    except ValueError as error:
+        if not re.match(r"A total of \d+ objects could not be loaded", str(error)):
+            raise
         first = (str(error).strip().splitlines() or [""])[0][:200]
         raise TrainingError(
-            f"The checkpoint {path} does not fit the model of this config "
-            f"({type(error).__name__}: {first}): the run was trained with another model or norm; "
-            "use another --workdir, or --overwrite to start again."
-        ) from None
+            f"The checkpoint {path} does not fit the model of this config ({first}): it was "
+            "written by a run with another model or norm; use another --workdir, or "
+            "--overwrite to start again."
+        ) from error
 
 
 def _setup(run):
@@ -661,6 +684,53 @@ def _log_final(metrics, workdir):
     )
 
 
+def _memory_keys(config):
+    """The config keys that size the memory a run needs, with their values."""
+    keys = [("data.image_size", config["data"]["image_size"])]
+    keys.append(("train.batch_size", config["train"]["batch_size"]))
+    model = config["model"]
+    if model["name"] == "mobilenet_v2":
+        keys.append(("model.alpha", model["alpha"]))
+    elif model["name"] in CIFAR_MODELS:
+        keys.append(("model.width", model["width"]))
+    return ", ".join(f"{key}={value}" for key, value in keys)
+
+
+def out_of_memory_message(config, run=None):
+    done = run.saved_epochs if run is not None else 0
+    keys = _memory_keys(config)
+    if not done:  # `_plan` lets a run that never completed an epoch take a new config
+        return (
+            f"Out of memory with this config: lower {keys} (e.g. --set data.image_size=... "
+            "or --batch-size ...) and rerun the command; no --overwrite is needed."
+        )
+    return (
+        f"Out of memory after {done} completed epoch(s) with this config ({keys}): the "
+        f"run's checkpoint of epoch {done} is kept. Its model and data keys cannot change on "
+        "resume: free memory and rerun the same command to resume, or lower those keys in "
+        "another --workdir."
+    )
+
+
+def check_batch_memory(batch_size, image_size, names, available=None):
+    """A `TrainingError` naming the options `names` (of the batch size and the image
+    size) when one batch of float32 images alone (batch x size x size x 3 x 4 bytes)
+    exceeds the machine's memory."""
+    if available is None:
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # not POSIX: no estimate
+            return
+    needed = batch_size * image_size * image_size * 3 * 4
+    if needed > available:
+        raise TrainingError(
+            f"One batch of {batch_size} images of {image_size}x{image_size} needs "
+            f"{needed / 2**30:.1f} GiB, more than this machine's {available / 2**30:.1f} GiB of "
+            f"memory: lower {names[1]} or {names[0]}. Received: {names[1]}={image_size}, "
+            f"{names[0]}={batch_size}"
+        )
+
+
 def _io_failure(error, run):
     where = error.filename or run.workdir
     done = run.saved_epochs
@@ -705,6 +775,11 @@ def train_and_evaluate(
     run = _Run(config, Path(workdir), strategy, _is_chief(strategy))
     _check_batch(config, strategy.num_replicas_in_sync)
     run_dir.check_outside_data(run.workdir, config["data"])
+    check_batch_memory(
+        config["train"]["batch_size"],
+        config["data"]["image_size"],
+        ("train.batch_size", "data.image_size"),
+    )
     with contextlib.ExitStack() as stack:
         if run.chief:
             run_dir.check_owned(run.workdir)
@@ -728,6 +803,8 @@ def train_and_evaluate(
                 return _finalize(run, started)
         except KeyboardInterrupt:
             raise TrainingInterrupted(_interrupted(run)) from None
+        except (tf.errors.ResourceExhaustedError, MemoryError) as error:
+            raise TrainingError(out_of_memory_message(config, run)) from error
         except OSError as error:
             raise TrainingError(_io_failure(error, run)) from None
 

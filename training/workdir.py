@@ -38,6 +38,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+from bnkeras.errors import Error
 from bnkeras.training import checkpoints, manifest
 from bnkeras.training.config import DEFAULTS, apply, load_run_config
 from bnkeras.training.files import atomic_write_text, files_under
@@ -54,7 +55,7 @@ RUN_DIRS = ("checkpoints", "tensorboard")
 EVENTS_PREFIX = "events.out.tfevents."  # the files of Keras's TensorBoard callback
 
 
-class WorkdirError(ValueError):
+class WorkdirError(Error, ValueError):
     """A work directory that cannot be used as asked; the message names the file and the fix."""
 
 
@@ -419,23 +420,46 @@ def load_model_file(path):
     import keras
 
     path = Path(path)
+    if path.is_file() and is_legacy_hdf5(path):
+        raise WorkdirError(legacy_hdf5_message(path))
     problem = damage(path)
     if problem is not None:
         raise WorkdirError(f"{path} could not be loaded: it {problem}. Give an intact .keras file.")
     try:
         return keras.saving.load_model(path, compile=False)
-    except Exception as error:
+    except (TypeError, ValueError) as error:  # Keras's errors for a file it cannot rebuild
         missing = sorted(set(re.findall(r"Could not locate class '([^']+)'", str(error))))
         if missing:
             raise WorkdirError(
                 f"{path} uses custom classes that are not registered: {', '.join(missing)}. "
                 "Import the code that defines them (decorated with "
                 "@keras.saving.register_keras_serializable()) first."
-            ) from None
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            ) from error
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise WorkdirError(
             f"{path} could not be loaded as a Keras model ({type(error).__name__}: {first})."
-        ) from None
+        ) from error
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_legacy_hdf5(path):
+    """True for a file in HDF5 format (Keras 2's legacy `model.save("x.h5")`)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+def legacy_hdf5_message(path):
+    return (
+        f"{path} is a Keras model in the legacy HDF5 format; bnkeras reads the .keras format. "
+        f"Convert it once in Python: keras.saving.load_model({str(path)!r}, compile=False)"
+        f".save({str(Path(path).with_suffix('.keras'))!r}) (pass custom_objects= for custom "
+        "layers), then give the .keras file."
+    )
 
 
 def load_model(workdir):
@@ -514,8 +538,10 @@ __all__ = [
     "damage",
     "data_options",
     "folder_files",
+    "is_legacy_hdf5",
     "is_run",
     "legacy_files",
+    "legacy_hdf5_message",
     "load_model",
     "load_model_file",
     "load_run_data",

@@ -9,6 +9,8 @@ work directory's results.json). Importing this package does not import
 TensorFlow; `runner.reproduce` does.
 """
 
+from bnkeras.errors import Error
+
 # command-line name -> module name
 EXPERIMENTS = {
     "fig1": "fig1",
@@ -20,5 +22,5 @@ EXPERIMENTS = {
 }
 
 
-class ReproduceError(ValueError):
+class ReproduceError(Error, ValueError):
     """Bad input to `bnkeras reproduce` (the CLI prints it as one line)."""

@@ -3,7 +3,8 @@
 import logging
 import sys
 
-from bnkeras.experiments import EXPERIMENTS, ReproduceError
+from bnkeras.errors import Error
+from bnkeras.experiments import EXPERIMENTS
 
 
 def add_arguments(parser):
@@ -39,7 +40,7 @@ def run(args):
             runner.reproduce_all(args.workdir, seeds=seeds, quick=args.quick)
         else:
             runner.reproduce(args.experiment, args.workdir, seeds=seeds, quick=args.quick)
-    except ReproduceError as error:
+    except Error as error:
         print(f"bnkeras reproduce: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: printed by bnkeras/_signals.py

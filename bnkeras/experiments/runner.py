@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "bnkeras-reproduce/1"
 RESULTS = "results.json"
 SUMMARY = "summary.md"
+MAX_SEEDS = 1000  # seeds 0..N-1; each trains every model of the experiment
 
 
 def load_experiment(name):
@@ -135,8 +136,10 @@ def reproduce(name, workdir, seeds=3, quick=False):
         The results record (as written to results.json).
     """
     experiment = load_experiment(name)
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ReproduceError(f"--seeds must be an integer >= 1. Received: seeds={seeds!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise ReproduceError(
+            f"--seeds must be an integer in [1, {MAX_SEEDS}]. Received: seeds={seeds!r}"
+        )
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ReproduceError(f"--workdir must be a directory. Received: workdir={str(workdir)!r}")

@@ -1,14 +1,17 @@
 """The bnkeras batch-normalization layers, one public layer per file."""
 
 try:
-    import tensorflow  # noqa: F401
+    import keras  # noqa: F401  (imports the backend named by KERAS_BACKEND)
 except ModuleNotFoundError as error:
-    if error.name != "tensorflow":
+    missing = (error.name or "").split(".")[0]
+    if missing not in ("tensorflow", "jax", "jaxlib", "torch"):
         raise
     raise ImportError(
-        "bnkeras needs TensorFlow, which it does not install by itself so that it never "
-        "replaces a build you have: install one with `pip install 'bnkeras[cpu]'` (CPU), "
-        "`pip install 'bnkeras[gpu]'` (NVIDIA GPU) or `pip install tensorflow`."
+        f"Keras's backend needs {missing}, which bnkeras does not install by itself so "
+        "that it never replaces a build you have: install TensorFlow with "
+        "`pip install 'bnkeras[cpu]'` (CPU), `pip install 'bnkeras[gpu]'` (NVIDIA GPU) or "
+        "`pip install tensorflow`; or JAX with `pip install 'bnkeras[jax]'` and set "
+        "KERAS_BACKEND=jax."
     ) from None
 
 from bnkeras.layers.batch_normalization import BatchNormalization

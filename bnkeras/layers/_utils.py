@@ -1,18 +1,41 @@
-"""Argument validation and cross-replica helpers shared by the layers."""
+"""Argument validation, masks and cross-replica helpers shared by the layers.
 
+Everything here runs on every Keras backend except the cross-replica helpers,
+which serve `tf.distribute` and import TensorFlow only when they are used on the
+TensorFlow backend.
+"""
+
+import functools
 import numbers
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 
-def check_tensorflow_backend(layer_name):
-    backend = keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            f"{layer_name} needs the TensorFlow backend of Keras; the active backend "
-            f"is {backend!r}. Set KERAS_BACKEND=tensorflow before importing keras."
-        )
+@functools.cache
+def on_tensorflow():
+    """True when Keras runs on TensorFlow (the backend is fixed for the process)."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def step_dtype():
+    """The dtype of step counters: int64, or int32 on JAX without 64-bit types
+    (`jax_enable_x64` off, JAX's default, where an int64 array is truncated to int32
+    with a warning). Saved files load across backends either way."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            return "int32"
+    return "int64"
+
+
+def is_floating(dtype):
+    return "float" in keras.backend.standardize_dtype(dtype)
+
+
+def is_half(dtype):
+    return keras.backend.standardize_dtype(dtype) in ("float16", "bfloat16")
 
 
 def as_int(name, value, minimum=None):
@@ -58,13 +81,16 @@ def mask_weights(mask, x):
     (as Keras), or None without a mask."""
     if mask is None:
         return None
-    return tf.broadcast_to(tf.cast(mask, x.dtype)[..., None], tf.shape(x))
+    return ops.expand_dims(ops.cast(mask, x.dtype), -1) * ops.ones_like(x)
 
 
 def replica_context_to_sync(synchronized):
-    """The replica context to all-reduce statistics in, or None for local statistics."""
-    if not synchronized:
+    """The `tf.distribute` replica context to all-reduce statistics in, or None for
+    local statistics (always None on backends other than TensorFlow)."""
+    if not synchronized or not on_tensorflow():
         return None
+    import tensorflow as tf
+
     ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return None
@@ -80,6 +106,8 @@ def all_reduce_sum(ctx, *tensors):
     """
     if ctx is None:
         return tensors
+    import tensorflow as tf
+
     flat = tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
     reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, flat)
     sizes = [tf.size(t) for t in tensors]

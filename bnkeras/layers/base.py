@@ -12,23 +12,29 @@ Every member of the family keeps `gamma`, `beta`, `moving_mean` and
 `moving_variance` with the shapes and meaning of `keras.layers.BatchNormalization`,
 and its inference output is exactly BN's formula on them, so that export can treat
 all of them alike.
+
+The general path is `keras.ops` and runs on every Keras backend. On TensorFlow,
+calls that TensorFlow's fused batch-norm kernel can serve (`_fused.applies`:
+channels-last 4-D/5-D inputs without a mask or cross-replica statistics) take
+it instead; `_fused` is imported only there, so the layers import no TensorFlow
+on other backends.
 """
 
 import collections
 from typing import Any
 
 import keras
-import tensorflow as tf
-from keras import constraints, initializers, regularizers
+from keras import constraints, initializers, ops, regularizers
 
-from bnkeras.layers import _fused
 from bnkeras.layers._utils import (
     all_reduce_sum,
     as_bool,
     as_float,
     as_int,
-    check_tensorflow_backend,
+    is_floating,
+    is_half,
     mask_weights,
+    on_tensorflow,
     replica_context_to_sync,
 )
 
@@ -40,6 +46,15 @@ normalized with (per channel for BN, per example's ghost batch for ghost BN).
 `batch_mean` and `batch_variance` have shape `(channels,)` and feed the moving
 averages.
 """
+
+
+def fused_kernel():
+    """The module of TensorFlow's fused-kernel paths on the TensorFlow backend, else None."""
+    if not on_tensorflow():
+        return None
+    from bnkeras.layers import _fused
+
+    return _fused
 
 
 class BatchNormBase(keras.layers.Layer):
@@ -63,7 +78,6 @@ class BatchNormBase(keras.layers.Layer):
         synchronized: bool = False,
         **kwargs: Any,
     ) -> None:
-        check_tensorflow_backend(type(self).__name__)
         super().__init__(**kwargs)
         self.axis = as_int("axis", axis)
         self.momentum = as_float("momentum", momentum, 0.0, 1.0)
@@ -164,60 +178,57 @@ class BatchNormBase(keras.layers.Layer):
                 f"than its input. Received: mask.shape={mask.shape}, "
                 f"inputs.shape={inputs.shape}"
             )
-        if not inputs.dtype.is_floating:
+        if not is_floating(inputs.dtype):
             # Integer inputs (e.g. uint8 images) are normalized in float32, as Keras does.
-            inputs = tf.cast(inputs, tf.float32)
+            inputs = ops.cast(inputs, "float32")
         x = inputs
-        if x.dtype in (tf.float16, tf.bfloat16):
+        if is_half(x.dtype):
             # Statistics overflow in half precision: normalize in float32, then
             # cast the output back (the fused kernel does the same internally).
-            x = tf.cast(x, tf.float32)
+            x = ops.cast(x, "float32")
         if training and self.trainable:
             outputs = self._training_outputs(x, inputs, mask)
         else:
             outputs = self._inference_outputs(x, inputs)
-        return tf.cast(outputs, self.compute_dtype)
+        return ops.cast(outputs, self.compute_dtype)
 
     def _gamma_beta(self, dtype):
-        gamma = tf.cast(self.gamma, dtype) if self.scale else None
-        beta = tf.cast(self.beta, dtype) if self.center else None
+        gamma = ops.cast(self.gamma, dtype) if self.scale else None
+        beta = ops.cast(self.beta, dtype) if self.center else None
         return gamma, beta
 
     def _to_broadcast(self, vector):
         if vector is None or self._channel_axis == self._rank - 1:
             return vector
-        return tf.reshape(vector, self._broadcast_shape)
+        return ops.reshape(vector, self._broadcast_shape)
 
     def _normalize(self, x, mean, variance, gamma, beta):
-        # tf.nn.batch_normalization is the formula keras.layers.BatchNormalization
-        # uses: x * (gamma * rsqrt(var + eps)) + (beta - mean * gamma * rsqrt(var + eps)).
-        return tf.nn.batch_normalization(
-            x,
-            mean=mean,
-            variance=variance,
-            offset=self._to_broadcast(beta),
-            scale=self._to_broadcast(gamma),
-            variance_epsilon=self.epsilon,
+        """BN's formula with per-channel `gamma`, `beta` (or None) and broadcastable
+        `mean`, `variance`."""
+        return normalize(
+            x, mean, variance, self._to_broadcast(gamma), self._to_broadcast(beta), self.epsilon
         )
 
     def _inference_outputs(self, x, inputs):
-        if _fused.applies(self, inputs, None):
-            scale, offset = self._fused_scale_offset(*self._gamma_beta(tf.float32))
-            return _fused.infer(
+        fused = fused_kernel()
+        if fused is not None and fused.applies(self, inputs, None):
+            scale, offset = self._fused_scale_offset(*self._gamma_beta("float32"))
+            return fused.infer(
                 inputs,
                 scale,
                 offset,
-                tf.cast(self.moving_mean, tf.float32),
-                tf.cast(self.moving_variance, tf.float32),
+                ops.cast(self.moving_mean, "float32"),
+                ops.cast(self.moving_variance, "float32"),
                 self.epsilon,
             )
         gamma, beta = self._gamma_beta(x.dtype)
-        mean = self._to_broadcast(tf.cast(self.moving_mean, x.dtype))
-        variance = self._to_broadcast(tf.cast(self.moving_variance, x.dtype))
+        mean = self._to_broadcast(ops.cast(self.moving_mean, x.dtype))
+        variance = self._to_broadcast(ops.cast(self.moving_variance, x.dtype))
         return self._normalize(x, mean, variance, gamma, beta)
 
     def _training_outputs(self, x, inputs, mask):
-        if _fused.applies(self, inputs, mask):
+        fused = fused_kernel()
+        if fused is not None and fused.applies(self, inputs, mask):
             outputs = self._fused_training_outputs(inputs)
             if outputs is not None:
                 return outputs
@@ -229,24 +240,28 @@ class BatchNormBase(keras.layers.Layer):
 
     def _fused_scale_offset(self, gamma, beta):
         channels = self.moving_mean.shape[0]
-        scale = tf.ones([channels], tf.float32) if gamma is None else gamma
-        offset = tf.zeros([channels], tf.float32) if beta is None else beta
+        scale = ops.ones([channels], "float32") if gamma is None else gamma
+        offset = ops.zeros([channels], "float32") if beta is None else beta
         return scale, offset
 
     def _fused_training_outputs(self, inputs):
-        """Training on the fused kernel (None: take the general path instead)."""
-        scale, offset = self._fused_scale_offset(*self._gamma_beta(tf.float32))
+        """Training on the fused kernel (TensorFlow only; None: take the general
+        path instead)."""
+        fused = fused_kernel()
+        scale, offset = self._fused_scale_offset(*self._gamma_beta("float32"))
         correction = None if self._recalibrating else self._batch_correction()
         if correction is None:
-            outputs, mean, variance = _fused.train(inputs, scale, offset, self.epsilon)
+            outputs, mean, variance = fused.train(inputs, scale, offset, self.epsilon)
             self._update_moving_statistics(mean, variance)
             return outputs
-        outputs, mean, variance = _fused.train_corrected(
+        outputs, mean, variance = fused.train_corrected(
             inputs, scale, offset, self.epsilon, correction
         )
         # The correction read the renorm statistics that this update overwrites;
         # without an explicit order the read could come after the update (seen
         # as graph and XLA steps disagreeing now and then under load).
+        import tensorflow as tf
+
         with tf.control_dependencies([outputs]):
             self._update_moving_statistics(mean, variance)
         return outputs
@@ -258,10 +273,10 @@ class BatchNormBase(keras.layers.Layer):
         ctx = replica_context_to_sync(self.synchronized)
         axes = self._reduction_axes
         if mask is None and ctx is None:
-            mean, variance = tf.nn.moments(x, axes, keepdims=True)
+            mean, variance = moments(x, axes)
         else:
             mean, variance = weighted_moments(x, mask_weights(mask, x), axes, ctx)
-        return Moments(mean, variance, tf.reshape(mean, [-1]), tf.reshape(variance, [-1]))
+        return Moments(mean, variance, ops.reshape(mean, [-1]), ops.reshape(variance, [-1]))
 
     def _batch_correction(self):
         """None, or renorm's `(batch mean, batch variance) -> (r, d)` for the fused path.
@@ -290,7 +305,7 @@ class BatchNormBase(keras.layers.Layer):
     @staticmethod
     def _assign_moving_average(variable, value, momentum):
         # v * m + x * (1 - m), as v - (v - x) * (1 - m): fewer ops per step.
-        value = tf.cast(value, variable.dtype)
+        value = ops.cast(value, variable.dtype)
         variable.assign_sub((variable - value) * (1.0 - momentum))
 
     # ----------------------------------------------------------------- config
@@ -322,16 +337,41 @@ def weighted_moments(x, weights, axes, ctx=None):
     are added over replicas, so every replica gets the statistics of the global batch.
     """
     if weights is None:
-        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
-        total = tf.reduce_sum(x, axes, keepdims=True)
-        count = tf.fill(tf.shape(total), count)
+        total = ops.sum(x, axes, keepdims=True)
+        # Elements per channel: the input's size over the statistics' size.
+        count = ops.cast(ops.size(x), x.dtype) / ops.cast(ops.size(total), x.dtype)
+        count = ops.ones_like(total) * count
     else:
-        total = tf.reduce_sum(x * weights, axes, keepdims=True)
-        count = tf.reduce_sum(weights, axes, keepdims=True)
+        total = ops.sum(x * weights, axes, keepdims=True)
+        count = ops.sum(weights, axes, keepdims=True)
     total, count = all_reduce_sum(ctx, total, count)
-    mean = tf.math.divide_no_nan(total, count)
-    deviation = tf.square(x - mean)
+    mean = ops.divide_no_nan(total, count)
+    deviation = ops.square(x - mean)
     if weights is not None:
         deviation = deviation * weights
-    (squares,) = all_reduce_sum(ctx, tf.reduce_sum(deviation, axes, keepdims=True))
-    return mean, tf.math.divide_no_nan(squares, count)
+    (squares,) = all_reduce_sum(ctx, ops.sum(deviation, axes, keepdims=True))
+    return mean, ops.divide_no_nan(squares, count)
+
+
+def moments(x, axes):
+    """Mean and variance over `axes` (keepdims) in two passes (the variance of
+    `x - mean`: no cancellation): tf.nn.moments on TensorFlow (its fused squared
+    difference), the same computation in keras.ops elsewhere."""
+    if on_tensorflow():
+        import tensorflow as tf
+
+        return tf.nn.moments(x, axes, keepdims=True)
+    mean = ops.mean(x, axes, keepdims=True)
+    return mean, ops.mean(ops.square(x - ops.stop_gradient(mean)), axes, keepdims=True)
+
+
+def normalize(x, mean, variance, gamma, beta, epsilon):
+    """`gamma * (x - mean) / sqrt(variance + epsilon) + beta`, every argument
+    broadcastable against `x` (`gamma`, `beta` may be None), computed as
+    `tf.nn.batch_normalization` and keras.layers.BatchNormalization compute it:
+    `x * inv + (beta - mean * inv)` with `inv = gamma * rsqrt(variance + epsilon)`."""
+    inv = ops.rsqrt(variance + epsilon)
+    if gamma is not None:
+        inv = inv * gamma
+    offset = -mean * inv if beta is None else beta - mean * inv
+    return x * ops.cast(inv, x.dtype) + ops.cast(offset, x.dtype)

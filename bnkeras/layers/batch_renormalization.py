@@ -3,11 +3,10 @@
 from typing import Any
 
 import keras
-import tensorflow as tf
-from keras import initializers
+from keras import initializers, ops
 
-from bnkeras.layers._utils import as_bool, as_float, as_int
-from bnkeras.layers.base import BatchNormBase
+from bnkeras.layers._utils import as_bool, as_float, as_int, step_dtype
+from bnkeras.layers.base import BatchNormBase, normalize
 from bnkeras.layers.ghost_batch_normalization import GhostBatches
 from bnkeras.layers.renorm_schedules import LinearRamp, warmup
 
@@ -68,10 +67,10 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
     `sqrt(moving_variance + epsilon)` is the moving average of `sigma_B`.
     Unlike Keras, no separate `moving_stddev` weight is kept (it is
     `sqrt(moving_variance)` before the first training step, as Keras initializes
-    it, and `sqrt(moving_variance + epsilon)` after), `rmin` is always `1 / rmax`, and a
-    `renorm_step` counter (int64) records the training steps that drive the
-    schedules; it is saved with the weights, so resumed training continues the
-    warm-up where it stopped.
+    it, and `sqrt(moving_variance + epsilon)` after), `rmin` is always `1 / rmax`,
+    and a `renorm_step` counter (int64; int32 on JAX without `jax_enable_x64`)
+    records the training steps that drive the schedules; it is saved with the
+    weights, so resumed training continues the warm-up where it stopped.
 
     With `virtual_batch_size`, training splits the batch into ghost batches as
     `bnkeras.GhostBatchNormalization` does (renorm over microbatches, as in the
@@ -165,20 +164,20 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
 
         def stddev_initializer(shape, dtype=None):
             # sqrt(variance) without epsilon, as Keras initializes its stddevs.
-            return tf.sqrt(variance_init(shape, dtype=dtype))
+            return ops.sqrt(variance_init(shape, dtype=dtype))
 
         self.renorm_mean = self._add_state(
             "renorm_mean", shape, _clone_initializer(self.moving_mean_initializer)
         )
         self.renorm_stddev = self._add_state("renorm_stddev", shape, stddev_initializer)
         self.renorm_step = self._add_state(
-            "renorm_step", (), "zeros", dtype="int64", aggregation="only_first_replica"
+            "renorm_step", (), "zeros", dtype=step_dtype(), aggregation="only_first_replica"
         )
 
-    def _clip_value(self, bound, dtype=tf.float32):
+    def _clip_value(self, bound, dtype="float32"):
         if isinstance(bound, float):
-            return tf.constant(bound, dtype)
-        return tf.cast(bound(self.renorm_step), dtype)
+            return ops.convert_to_tensor(bound, dtype)
+        return ops.cast(bound(self.renorm_step), dtype)
 
     def _batch_correction(self, per_example=False):
         """(batch mean, batch variance) -> (r, d), no gradient, against the renorm
@@ -187,30 +186,30 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
         The statistics are per channel, or with `per_example` broadcast against the
         input (each example's ghost batch's).
         """
-        renorm_mean = tf.convert_to_tensor(self.renorm_mean)
+        renorm_mean = ops.convert_to_tensor(self.renorm_mean)
         # Guard against a zero moving stddev early on (as Keras).
-        renorm_stddev = tf.maximum(tf.convert_to_tensor(self.renorm_stddev), self.epsilon**0.5)
+        renorm_stddev = ops.maximum(ops.convert_to_tensor(self.renorm_stddev), self.epsilon**0.5)
         if per_example:
             renorm_mean = self._to_broadcast(renorm_mean)
             renorm_stddev = self._to_broadcast(renorm_stddev)
         rmax, dmax = self._clip_value(self.rmax), self._clip_value(self.dmax)
         # No batch averaged yet: with bias correction the first step is plain BN.
-        first = tf.equal(self.renorm_step, 0) if self.renorm_bias_correction else None
+        first = ops.equal(self.renorm_step, 0) if self.renorm_bias_correction else None
 
         def correction(mean, variance):
             dtype = mean.dtype
-            stddev = tf.sqrt(variance + self.epsilon)
-            moving_stddev = tf.cast(renorm_stddev, dtype)
-            r_max = tf.cast(rmax, dtype)
-            d_max = tf.cast(dmax, dtype)
-            r = tf.clip_by_value(stddev / moving_stddev, 1.0 / r_max, r_max)
-            d = tf.clip_by_value(
-                (mean - tf.cast(renorm_mean, dtype)) / moving_stddev, -d_max, d_max
+            stddev = ops.sqrt(variance + self.epsilon)
+            moving_stddev = ops.cast(renorm_stddev, dtype)
+            r_max = ops.cast(rmax, dtype)
+            d_max = ops.cast(dmax, dtype)
+            r = ops.minimum(ops.maximum(stddev / moving_stddev, 1.0 / r_max), r_max)
+            d = ops.minimum(
+                ops.maximum((mean - ops.cast(renorm_mean, dtype)) / moving_stddev, -d_max), d_max
             )
             if first is not None:
-                r = tf.where(first, tf.ones_like(r), r)
-                d = tf.where(first, tf.zeros_like(d), d)
-            return tf.stop_gradient(r), tf.stop_gradient(d)
+                r = ops.where(first, ops.ones_like(r), r)
+                d = ops.where(first, ops.zeros_like(d), d)
+            return ops.stop_gradient(r), ops.stop_gradient(d)
 
         return correction
 
@@ -242,17 +241,15 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
             gamma, beta = self._compose(r, d, gamma, beta)
             # Each example carries its ghost batch's stddev: the mean over examples
             # is the mean of the ghost batches' stddevs, weighted by their sizes.
-            stddev = tf.reduce_mean(tf.sqrt(moments.variance + self.epsilon), self._reduction_axes)
+            stddev = ops.mean(ops.sqrt(moments.variance + self.epsilon), self._reduction_axes)
             self._update_statistics(moments.batch_mean, stddev)
-        return tf.nn.batch_normalization(
-            x, moments.mean, moments.variance, beta, gamma, self.epsilon
-        )
+        return normalize(x, moments.mean, moments.variance, gamma, beta, self.epsilon)
 
     def _update_moving_statistics(self, batch_mean, batch_variance):
         if self._recalibrating:
             super()._update_moving_statistics(batch_mean, batch_variance)
             return
-        self._update_statistics(batch_mean, tf.sqrt(batch_variance + self.epsilon))
+        self._update_statistics(batch_mean, ops.sqrt(batch_variance + self.epsilon))
 
     def _renorm_momentum_now(self):
         if not self.renorm_bias_correction:
@@ -260,9 +257,9 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
         # The k-th update weighs the batch by (1 - a) / (1 - a^k): the variables
         # hold Adam's bias-corrected averages (the first batch replaces the
         # initial value).
-        k = tf.cast(self.renorm_step + 1, tf.float32)
+        k = ops.cast(self.renorm_step + 1, "float32")
         a = self.renorm_momentum
-        return 1.0 - (1.0 - a) / (1.0 - tf.pow(a, k))
+        return 1.0 - (1.0 - a) / (1.0 - ops.power(a, k))
 
     def _update_statistics(self, mean, stddev):
         """Moving averages of the batch mean and stddev, and the step."""
@@ -272,13 +269,13 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
         self._assign_moving_average(self.moving_mean, mean, self.momentum)
         # Keras keeps a moving_stddev weight that starts at sqrt(moving_variance) and
         # later equals sqrt(moving_variance + epsilon); so does this stddev.
-        moving_stddev = tf.sqrt(
-            self.moving_variance + tf.where(self.renorm_step == 0, 0.0, self.epsilon)
+        moving_stddev = ops.sqrt(
+            self.moving_variance + ops.where(ops.equal(self.renorm_step, 0), 0.0, self.epsilon)
         )
-        new_stddev = moving_stddev * self.momentum + tf.cast(stddev, moving_stddev.dtype) * (
+        new_stddev = moving_stddev * self.momentum + ops.cast(stddev, moving_stddev.dtype) * (
             1.0 - self.momentum
         )
-        self.moving_variance.assign(tf.nn.relu(tf.square(new_stddev) - self.epsilon))
+        self.moving_variance.assign(ops.relu(ops.square(new_stddev) - self.epsilon))
         self.renorm_step.assign_add(1)
 
     def get_config(self) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from bnkeras.layers._utils import as_int
+from bnkeras.layers._utils import as_int, is_half
 
 
 @keras.saving.register_keras_serializable(package="bnkeras")
@@ -50,10 +50,10 @@ class ChannelAffine(keras.layers.Layer):
         )
 
     def call(self, inputs: Any, mask: Any = None) -> Any:
-        x = tf.cast(inputs, tf.float32) if inputs.dtype in (tf.float16, tf.bfloat16) else inputs
-        scale = tf.reshape(tf.cast(self.scale, x.dtype), self._shape)
-        offset = tf.reshape(tf.cast(self.offset, x.dtype), self._shape)
-        return tf.cast(x * scale + offset, self.compute_dtype)
+        x = ops.cast(inputs, "float32") if is_half(inputs.dtype) else inputs
+        scale = ops.reshape(ops.cast(self.scale, x.dtype), self._shape)
+        offset = ops.reshape(ops.cast(self.offset, x.dtype), self._shape)
+        return ops.cast(x * scale + offset, self.compute_dtype)
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape

@@ -3,16 +3,20 @@
 from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from bnkeras.layers import _fused
 from bnkeras.layers._utils import all_reduce_sum, as_int, mask_weights, replica_context_to_sync
-from bnkeras.layers.base import BatchNormBase, Moments
+from bnkeras.layers.base import BatchNormBase, Moments, fused_kernel
+
+# The fused-kernel paths below (`_fused_*`, `_pooled`, `_unless_empty`, the
+# replica numbering of `_ghost_ids`) run on TensorFlow only and import it there.
 
 
 def _pooled(parts, weights):
     """(outputs, mean, variance) of consecutive parts of a batch: the outputs
     concatenated, the statistics weighted by each part's share of the batch."""
+    import tensorflow as tf
+
     return (
         tf.concat([part[0] for part in parts], 0),
         tf.add_n([w * part[1] for w, part in zip(weights, parts, strict=True)]),
@@ -23,6 +27,8 @@ def _pooled(parts, weights):
 def _unless_empty(count, *weights):
     """The weights, cut from the gradient when a fused call gets `count` == 0 rows:
     XLA's gradient of an empty batch's scale is 0 * NaN (its statistics are NaN)."""
+    import tensorflow as tf
+
     return [tf.where(count > 0, w, tf.stop_gradient(w)) for w in weights]
 
 
@@ -49,43 +55,51 @@ class GhostBatches:
         size = self.virtual_batch_size
         spatial = [a for a in range(1, self._rank) if a != self._channel_axis]
         weights = mask_weights(mask, x)
-        # Per-example sums over the spatial axes: shape (n, channels).
-        sums = tf.reduce_sum(x if weights is None else x * weights, spatial)
+
+        def spatial_sum(t):  # per-example sums over the spatial axes: (n, channels)
+            return ops.sum(t, spatial) if spatial else t
+
+        sums = spatial_sum(x if weights is None else x * weights)
         if weights is None:
-            per_example = tf.reduce_prod(tf.gather(tf.shape(x), spatial)) if spatial else 1
-            counts = tf.fill(tf.shape(sums), tf.cast(per_example, x.dtype))
+            # Elements per example and channel: the input's size over the sums' size.
+            per_example = ops.cast(ops.size(x), x.dtype) / ops.cast(
+                ops.maximum(ops.size(sums), 1), x.dtype
+            )
+            counts = ops.ones_like(sums) * per_example
         else:
-            counts = tf.reduce_sum(weights, spatial)
-        ids, num_groups = self._ghost_ids(tf.shape(x)[0], size, ctx)
+            counts = spatial_sum(weights)
+        ids, num_groups = self._ghost_ids(ops.shape(x)[0], size, ctx)
         group_sums, group_counts = all_reduce_sum(
             ctx,
-            tf.math.unsorted_segment_sum(sums, ids, num_groups),
-            tf.math.unsorted_segment_sum(counts, ids, num_groups),
+            ops.segment_sum(sums, ids, num_groups),
+            ops.segment_sum(counts, ids, num_groups),
         )
-        group_mean = tf.math.divide_no_nan(group_sums, group_counts)
-        mean = self._per_example(tf.gather(group_mean, ids))
-        deviation = tf.square(x - mean)
+        group_mean = ops.divide_no_nan(group_sums, group_counts)
+        mean = self._per_example(ops.take(group_mean, ids, axis=0))
+        deviation = ops.square(x - mean)
         if weights is not None:
             deviation = deviation * weights
         (group_squares,) = all_reduce_sum(
-            ctx, tf.math.unsorted_segment_sum(tf.reduce_sum(deviation, spatial), ids, num_groups)
+            ctx, ops.segment_sum(spatial_sum(deviation), ids, num_groups)
         )
         variance = self._per_example(
-            tf.gather(tf.math.divide_no_nan(group_squares, group_counts), ids)
+            ops.take(ops.divide_no_nan(group_squares, group_counts), ids, axis=0)
         )
         # Pooled over ghost batches, each weighted by its size. An empty batch gives
         # NaN as in BatchNormalization (0 when every position is masked, as there).
-        total = tf.reduce_sum(group_counts, 0)
-        divide = tf.math.divide if weights is None else tf.math.divide_no_nan
-        batch_mean = divide(tf.reduce_sum(group_sums, 0), total)
-        batch_variance = divide(tf.reduce_sum(group_squares, 0), total)
+        total = ops.sum(group_counts, 0)
+        divide = ops.divide if weights is None else ops.divide_no_nan
+        batch_mean = divide(ops.sum(group_sums, 0), total)
+        batch_variance = divide(ops.sum(group_squares, 0), total)
         return Moments(mean, variance, batch_mean, batch_variance)
 
     @staticmethod
     def _ghost_ids(local_size, size, ctx):
         """Ghost-batch index of each local example, and the number of ghost batches."""
         if ctx is None:
-            return tf.range(local_size) // size, (local_size + size - 1) // size
+            return ops.arange(local_size) // size, (local_size + size - 1) // size
+        import tensorflow as tf
+
         # Number the examples of the global batch: replica 0's first.
         replicas = ctx.num_replicas_in_sync
         one_hot = tf.one_hot(ctx.replica_id_in_sync_group, replicas, dtype=tf.int32)
@@ -100,7 +114,7 @@ class GhostBatches:
         """(n, channels) -> broadcastable against the input."""
         shape = [-1] + [1] * (self._rank - 1)
         shape[self._channel_axis] = values.shape[-1]
-        return tf.reshape(values, shape)
+        return ops.reshape(values, shape)
 
 
 @keras.saving.register_keras_serializable(package="bnkeras")
@@ -156,7 +170,7 @@ class GhostBatchNormalization(GhostBatches, BatchNormBase):
         self._check_batch_axis(input_shape)
 
     def _fused_training_outputs(self, inputs):
-        scale, offset = self._fused_scale_offset(*self._gamma_beta(tf.float32))
+        scale, offset = self._fused_scale_offset(*self._gamma_beta("float32"))
         if inputs.shape[0] is None:
             outputs, mean, variance = self._fused_dynamic_batch(inputs, scale, offset)
         else:
@@ -168,6 +182,9 @@ class GhostBatchNormalization(GhostBatches, BatchNormBase):
         # Each ghost batch is a zero-copy slice along the batch axis with its own
         # fused call; measured faster than one call on ghost batches folded into
         # the channels (see benchmarks/bench_layers.py).
+        import tensorflow as tf
+
+        _fused = fused_kernel()
         batch, size = inputs.shape[0], self.virtual_batch_size
         if batch <= size:  # one ghost batch (or an empty batch): plain BN
             return _fused.train(inputs, scale, offset, self.epsilon)
@@ -183,6 +200,9 @@ class GhostBatchNormalization(GhostBatches, BatchNormBase):
         # remainder (the last batch of an epoch) through another. No tf.cond: both
         # calls always run, the one on an empty part costs nothing, and the graph
         # compiles under XLA for every batch size.
+        import tensorflow as tf
+
+        _fused = fused_kernel()
         size, epsilon = self.virtual_batch_size, self.epsilon
         batch = tf.shape(inputs)[0]
         whole = batch // size * size

@@ -3,7 +3,7 @@
 from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from bnkeras.layers._utils import as_float, as_int
 
@@ -34,8 +34,8 @@ class LinearRamp:
         self.end_step = as_int("end_step", end_step, minimum=self.start_step + 1)
 
     def __call__(self, step: Any) -> Any:
-        step = tf.cast(step, tf.float32)
-        fraction = tf.clip_by_value(
+        step = ops.cast(step, "float32")
+        fraction = ops.clip(
             (step - self.start_step) / float(self.end_step - self.start_step), 0.0, 1.0
         )
         return self.initial_value + fraction * (self.final_value - self.initial_value)

@@ -155,7 +155,11 @@ def test_overwrite_refuses_a_user_file_at_any_depth_of_a_previous_export(
         ("--rtol", "-1", "--rtol must be a finite number >= 0 (e.g. 1e-4). Received: rtol=-1.0"),
         ("--atol", "-1", "--atol must be a finite number >= 0 (e.g. 1e-4). Received: atol=-1.0"),
         ("--rtol", "nan", "Received: rtol=nan"),
-        ("--batch-size", "0", "--batch-size must be an integer >= 1. Received: batch_size=0"),
+        (
+            "--batch-size",
+            "0",
+            "--batch-size must be an integer in [1, 4096]. Received: batch_size=0",
+        ),
         ("--formats", "keras,tflite", "Unknown export format tflite"),
         ("--formats", ",", "Unknown export format (none)"),
         ("--opset", "99", "Unsupported ONNX opset 99"),

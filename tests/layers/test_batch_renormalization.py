@@ -31,7 +31,8 @@ def test_harness_with_the_warmup_schedules(tmp_path, rng):
     harness.check_xla_fit(make_scheduled, rng)
     harness.check_xla_equals_graph(make_scheduled, rng)
     harness.check_mixed_precision(make_scheduled, rng)
-    harness.check_synchronized(make_scheduled, rng)
+    if harness.ON_TENSORFLOW:
+        harness.check_synchronized(make_scheduled, rng)
 
 
 @pytest.mark.parametrize("shape,axis", SHAPES)

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,15 @@ def train_args(workdir, data_dir, *overrides):
     """`bnkeras train` arguments of the tiny run (overrides are --set key=value)."""
     sets = [f"--set={s}" for s in [*TWO_EPOCHS, *overrides]]
     return ["train", "--workdir", str(workdir), "--data-dir", str(data_dir), *sets]
+
+
+def wait_for(condition, process, seconds=300):
+    """Polls `condition()` while the subprocess `process` runs (its stderr on failure)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def assert_stale_lock_does_not_block(workdir, pid):

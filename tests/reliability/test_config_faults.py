@@ -29,7 +29,7 @@ CASES = [
     (
         "virtual-batch-0",
         lambda tmp: ["--set", "norm.virtual_batch_size=0"],
-        r"norm.virtual_batch_size must be an integer >= 1. Received: norm.virtual_batch_size=0$",
+        r"norm.virtual_batch_size must be an integer in \[1, 2147483647\]. Received: norm.virtual_batch_size=0$",
     ),
     (
         "min-scale-above-1",
@@ -44,12 +44,12 @@ CASES = [
     (
         "shuffle-buffer-0",
         lambda tmp: ["--set", "data.shuffle_buffer=0"],
-        r"data.shuffle_buffer must be an integer >= 1. Received: data.shuffle_buffer=0$",
+        r"data.shuffle_buffer must be an integer in \[1, 2147483647\]. Received: data.shuffle_buffer=0$",
     ),
     (
         "image-size-0",
         lambda tmp: ["--set", "data.image_size=0"],
-        r"data.image_size must be an integer >= 1. Received: data.image_size=0$",
+        r"data.image_size must be an integer in \[1, 16384\]. Received: data.image_size=0$",
     ),
     (
         "mean-wrong-length",
@@ -79,7 +79,7 @@ CASES = [
     (
         "negative-warmup",
         lambda tmp: ["--set", "train.warmup_epochs=-1"],
-        r"train.warmup_epochs must be an integer >= 0. Received: train.warmup_epochs=-1$",
+        r"train.warmup_epochs must be an integer in \[0, 500000\]. Received: train.warmup_epochs=-1$",
     ),
     (
         "eval-split-int",

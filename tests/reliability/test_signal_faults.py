@@ -14,7 +14,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from bnkeras.training import workdir as run_dir
 from bnkeras.training.trainer import read_log
 from tests import _faults as faults
 from tests.conftest import tree_hashes
-from tests.reliability.conftest import cli, train_args
+from tests.reliability.conftest import cli, train_args, wait_for
 from tests.reliability.test_export_faults import _save_model, old_export  # noqa: F401
 
 _ID = lambda signum: signal.Signals(signum).name  # noqa: E731
@@ -44,14 +43,6 @@ def _start(tmp_path, *argv, pause_at=None, stdout=subprocess.DEVNULL):
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def _wait_for(condition, process, seconds=300):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def _catches(pid, signum):
@@ -84,7 +75,7 @@ def test_sigterm_and_sighup_stop_train_like_ctrl_c(shapes_dir, tmp_path, capsys,
     workdir = tmp_path / "run"
     args = train_args(workdir, shapes_dir, "train.epochs=3")
     process = _start(tmp_path, *args, pause_at="epoch 2 step 3")
-    _wait_for((tmp_path / "paused").exists, process)
+    wait_for((tmp_path / "paused").exists, process)
     process.send_signal(signum)
     err = _ended(process, 128 + signum)
     assert _ours(err) == [
@@ -115,7 +106,7 @@ def test_signals_during_export_leave_the_previous_export_and_no_partial_one(
     before = tree_hashes(out)
     argv = ["export", new, "--out", out, "--formats", "keras", "--overwrite"]
     process = _start(tmp_path, *argv, pause_at="after_write")
-    _wait_for((tmp_path / "paused").exists, process)
+    wait_for((tmp_path / "paused").exists, process)
     process.send_signal(signum)
     err = _ended(process, 128 + signum)
     assert _ours(err) == [
@@ -130,7 +121,7 @@ def test_signals_during_export_leave_the_previous_export_and_no_partial_one(
 def test_sighup_stops_evaluate_with_one_line(finished_run, tmp_path):
     metrics = tmp_path / "metrics.json"
     process = _start(tmp_path, "evaluate", finished_run, "--json", metrics)
-    _wait_for(lambda: _catches(process.pid, signal.SIGHUP), process, seconds=60)
+    wait_for(lambda: _catches(process.pid, signal.SIGHUP), process, seconds=60)
     process.send_signal(signal.SIGHUP)
     err = _ended(process, 128 + signal.SIGHUP)
     assert _ours(err) == ["bnkeras evaluate: interrupted by SIGHUP"], err
@@ -143,7 +134,7 @@ def test_signals_stop_reproduce_with_one_line_and_keep_the_finished_seeds(tmp_pa
     workdir = tmp_path / "fig1"
     results = workdir / "results.json"
     process = _start(tmp_path, "reproduce", "fig1", "--quick", "--seeds", 50, "--workdir", workdir)
-    _wait_for(results.exists, process)
+    wait_for(results.exists, process)
     process.send_signal(signum)
     err = _ended(process, 128 + signum)
     assert _ours(err) == [

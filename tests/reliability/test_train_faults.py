@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -28,6 +27,7 @@ from tests.reliability.conftest import (
     tiny,
     train_args,
     tree_hashes,
+    wait_for,
 )
 
 # Resuming from another checkpoint than the last is a UserWarning, which the command
@@ -41,14 +41,6 @@ def _epochs(workdir):
 
 def _state(workdir):
     return json.loads((workdir / "checkpoints" / "state.json").read_text())
-
-
-def _wait_for(condition, process, seconds=300):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------ --overwrite
@@ -155,13 +147,13 @@ def test_a_second_train_on_a_locked_workdir_exits_2_and_ctrl_c_is_one_line_exit_
     args = train_args(workdir, shapes_dir, "train.epochs=40")
     process = spawn(*args)
     lock = workdir / run_dir.LOCK
-    _wait_for(lambda: lock.exists() and lock.read_text().strip() == str(process.pid), process)
+    wait_for(lambda: lock.exists() and lock.read_text().strip() == str(process.pid), process)
     second = spawn(*args)
     assert second.wait(timeout=300) == 2
     assert_clean_error(2, second.stderr.read(), workdir, f"PID {process.pid}")
     assert lock.read_text().strip() == str(process.pid)  # the refused run left the lock alone
     assert process.poll() is None  # the first run goes on
-    _wait_for(lambda: _state(workdir)["epoch"] >= 3, process)
+    wait_for(lambda: _state(workdir)["epoch"] >= 3, process)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=300) == 130
     err = process.stderr.read()

@@ -61,7 +61,7 @@ def test_yaml_file(tmp_path):
             "demo",
             ["train.epochs=two"],
             {},
-            r"train.epochs must be an integer >= 1. Received: train.epochs='two'",
+            r"train.epochs must be an integer in \[1, 500000\]. Received: train.epochs='two'",
         ),
         (
             "demo",

@@ -24,12 +24,13 @@ import difflib
 import inspect
 from pathlib import Path
 
+from bnkeras.errors import Error
 from bnkeras.training.names import APPLICATIONS
 
 _AFTER_HEAD = ("Activation", "Softmax", "Dropout")
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(Error, ValueError):
     """A model file, application name, weights file or head that cannot be used."""
 
 
@@ -84,7 +85,7 @@ def _build_application(name, input_shape, classes, alpha=1.0):
 def _load_weights(model, path, what):
     try:
         model.load_weights(path)
-    except Exception as error:  # noqa: BLE001 - Keras raises several types for a mismatch
+    except (ValueError, OSError, KeyError) as error:  # what Keras raises for a mismatch
         first = (str(error).strip().splitlines() or [""])[0][:200]
         raise ModelSourceError(
             f"The weights file {path} does not match {what} ({type(error).__name__}: {first}). "
@@ -125,7 +126,7 @@ def _source_model(model_config, input_shape, num_classes):
         try:
             model.load_weights(weights)
             return model, name
-        except Exception:  # noqa: BLE001, S112 - try the next number of classes
+        except (ValueError, OSError, KeyError):  # try the next number of classes
             continue
     _load_weights(_build_application(name, input_shape, num_classes, alpha), weights, name)
     raise AssertionError("unreachable")  # _load_weights raised

@@ -1,0 +1,31 @@
+"""Which Keras backend runs, and a clear error for the features that need TensorFlow.
+
+The layers, `recalibrate_batchnorm`, `convert_batchnorm` and `.keras` files work on
+every Keras backend; training (`bnkeras train`, tf.data and tf.distribute) and the
+export formats written through TensorFlow (SavedModel, ONNX, LiteRT, OpenVINO) need
+the TensorFlow backend.
+"""
+
+import os
+
+
+def keras_backend():
+    """The Keras backend of this process."""
+    import keras
+
+    return keras.backend.backend()
+
+
+def require_tensorflow(feature):
+    """Raises RuntimeError naming the backend and the `cpu` extra unless Keras runs
+    on TensorFlow."""
+    backend = keras_backend()
+    if backend == "tensorflow":
+        return
+    raise RuntimeError(
+        f"{feature} needs Keras's TensorFlow backend; this process runs Keras on "
+        f"{backend!r} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND', '')!r}). Install "
+        "TensorFlow with `pip install 'bnkeras[cpu]'` (or `bnkeras[gpu]`) and set "
+        f"KERAS_BACKEND=tensorflow. On {backend}, bnkeras offers its layers, "
+        "recalibrate_batchnorm, convert_batchnorm and .keras files."
+    )
