@@ -1,7 +1,9 @@
 """bnkeras: batch normalization done right for Keras 3, from training to deployment."""
 
+import contextlib
 import importlib
-import os
+import importlib.abc
+import importlib.util
 import sys
 
 from bnkeras.errors import Error
@@ -38,22 +40,40 @@ def __dir__():
     return sorted({*globals(), *_PUBLIC, *_SUBPACKAGES})
 
 
-def _started_as_the_command():
-    """True while `bnkeras ...` or `python -m bnkeras ...` imports this package.
+class _RegisterLayersWithKeras(importlib.abc.MetaPathFinder):
+    """Imports bnkeras.layers (which registers the layers with Keras) right after Keras.
 
-    The command builds its parser and answers `--help` without TensorFlow, and sets
-    TensorFlow's logging environment before importing it; it imports what it runs.
+    `import bnkeras` stays light (the `bnkeras` command answers `--help` without
+    TensorFlow), yet `.keras` files holding bnkeras layers load with
+    `keras.saving.load_model` once `bnkeras` is imported, whichever of the two a program
+    imports first. It acts once, on the import of `keras`, and then leaves `sys.meta_path`.
     """
-    if sys.argv and sys.argv[0] == "-m":  # runpy resolving `python -m bnkeras[.x]`
-        argv = list(getattr(sys, "orig_argv", ()))
-        return "-m" in argv[:-1] and argv[argv.index("-m") + 1].split(".")[0] == "bnkeras"
-    script = os.path.basename(sys.argv[0]) if sys.argv else ""
-    return os.path.splitext(script)[0] == "bnkeras"  # the console script (bnkeras.exe on Windows)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras":
+            return None
+        _remove_hook()
+        spec = importlib.util.find_spec("keras")  # what the other finders give
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            # Without what the layers need (TensorFlow), `import keras` still works; the
+            # error comes with the first use of a layer (bnkeras.BatchNormalization).
+            with contextlib.suppress(ImportError):
+                importlib.import_module("bnkeras.layers")
+
+        spec.loader.exec_module = exec_then_register
+        return spec
 
 
-# True in the `bnkeras` command: it imports the layers (and TensorFlow) when it runs.
-_COMMAND_LINE = _started_as_the_command()
-if not _COMMAND_LINE:
-    # Importing the layers registers them with Keras, so `.keras` files holding bnkeras
-    # layers load with `keras.saving.load_model` once `bnkeras` is imported.
+def _remove_hook():
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _RegisterLayersWithKeras)]
+
+
+if "keras" in sys.modules:  # Keras (and so TensorFlow) is imported already: register now
     importlib.import_module("bnkeras.layers")
+elif not any(isinstance(f, _RegisterLayersWithKeras) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterLayersWithKeras())

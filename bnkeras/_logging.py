@@ -31,6 +31,17 @@ TF_LOG_LINE = re.compile(
 )
 
 
+# Depth of `command_output` blocks: above 0 while the `bnkeras` command runs. Process-wide
+# measures (file descriptors 1 and 2 sent to a log file) are taken only then; a library call
+# from a user's program leaves the process as it found it.
+_command_depth = 0
+
+
+def in_command():
+    """True while the `bnkeras` command runs (inside `command_output`)."""
+    return _command_depth > 0
+
+
 @contextlib.contextmanager
 def command_output(verbose=False):
     """Prints `bnkeras` log messages on stdout and warnings as one line on stderr.
@@ -57,9 +68,12 @@ def command_output(verbose=False):
         for name, value in TF_QUIET_ENVIRONMENT.items():
             os.environ.setdefault(name, value)
         tf_logger.setLevel(logging.ERROR)
+    global _command_depth
+    _command_depth += 1
     try:
         yield
     finally:
+        _command_depth -= 1
         logger.removeHandler(handler)
         logger.propagate, warnings.showwarning = saved
         logger.setLevel(saved_levels[0])

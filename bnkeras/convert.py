@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
@@ -100,7 +101,7 @@ def _holds_bn(layer):
     return any(isinstance(inner, BN_TYPES) for inner in iter_layers(layer))
 
 
-def convert_batchnorm(model: keras.Model, norm: str = "bn", **options) -> keras.Model:
+def convert_batchnorm(model: keras.Model, norm: str = "bn", **options: Any) -> keras.Model:
     """A new model with every BN-family layer replaced by the norm `norm`.
 
     Every `keras.layers.BatchNormalization` (with or without `renorm=True`) and

@@ -8,6 +8,8 @@ them with the weights frozen, as true averages over N batches: after the call,
 """
 
 import contextlib
+from collections.abc import Iterable
+from typing import Any
 
 import keras
 from keras import ops
@@ -22,7 +24,7 @@ class RecalibrationError(Error, ValueError):
     """A dataset that `recalibrate_batchnorm` cannot read as batches of the model's inputs."""
 
 
-def recalibrate_batchnorm(model, dataset, num_batches):
+def recalibrate_batchnorm(model: keras.Model, dataset: Iterable[Any], num_batches: int) -> int:
     """Recomputes the moving statistics of every BN layer of `model` as true averages.
 
     Args:

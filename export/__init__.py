@@ -5,38 +5,37 @@ report = bnkeras.export.verify(model, inputs, folded=result.model)
 bnkeras.export.export_model("model.keras", "out/")  # what `bnkeras export` runs
 """
 
-import bnkeras
+import importlib
 
-__all__ = [
-    "ExportError",
-    "ExportResult",
-    "FoldError",
-    "FoldReport",
-    "FoldResult",
-    "VerifyReport",
-    "count_bn",
-    "export_model",
-    "fold_batchnorm",
-    "verify",
-]
+# public name -> the submodule defining it, imported on first access (PEP 562): importing
+# bnkeras.export stays light (the `bnkeras` command builds its parser from bnkeras.export.cli
+# without TensorFlow), and every name works however the process started.
+_PUBLIC = {
+    "ExportError": "pipeline",
+    "ExportResult": "pipeline",
+    "FoldError": "fold",
+    "FoldReport": "fold",
+    "FoldResult": "fold",
+    "VerifyReport": "verification",
+    "count_bn": "fold",
+    "export_model": "pipeline",
+    "fold_batchnorm": "fold",
+    "verify": "verification",
+}
 
-# The `bnkeras` command builds its parser from bnkeras.export.cli without TensorFlow;
-# bnkeras.export.cli imports the pipeline when it runs.
-if not bnkeras._COMMAND_LINE:
-    from bnkeras.export.fold import FoldError, FoldReport, FoldResult, count_bn, fold_batchnorm
-    from bnkeras.export.verify import VerifyReport, verify
-
-_PIPELINE = ("ExportError", "ExportResult", "export_model")
+__all__ = [*sorted(_PUBLIC)]
 
 
 def __getattr__(name):
-    # The pipeline writes its formats through TensorFlow: imported on first use, on
-    # the TensorFlow backend (the fold and verify need no TensorFlow).
-    if name in _PIPELINE:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _PUBLIC[name] == "pipeline":
+        # The pipeline writes its formats through TensorFlow (the fold and verify need none).
         from bnkeras._backend import require_tensorflow
 
         require_tensorflow("bnkeras.export.export_model (SavedModel, ONNX, LiteRT, OpenVINO)")
-        from bnkeras.export import pipeline
+    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
 
-        return getattr(pipeline, name)
-    raise AttributeError(f"module 'bnkeras.export' has no attribute {name!r}")
+
+def __dir__():
+    return sorted({*globals(), *_PUBLIC})

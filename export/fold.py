@@ -13,10 +13,13 @@ becomes one `bnkeras.ChannelAffine` layer. The arithmetic is float64, cast to
 each layer's variable dtype. The input model is never modified.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import enum
 import functools
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
@@ -89,14 +92,14 @@ class FoldReport:
         return [e for e in self.entries if e.action in actions]
 
     @property
-    def folded(self):
+    def folded(self) -> list[FoldEntry]:
         return self._with(FoldAction.FOLDED, FoldAction.FOLDED_FORWARD)
 
     @property
-    def refused(self):
+    def refused(self) -> list[FoldEntry]:
         return self._with(FoldAction.AFFINE, FoldAction.KEPT)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {
             "bn_before": self.bn_before,
             "bn_after": self.bn_after,
@@ -132,7 +135,7 @@ class FoldResult:
     report: FoldReport
 
 
-def count_bn(model):
+def count_bn(model: keras.Model) -> int:
     """The number of BN-family layers (Keras's and bnkeras's) in `model`, those inside
     nested models and custom layers included."""
     return len(bn_layers(model))
@@ -613,7 +616,7 @@ def _rebuild(work, plan, notes):
 # ------------------------------------------------------------------- public API
 
 
-def fold_batchnorm(model):
+def fold_batchnorm(model: keras.Model) -> FoldResult:
     """Folds every BN-family layer of `model` into its neighbours; returns a FoldResult.
 
     `model` is a Sequential or functional Keras model (nested models, shared layers

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnkeras.export.verify import as_list
+from bnkeras.export.verification import as_list
 
 
 @contextlib.contextmanager

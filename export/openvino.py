@@ -6,7 +6,7 @@ Optional: needs the `openvino` package (`pip install "bnkeras[openvino]"`).
 
 import numpy as np
 
-from bnkeras.export.verify import as_list
+from bnkeras.export.verification import as_list
 
 INSTALL_HINT = 'the OpenVINO format needs the openvino package: pip install "bnkeras[openvino]"'
 

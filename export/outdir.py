@@ -27,7 +27,6 @@ import re
 import shutil
 from pathlib import Path
 
-from bnkeras._pause import pause
 from bnkeras.errors import Error
 from bnkeras.training.files import files_under
 
@@ -197,7 +196,6 @@ def _unsupported(error):
 def move_into_place(partial, out):
     """Moves the finished `partial` to `out`, replacing a previous export atomically."""
     (partial / MARKER).unlink()  # from here the report.json marks it as ours
-    pause("before_move")
     if not os.path.lexists(out):
         try:
             _renameat2(partial, out, _RENAME_NOREPLACE)
@@ -214,7 +212,6 @@ def move_into_place(partial, out):
             raise
         replace_by_renames(partial, out)
         return
-    pause("after_exchange")
     shutil.rmtree(partial, ignore_errors=True)  # now the previous export
 
 
@@ -222,7 +219,6 @@ def replace_by_renames(partial, out):
     """Replaces `out` without RENAME_EXCHANGE; a kill between the renames is undone later."""
     backup = out.parent / f".{out.name}.backup-{os.getpid()}"
     os.rename(out, backup)
-    pause("after_backup")
     os.rename(partial, out)
     shutil.rmtree(backup, ignore_errors=True)
 

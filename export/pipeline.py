@@ -6,6 +6,8 @@ export never leaves a half-written output directory, and `overwrite=True` replac
 only a previous export, atomically.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import errno
@@ -15,13 +17,14 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from bnkeras._pause import pause
+from bnkeras import _logging
 from bnkeras._timing import interleaved_times, paired_ratio
 from bnkeras.errors import Error
 from bnkeras.export import outdir
@@ -45,7 +48,7 @@ from bnkeras.export.memory import collecting_cycles, frozen_heap, peak_rss_mb, r
 from bnkeras.export.openvino import INSTALL_HINT as OPENVINO_HINT
 from bnkeras.export.openvino import available as openvino_available
 from bnkeras.export.openvino import write_openvino
-from bnkeras.export.verify import FormatCheck, expects_pixels, random_inputs, verify
+from bnkeras.export.verification import FormatCheck, expects_pixels, random_inputs, verify
 from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
 from bnkeras.training.files import files_under
 
@@ -73,7 +76,7 @@ class ExportResult:
     report: dict
 
     @property
-    def passed(self):
+    def passed(self) -> bool:
         int8 = self.report.get("int8") or {"passed": True}
         return self.report["verification"]["passed"] and int8["passed"]
 
@@ -195,20 +198,20 @@ def _check_out(source, out_dir, overwrite):
 
 
 def export_model(
-    source,
-    out_dir,
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike,
     *,
-    formats=DEFAULT_FORMATS,
-    opset=DEFAULT_OPSET,
-    rtol=None,
-    atol=None,
-    batch_size=8,
-    overwrite=False,
-    inputs=None,
-    int8=False,
-    int8_max_drop=1.0,
-    calibration_batches=16,
-):
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    opset: int = DEFAULT_OPSET,
+    rtol: float | None = None,
+    atol: float | None = None,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    inputs: np.ndarray | Sequence[np.ndarray] | None = None,
+    int8: bool = False,
+    int8_max_drop: float = 1.0,
+    calibration_batches: int = 16,
+) -> ExportResult:
     """Folds the model of `source`, writes each format into `out_dir` and verifies it.
 
     Returns an `ExportResult` whose `report` is also written to `out_dir/report.json`;
@@ -226,7 +229,10 @@ def export_model(
     when more than `int8_max_drop` percent of top-1 predictions change).
 
     The verification inputs, the fold report, the verification and timing results
-    are logged at INFO level through `logging.getLogger(__name__)`.
+    are logged at INFO level through `logging.getLogger(__name__)`. What the converters
+    log through Python's logging goes to `out_dir/export.log`; their C++ output does too
+    in the `bnkeras export` command, while a call from a program leaves its standard
+    output and error alone (and the process's garbage collector and seeds as it found them).
     """
     started = time.perf_counter()
     check_path("source", source)
@@ -248,7 +254,6 @@ def export_model(
     # Collections (after each format) scan only what the export creates.
     with frozen_heap(), _disk_errors(out_dir), outdir.partial_dir(out) as partial:
         paths, failures = _write_formats(result.model, formats, partial, opset)
-        pause("after_write")
         report = _verify(model, inputs, paths, failures, rtol, atol, result)
         logger.info(str(report))
         quantized = None
@@ -311,7 +316,8 @@ def _write_formats(folded, formats, partial, opset):
     """Writes each format into `partial`: ({format: path}, {format: failure message}).
 
     Third-party output (tf2onnx tracebacks, TensorFlow's converter logs) goes to
-    `partial/export.log` instead of the screen. A full or read-only disk raises.
+    `partial/export.log` instead of the screen (`quiet_output`: the C++ logs in the
+    `bnkeras` command only). A full or read-only disk raises.
     """
     writers = {
         "keras": write_keras,
@@ -569,13 +575,39 @@ def _disk_errors(out_dir):
 
 @contextlib.contextmanager
 def quiet_output(log_path):
-    """Sends what converters print (Python loggers, and C++ logs on fd 1/2) to `log_path`."""
+    """Sends what converters log through Python's logging to `log_path`; in the `bnkeras`
+    command also their C++ logs on file descriptors 1 and 2. A library call leaves the
+    file descriptors alone: a program's own prints during `export_model` reach its output.
+    """
+    if not _logging.in_command():
+        with _loggers_to(log_path):
+            yield
+        return
+    with _loggers_to(log_path), _file_descriptors_to(log_path):
+        yield
+
+
+@contextlib.contextmanager
+def _loggers_to(log_path):
+    """The converters' Python loggers write to `log_path` (only) for the block."""
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     noisy = [logging.getLogger(name) for name in _NOISY_LOGGERS]
     saved = [(lg, lg.handlers[:], lg.propagate) for lg in noisy]
     for lg in noisy:
         lg.handlers, lg.propagate = [handler], False
+    try:
+        yield
+    finally:
+        for lg, handlers, propagate in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+        handler.close()
+
+
+@contextlib.contextmanager
+def _file_descriptors_to(log_path):
+    """File descriptors 1 and 2 write to `log_path` for the block (a process-wide measure:
+    the `bnkeras` command's only)."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     saved_fds = [os.dup(1), os.dup(2)]
@@ -590,6 +622,3 @@ def quiet_output(log_path):
         for fd, saved_fd in zip((1, 2), saved_fds, strict=True):
             os.dup2(saved_fd, fd)
             os.close(saved_fd)
-        for lg, handlers, propagate in saved:
-            lg.handlers, lg.propagate = handlers, propagate
-        handler.close()

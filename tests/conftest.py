@@ -5,10 +5,12 @@ The backend is TensorFlow unless KERAS_BACKEND says otherwise."""
 import contextlib
 import fcntl
 import gc
+import hashlib
 import os
 import random
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +105,22 @@ def built_once(tmp_path_factory, name):
             folder.mkdir()
         yield folder, build
         done.touch()
+
+
+def tree_hashes(root):
+    """{relative path: sha256} of every file under `root`."""
+    root = Path(root)
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def cli(capsys, *argv):
+    """(exit code, stdout, stderr) of `bnkeras ARGV` run in this process."""
+    from bnkeras.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -497,20 +497,55 @@ def check_synchronized(make_layer, rng, global_batch=16, control=True):
         )
 
 
-def run_all(make_layer, tmp_path, rng, trainable=2, non_trainable=2, sync_control=True):
-    check_config_round_trip(make_layer)
-    check_keras_round_trip(make_layer, tmp_path, rng)
-    check_weight_counts(make_layer, trainable, non_trainable)
-    check_fit_step(make_layer, rng)
-    if ON_TENSORFLOW:  # on JAX, fit always compiles with jax.jit: check_fit_step
-        check_xla_fit(make_layer, rng)
-    check_xla_equals_graph(make_layer, rng)
-    check_xla_equals_graph(make_layer, rng, inner=(6, 3), masked=True)
-    check_integer_inputs(make_layer, rng)
-    check_empty_batch(make_layer)
-    check_mixed_precision(make_layer, rng)
-    check_mixed_precision(make_layer, rng, "mixed_bfloat16")
-    check_masking(make_layer, rng)
-    check_model_kinds(make_layer, rng)
-    if ON_TENSORFLOW:  # tf.distribute's replica contexts
-        check_synchronized(make_layer, rng, control=sync_control)
+# name -> check(make_layer, tmp_path, rng, trainable, non_trainable, sync_control). A layer's
+# test_harness is parametrized over them (`@pytest.mark.parametrize("check", CHECKS)`), so a
+# failing check names itself and hides none of the others.
+CHECKS = {
+    "config_round_trip": lambda make, tmp, rng, **_: check_config_round_trip(make),
+    "keras_round_trip": lambda make, tmp, rng, **_: check_keras_round_trip(make, tmp, rng),
+    "weight_counts": lambda make, tmp, rng, trainable, non_trainable, **_: check_weight_counts(
+        make, trainable, non_trainable
+    ),
+    "fit_step": lambda make, tmp, rng, **_: check_fit_step(make, rng),
+    # on JAX, fit always compiles with jax.jit: fit_step covers it
+    "xla_fit": lambda make, tmp, rng, **_: (
+        tensorflow_only("fit with jit_compile=True"),
+        check_xla_fit(make, rng),
+    ),
+    "xla_equals_graph": lambda make, tmp, rng, **_: check_xla_equals_graph(make, rng),
+    "xla_equals_graph_masked": lambda make, tmp, rng, **_: check_xla_equals_graph(
+        make, rng, inner=(6, 3), masked=True
+    ),
+    "integer_inputs": lambda make, tmp, rng, **_: check_integer_inputs(make, rng),
+    "empty_batch": lambda make, tmp, rng, **_: check_empty_batch(make),
+    "mixed_float16": lambda make, tmp, rng, **_: check_mixed_precision(make, rng),
+    "mixed_bfloat16": lambda make, tmp, rng, **_: check_mixed_precision(
+        make, rng, "mixed_bfloat16"
+    ),
+    "masking": lambda make, tmp, rng, **_: check_masking(make, rng),
+    "model_kinds": lambda make, tmp, rng, **_: check_model_kinds(make, rng),
+    "synchronized": lambda make, tmp, rng, sync_control, **_: (
+        tensorflow_only("tf.distribute's replica contexts"),
+        check_synchronized(make, rng, control=sync_control),
+    ),
+}
+
+
+def run_check(name, make_layer, tmp_path, rng, trainable=2, non_trainable=2, sync_control=True):
+    """The harness check `name` (a key of CHECKS) on the layers `make_layer(**kwargs)` makes."""
+    CHECKS[name](
+        make_layer,
+        tmp_path,
+        rng,
+        trainable=trainable,
+        non_trainable=non_trainable,
+        sync_control=sync_control,
+    )
+
+
+def run_all(make_layer, tmp_path, rng, **options):
+    """Every check in one call (a layer's test_harness parametrizes over CHECKS instead);
+    the TensorFlow-only checks are left out on other backends."""
+    for name in CHECKS:
+        if ON_TENSORFLOW or name not in ("xla_fit", "synchronized"):
+            run_check(name, make_layer, tmp_path, rng, **options)

@@ -47,17 +47,68 @@ def test_parser_answers_without_tensorflow(argv, code):
     assert not TF_LOG.search(result.stderr)
 
 
-def test_python_dash_m_and_import_keep_their_meaning():
-    # `import bnkeras` registers the layers (saved models load); the command does not.
-    # The subpackages are reachable from the plain import.
-    code = (
-        "import sys, bnkeras; print('bnkeras.layers' in sys.modules, bnkeras._COMMAND_LINE, "
-        "bnkeras.export.fold_batchnorm.__name__, bnkeras.training.build_config.__name__)"
+# How a process starts: a program's plain import, or as the `bnkeras` command (its
+# sys.argv[0]; the command imports bnkeras.cli and builds its parser first).
+_STARTS = {
+    "program": "",
+    "command": "sys.argv[0] = 'bnkeras'; import bnkeras.cli; bnkeras.cli.build_parser()",
+}
+
+
+def _python(code):
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout.split() == ["True", "False", "fold_batchnorm", "build_config"], (
-        result.stderr
-    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+@pytest.mark.parametrize("start", _STARTS)
+def test_every_public_name_works_however_the_process_started(start):
+    """One import behaviour: `import bnkeras` is light (no TensorFlow), and every name of
+    the public `__all__`s is the function or class, never a submodule, also after the
+    submodules that define them were imported."""
+    code = f"""
+import importlib, inspect, sys
+{_STARTS[start]}
+import bnkeras
+print("tensorflow" in sys.modules)
+import bnkeras.training.evaluation, bnkeras.export.verification
+from bnkeras.training import evaluate
+from bnkeras.export import verify
+for package in ("bnkeras", "bnkeras.export", "bnkeras.training"):
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert not inspect.ismodule(getattr(module, name)), (package, name)
+print(bnkeras.training.evaluate is evaluate, inspect.isfunction(evaluate))
+print(bnkeras.export.verify is verify, inspect.isfunction(verify))
+"""
+    assert _python(code) == ["False", "True", "True", "True", "True"]
+
+
+@pytest.mark.parametrize("keras_first", [False, True], ids=["bnkeras_first", "keras_first"])
+@pytest.mark.parametrize("start", _STARTS)
+def test_importing_bnkeras_lets_keras_load_its_layers(tmp_path, start, keras_first):
+    """`import bnkeras` then `keras.saving.load_model` of a file with bnkeras layers works,
+    whichever of the two is imported first and however the process started."""
+    import keras
+
+    import bnkeras
+
+    path = tmp_path / "m.keras"
+    keras.Sequential([keras.Input((3,)), bnkeras.GhostBatchNormalization(2)]).save(path)
+    imports = "import keras, bnkeras" if keras_first else "import bnkeras, keras"
+    code = f"""
+import sys
+{_STARTS[start]}
+{imports}
+print(type(keras.saving.load_model({str(path)!r}).layers[0]).__name__)
+"""
+    assert _python(code) == ["GhostBatchNormalization"]
 
 
 def test_help_lists_choices_and_every_argument_has_help(capsys):
@@ -165,3 +216,19 @@ def test_tf_log_filter_keeps_other_lines():
     ]
     kept = ["Traceback (most recent call last):", "warning: I0000 is not a log line here"]
     assert [line for line in lines + kept if not _logging.TF_LOG_LINE.match(line)] == kept
+
+
+def test_keras_imports_even_when_the_layers_cannot():
+    """The registration after `import keras` never breaks Keras's own import: without what
+    the layers need, the error comes with the first use of a layer."""
+    code = """
+import sys
+sys.modules["bnkeras.layers"] = None  # as if the layers could not be imported
+import bnkeras, keras
+print(keras.__name__)
+try:
+    bnkeras.BatchNormalization
+except ImportError:
+    print("ImportError")
+"""
+    assert _python(code) == ["keras", "ImportError"]

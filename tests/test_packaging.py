@@ -32,7 +32,9 @@ def test_keras_is_capped_below_the_next_minor():
 
 
 def test_missing_tensorflow_names_the_extras():
-    code = "import sys; sys.modules['tensorflow'] = None; import bnkeras"
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; import bnkeras; bnkeras.BatchNormalization"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
@@ -43,6 +45,9 @@ def test_missing_tensorflow_names_the_extras():
 def test_the_package_names_every_public_layer():
     """`bnkeras` lists its layers without importing TensorFlow: the names and objects
     of `bnkeras.layers.__all__`, no more and no fewer."""
+    import importlib
+    import inspect
+
     import bnkeras
     import bnkeras.layers
 
@@ -51,8 +56,76 @@ def test_the_package_names_every_public_layer():
     assert set(bnkeras.layers.__all__) <= set(bnkeras.__all__) <= set(dir(bnkeras))
     for name in bnkeras.layers.__all__:
         assert getattr(bnkeras, name) is getattr(bnkeras.layers, name), name
-    for name in bnkeras.__all__:
-        assert getattr(bnkeras, name) is not None, name
+    assert bnkeras.Error is importlib.import_module("bnkeras.errors").Error
+    for name in set(bnkeras.__all__) - {"__version__", "Error"}:
+        module = importlib.import_module(bnkeras._PUBLIC[name])
+        obj = getattr(bnkeras, name)
+        assert obj is getattr(module, name), name  # the object its module defines
+        assert inspect.isclass(obj) or inspect.isfunction(obj), (name, obj)
+        assert obj.__module__.startswith("bnkeras."), (name, obj.__module__)
+    assert bnkeras.__version__ == importlib.metadata.version("bnkeras")
+
+
+def test_no_test_hooks_in_the_product():
+    """Faults are injected from the tests (tests/_faults.py), not through hooks that
+    the product reads from the environment (design rule 17)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sources = [p for d in ("bnkeras", "training", "export") for p in (root / d).rglob("*.py")]
+    assert sources
+    hooked = [str(p.relative_to(root)) for p in sources if "BNKERAS_TEST" in p.read_text()]
+    assert hooked == []
+
+
+def _unannotated(function):
+    import inspect
+
+    signature = inspect.signature(function)
+    missing = [
+        name
+        for name, parameter in signature.parameters.items()
+        if name not in ("self", "cls") and parameter.annotation is inspect.Parameter.empty
+    ]
+    if function.__name__ != "__init__" and signature.return_annotation is inspect.Signature.empty:
+        missing.append("return")
+    return missing
+
+
+def test_the_public_api_is_typed():
+    """Every public function, and every public method of a public class (inherited from
+    a bnkeras base included), carries annotations; the package ships `py.typed`."""
+    import configparser
+    import importlib
+    import inspect
+    from pathlib import Path
+
+    unannotated = {}
+    for package in ("bnkeras", "bnkeras.export", "bnkeras.training"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            functions = {f"{package}.{name}": obj} if inspect.isfunction(obj) else {}
+            if inspect.isclass(obj):
+                for cls in obj.__mro__:
+                    if not cls.__module__.startswith("bnkeras"):
+                        continue
+                    for attr, value in vars(cls).items():
+                        if attr.startswith("_") and attr not in ("__init__", "__call__"):
+                            continue
+                        value = value.fget if isinstance(value, property) else value
+                        value = getattr(value, "__func__", value)
+                        if inspect.isfunction(value):
+                            functions.setdefault(f"{package}.{name}.{attr}", value)
+            for qualified, function in functions.items():
+                if _unannotated(function):
+                    unannotated[qualified] = _unannotated(function)
+    assert unannotated == {}
+    root = Path(__file__).resolve().parent.parent
+    assert (root / "bnkeras" / "py.typed").is_file()
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg")
+    assert "py.typed" in setup["options.package_data"]["bnkeras"].split()
 
 
 def test_the_jax_extra_brings_jax_and_no_tensorflow():

@@ -17,12 +17,22 @@ INSTALL_AND_RUN = (
 )
 INSTALL_AND_TEST = (
     'python3.11 -m venv .venv && .venv/bin/pip install -e ".[cpu,test]" && '
-    ".venv/bin/python -m pytest"
+    ".venv/bin/python -m pytest -n 2"
 )
 
 
 def _blocks(language):
     return re.findall(rf"^```{language}\n(.*?)^```$", README, flags=re.MULTILINE | re.DOTALL)
+
+
+def test_ci_runs_the_readmes_test_command():
+    """`.ci/run` runs the README's test command; the worker count is in that command,
+    not in pytest's addopts (so that `pytest tests/x.py::test -x --pdb` runs in-process)."""
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert INSTALL_AND_TEST.rsplit(" && ", 1)[1] in ci
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    (addopts,) = re.findall(r"^addopts = (.*)$", pyproject, flags=re.MULTILINE)
+    assert "-n" not in addopts.strip('"').split()
 
 
 def test_readme_is_short():

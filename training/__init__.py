@@ -4,25 +4,32 @@ from bnkeras.training import build_config, train_and_evaluate
 train_and_evaluate(build_config("demo", ["train.epochs=2"]), "runs/demo")
 """
 
+import importlib
 
-def __getattr__(name):  # lazy: importing bnkeras.training stays light
-    if name in ("train_and_evaluate", "evaluate"):
+# public name -> the submodule defining it, imported on first access (PEP 562): importing
+# bnkeras.training stays light. No public name is also a submodule's name (the import
+# system would replace the function by the submodule once that is imported).
+_PUBLIC = {
+    "ConfigError": "config",
+    "TrainingError": "trainer",
+    "build_config": "config",
+    "evaluate": "evaluation",
+    "train_and_evaluate": "trainer",
+}
+_NEED_TENSORFLOW = ("train_and_evaluate", "evaluate")
+
+__all__ = [*sorted(_PUBLIC)]
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _NEED_TENSORFLOW:
         from bnkeras._backend import require_tensorflow
 
         require_tensorflow(f"bnkeras.training.{name} (tf.data, tf.distribute)")
-    if name in ("train_and_evaluate", "TrainingError"):
-        from bnkeras.training import trainer
-
-        return getattr(trainer, name)
-    if name in ("build_config", "ConfigError"):
-        from bnkeras.training import config
-
-        return getattr(config, name)
-    if name == "evaluate":
-        from bnkeras.training.evaluate import evaluate
-
-        return evaluate
-    raise AttributeError(f"module 'bnkeras.training' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
 
 
-__all__ = ["ConfigError", "TrainingError", "build_config", "evaluate", "train_and_evaluate"]
+def __dir__():
+    return sorted({*globals(), *_PUBLIC})

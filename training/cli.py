@@ -199,7 +199,7 @@ class _Evaluate:
 
     @staticmethod
     def run(args):
-        from bnkeras.training.evaluate import evaluate
+        from bnkeras.training.evaluation import evaluate
 
         try:
             metrics = evaluate(

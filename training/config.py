@@ -13,12 +13,17 @@ lists the valid keys, a bad value raises a one-line `ConfigError` naming the
 key, the received value and the valid range (`Received: data.image_size=0`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import copy
 import dataclasses
 import importlib.resources
 import math
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -606,7 +611,11 @@ def parse_assignment(text):
 FLAG_NAMES = {"model.name": "--model", "norm.name": "--norm", "norm.sync": "--sync-bn"}
 
 
-def build_config(preset="demo", overrides=(), flat=None):
+def build_config(
+    preset: str | os.PathLike = "demo",
+    overrides: Iterable[str] = (),
+    flat: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Defaults <- preset/YAML <- `overrides` (list of 'key=value') <- `flat` {'train.lr': ...}.
 
     Returns the config as nested dicts; raises ConfigError for any bad key or value.

@@ -168,7 +168,9 @@ def _train_pipeline(examples, config, num_classes, batch_size, epochs):
         # A shuffle's seed pair is (graph seed, op seed). Fixing the graph seed of this
         # traced function makes the order a function of (data.seed, epoch) alone, not
         # of the process's global seed (which may be 0: TensorFlow then compares the
-        # tensor op seed with 0 in Python and fails).
+        # tensor op seed with 0 in Python and fails). `epoch_batches` is traced by
+        # flat_map, so this sets the seed of that function's own graph: the process's
+        # global seed is left alone (tests/training/test_trainer.py checks it after a run).
         tf.compat.v1.set_random_seed(SHUFFLE_GRAPH_SEED)
         shuffled = examples.shuffle(
             int(config["shuffle_buffer"]), seed=seed, reshuffle_each_iteration=False

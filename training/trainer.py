@@ -11,6 +11,8 @@ LR-schedule position, renorm step and epoch counter all come back); a larger
 files are the run's, the lock, where to resume from) live in `workdir.py`.
 """
 
+from __future__ import annotations
+
 import contextlib
 import csv
 import dataclasses
@@ -26,14 +28,13 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from bnkeras import _compat
-from bnkeras._pause import pause
-from bnkeras._pause import requested as pause_requested
 from bnkeras.errors import Error
 from bnkeras.recalibrate import recalibrate_batchnorm
 from bnkeras.training import checkpoints, manifest
@@ -204,21 +205,6 @@ class _StopOnInterrupt(keras.callbacks.Callback):
     on_train_batch_end = on_test_batch_end = on_epoch_begin = _check
 
 
-class _PauseAtStep(keras.callbacks.Callback):
-    """Test hook (bnkeras/_pause.py): pauses at point "epoch E step S" after training
-    step S of epoch E (both from 1), for a test to kill the run in mid-epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch + 1
-
-    def on_train_batch_end(self, batch, logs=None):
-        pause(f"epoch {self._epoch} step {batch + 1}")
-
-
 def append_log(workdir, row):
     path = Path(workdir) / "log.csv"
     new = not path.exists() or not path.stat().st_size
@@ -368,10 +354,12 @@ def _warn_float16_without_gpu(train_config):
 
 @contextlib.contextmanager
 def _run_globals(train_config):
-    """Seeds the run and sets its dtype policy; the previous dtype policy and the
-    Python and NumPy random states come back on exit (TensorFlow's global seed stays)."""
+    """Seeds the run and sets its dtype policy; the previous dtype policy, the Python
+    and NumPy random states and TensorFlow's global seed come back on exit (a library
+    call leaves the process as it found it)."""
     policy = keras.config.dtype_policy()
     python_state, numpy_state = random.getstate(), np.random.get_state()
+    tf_seed = tf.compat.v1.random.get_seed(None)[0]  # None when no global seed is set
     keras.utils.set_random_seed(int(train_config["seed"]))
     if train_config["mixed_precision"]:  # "float16" or "bfloat16"
         _warn_float16_without_gpu(train_config)
@@ -382,6 +370,7 @@ def _run_globals(train_config):
         keras.config.set_dtype_policy(policy)
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+        tf.random.set_seed(tf_seed)
 
 
 def _multiworker_workarounds(model, strategy, dataset):
@@ -620,8 +609,6 @@ def _fit(run, progress):
         )
     verbose, progress_callbacks = fit_progress(progress, run.config["train"]["batch_size"])
     callbacks += progress_callbacks
-    if pause_requested():  # only in the fault tests
-        callbacks.append(_PauseAtStep())
     try:
         with read_errors(run.data):
             model.fit(
@@ -762,7 +749,13 @@ def _interrupted(run):
     return "interrupted before an epoch was saved; rerun the same command to start again"
 
 
-def train_and_evaluate(config, workdir, *, overwrite=False, progress=None):
+def train_and_evaluate(
+    config: dict[str, Any],
+    workdir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    progress: int | None = None,
+) -> dict[str, Any]:
     """Trains or resumes the run of `config` in `workdir`; returns the final metrics.
 
     Raises TrainingError (with a message naming the problem and the fix) for bad

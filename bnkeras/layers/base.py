@@ -21,6 +21,7 @@ on other backends.
 """
 
 import collections
+from typing import Any
 
 import keras
 from keras import constraints, initializers, ops, regularizers
@@ -61,22 +62,22 @@ class BatchNormBase(keras.layers.Layer):
 
     def __init__(
         self,
-        axis=-1,
-        momentum=0.99,
-        epsilon=1e-3,
-        center=True,
-        scale=True,
-        beta_initializer="zeros",
-        gamma_initializer="ones",
-        moving_mean_initializer="zeros",
-        moving_variance_initializer="ones",
-        beta_regularizer=None,
-        gamma_regularizer=None,
-        beta_constraint=None,
-        gamma_constraint=None,
-        synchronized=False,
-        **kwargs,
-    ):
+        axis: int = -1,
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+        beta_initializer: Any = "zeros",
+        gamma_initializer: Any = "ones",
+        moving_mean_initializer: Any = "zeros",
+        moving_variance_initializer: Any = "ones",
+        beta_regularizer: Any = None,
+        gamma_regularizer: Any = None,
+        beta_constraint: Any = None,
+        gamma_constraint: Any = None,
+        synchronized: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.axis = as_int("axis", axis)
         self.momentum = as_float("momentum", momentum, 0.0, 1.0)
@@ -100,7 +101,7 @@ class BatchNormBase(keras.layers.Layer):
 
     # ------------------------------------------------------------------ build
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         input_shape = tuple(input_shape)
         rank = len(input_shape)
         if not -rank <= self.axis < rank:
@@ -165,12 +166,12 @@ class BatchNormBase(keras.layers.Layer):
     def _build_extra_state(self, shape):
         """Hook for variants that keep more state (renorm)."""
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
     # ------------------------------------------------------------------- call
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
         if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
             raise ValueError(
                 "The mask of a batch-normalization layer must have one dimension less "
@@ -309,7 +310,7 @@ class BatchNormBase(keras.layers.Layer):
 
     # ----------------------------------------------------------------- config
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = {
             "axis": self.axis,
             "momentum": self.momentum,

@@ -1,5 +1,7 @@
 """`bnkeras.BatchRenormalization`: Batch Renormalization (Ioffe, 2017) with the paper's warm-up."""
 
+from typing import Any
+
 import keras
 from keras import initializers, ops
 
@@ -120,14 +122,14 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
 
     def __init__(
         self,
-        rmax="warmup",
-        dmax="warmup",
-        renorm_momentum=0.99,
-        total_steps=None,
-        virtual_batch_size=None,
-        renorm_bias_correction=False,
-        **kwargs,
-    ):
+        rmax: float | str | LinearRamp | keras.optimizers.schedules.LearningRateSchedule = "warmup",
+        dmax: float | str | LinearRamp | keras.optimizers.schedules.LearningRateSchedule = "warmup",
+        renorm_momentum: float = 0.99,
+        total_steps: int | None = None,
+        virtual_batch_size: int | None = None,
+        renorm_bias_correction: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if total_steps is not None:
             total_steps = as_int("total_steps", total_steps, minimum=1)
@@ -152,7 +154,7 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
         self.renorm_stddev = None
         self.renorm_step = None
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         super().build(input_shape)
         if self.virtual_batch_size is not None:
             self._check_batch_axis(input_shape)
@@ -276,7 +278,7 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
         self.moving_variance.assign(ops.relu(ops.square(new_stddev) - self.epsilon))
         self.renorm_step.assign_add(1)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         def serialize(original, resolved):
             if original is not None:
                 return original

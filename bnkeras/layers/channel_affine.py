@@ -1,5 +1,7 @@
 """`bnkeras.ChannelAffine`: the inference form of a BN that export could not fold."""
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -25,12 +27,12 @@ class ChannelAffine(keras.layers.Layer):
             its weights are not trainable.
     """
 
-    def __init__(self, axis=-1, **kwargs):
+    def __init__(self, axis: int = -1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.axis = as_int("axis", axis)
         self.supports_masking = True
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         rank = len(input_shape)
         if not -rank <= self.axis < rank or input_shape[self.axis] is None:
             raise ValueError(
@@ -47,14 +49,14 @@ class ChannelAffine(keras.layers.Layer):
             shape=shape, name="offset", initializer="zeros", trainable=False, autocast=False
         )
 
-    def call(self, inputs, mask=None):
+    def call(self, inputs: Any, mask: Any = None) -> Any:
         x = ops.cast(inputs, "float32") if is_half(inputs.dtype) else inputs
         scale = ops.reshape(ops.cast(self.scale, x.dtype), self._shape)
         offset = ops.reshape(ops.cast(self.offset, x.dtype), self._shape)
         return ops.cast(x * scale + offset, self.compute_dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "axis": self.axis}

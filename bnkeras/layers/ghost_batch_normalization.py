@@ -1,5 +1,7 @@
 """`bnkeras.GhostBatchNormalization`: BN over virtual sub-batches (Hoffer et al., 2017)."""
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -159,11 +161,11 @@ class GhostBatchNormalization(GhostBatches, BatchNormBase):
         - [Hoffer et al., 2017](https://arxiv.org/abs/1705.08741).
     """
 
-    def __init__(self, virtual_batch_size=32, **kwargs):
+    def __init__(self, virtual_batch_size: int = 32, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.virtual_batch_size = as_int("virtual_batch_size", virtual_batch_size, minimum=1)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         super().build(input_shape)
         self._check_batch_axis(input_shape)
 
@@ -225,5 +227,5 @@ class GhostBatchNormalization(GhostBatches, BatchNormBase):
     def _batch_moments(self, x, mask):
         return self._ghost_moments(x, mask)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "virtual_batch_size": self.virtual_batch_size}

@@ -1,5 +1,7 @@
 """Schedules for the clipping bounds `rmax` and `dmax` of batch renormalization."""
 
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -23,20 +25,22 @@ class LinearRamp:
         end_step: Step where the ramp ends; must be greater than `start_step`.
     """
 
-    def __init__(self, initial_value, final_value, start_step, end_step):
+    def __init__(
+        self, initial_value: float, final_value: float, start_step: int, end_step: int
+    ) -> None:
         self.initial_value = as_float("initial_value", initial_value)
         self.final_value = as_float("final_value", final_value)
         self.start_step = as_int("start_step", start_step, minimum=0)
         self.end_step = as_int("end_step", end_step, minimum=self.start_step + 1)
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:
         step = ops.cast(step, "float32")
         fraction = ops.clip(
             (step - self.start_step) / float(self.end_step - self.start_step), 0.0, 1.0
         )
         return self.initial_value + fraction * (self.final_value - self.initial_value)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "initial_value": self.initial_value,
             "final_value": self.final_value,
@@ -45,7 +49,7 @@ class LinearRamp:
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict[str, Any]) -> "LinearRamp":
         return cls(**config)
 
     def __eq__(self, other):

@@ -1,11 +1,10 @@
 """Griffe extension of the bnkeras docs: the lazily imported public names, seen statically.
 
-`bnkeras` and `bnkeras.training` resolve their public names in a module `__getattr__`
-(so that importing them stays light); griffe reads sources and does not run it. This
-extension adds each such name as an alias: the names of `bnkeras._PUBLIC` (a literal
-dict, name -> module), and every other name of a package's `__all__` that the package
-does not define, found in the one submodule that defines it. A name that is also a
-submodule's (`bnkeras.training.evaluate`) stays the submodule.
+`bnkeras`, `bnkeras.export` and `bnkeras.training` resolve their public names in a module
+`__getattr__` (so that importing them stays light); griffe reads sources and does not run
+it. This extension adds each such name as an alias: the names of each package's `_PUBLIC`
+(a literal dict, name -> module), and every other name of a package's `__all__` that the
+package does not define, found in the one submodule that defines it.
 
 It also renders the layers' Keras-style `Call arguments:` section (not a section griffe
 knows: it shows it as a note) as a list, one item per argument, instead of one paragraph.
@@ -39,27 +38,31 @@ class PublicNames(griffe.Extension):
     def on_package(self, *, pkg, **kwargs):
         if pkg.path != "bnkeras":
             return
-        public = pkg.members.get("_PUBLIC")
-        if public is not None:
-            for name, module in ast.literal_eval(str(public.value)).items():
-                if name not in pkg.members:
-                    pkg.set_member(name, griffe.Alias(name, f"{module}.{name}", parent=pkg))
         packages = [pkg, *(m for m in pkg.modules.values() if m.is_init_module)]
         for module in packages:
+            _alias_public(module)
             _alias_lazy_names(module)
         for module in packages:
             _check_docstrings(module)
+
+
+def _alias_public(package):
+    """Aliases of the names of a package's `_PUBLIC` (name -> module: a full path in
+    bnkeras, a submodule's name in bnkeras.export and bnkeras.training)."""
+    public = package.members.get("_PUBLIC")
+    if public is None:
+        return
+    for name, module in ast.literal_eval(str(public.value)).items():
+        if name not in package.members:
+            module = module if "." in module else f"{package.path}.{module}"
+            package.set_member(name, griffe.Alias(name, f"{module}.{name}", parent=package))
 
 
 def _alias_lazy_names(package):
     exported = package.members.get("__all__")
     if exported is None:
         return
-    try:
-        names = [n for n in ast.literal_eval(str(exported.value)) if isinstance(n, str)]
-    except ValueError:  # not a plain list of strings (bnkeras's own: handled above)
-        return
-    for name in names:
+    for name in _names(exported.value, package):
         if name in package.members:
             continue
         owners = [
@@ -83,8 +86,6 @@ def _check_docstrings(package):
             continue
         try:
             target = member.final_target if member.is_alias else member
-            if target.is_module and name in target.members:  # bnkeras.export.verify
-                target = target.members[name]
             target = target.final_target if target.is_alias else target
         except (griffe.AliasResolutionError, griffe.CyclicAliasError):
             continue  # mkdocstrings reports what it cannot find

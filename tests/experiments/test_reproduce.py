@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from bnkeras import cli
-from bnkeras.experiments import EXPERIMENTS, ReproduceError, runner
+from bnkeras.experiments import EXPERIMENTS, ReproduceError, report, runner
 from tests.conftest import built_once
 
 RECORD_FIELDS = {
@@ -94,8 +94,12 @@ def test_quick_run_writes_documented_files(quick_run):
     for file in record["files"]:
         assert (workdir / file).stat().st_size > 0
     assert any(f.endswith(".png") for f in record["files"])
-    assert (workdir / "results.json").exists()
-    assert (workdir / "summary.md").read_text().startswith(f"# `bnkeras reproduce {name}`")
+    # summary.md is written from this very record (its verdict and every metric's row)
+    summary = (workdir / "summary.md").read_text()
+    assert summary.startswith(f"# `bnkeras reproduce {name}`")
+    assert summary == report.summary_markdown(record)
+    for metric in record["metrics"]:
+        assert f"| {metric} | " in summary, metric
 
 
 def test_rerun_skips_completed_seeds(quick_run, caplog):

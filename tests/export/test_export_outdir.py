@@ -1,6 +1,5 @@
 """`bnkeras export --out`: what may be written or replaced, bad options, what is said on screen."""
 
-import hashlib
 import json
 import os
 
@@ -9,16 +8,8 @@ import pytest
 
 from bnkeras.cli import main
 from bnkeras.export import outdir
+from tests.conftest import tree_hashes
 from tests.export.test_export_cli import _conv_bn_model
-
-
-def tree_hashes(root):
-    """{relative path: sha256} of every file under `root` (the user's files)."""
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
 """`bnkeras.export.memory.frozen_heap`: collections in the block skip what existed before it."""
 
 import gc
+import os
+import subprocess
+import sys
 import weakref
 
 import keras
@@ -70,3 +73,38 @@ def test_leaves_a_callers_freeze_alone():
         assert gc.get_freeze_count() == frozen
         assert _cycle_collected_inside()
     assert gc.get_freeze_count() == frozen  # not unfrozen by the block
+
+
+def test_an_export_from_a_program_leaves_its_output_and_collector_alone(tmp_path):
+    """Design rule 15: a print of the calling program during `export_model` (here from a
+    writer it wraps, while the converters run) reaches its standard output, not export.log;
+    the collector's state is as before (the fd capture is the `bnkeras` command's only)."""
+    script = """
+import gc, sys
+import keras
+from bnkeras.export import pipeline
+
+keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]).save(sys.argv[1] + "/m.keras")
+write_keras = pipeline.write_keras
+
+def noisy(*args):
+    print("caller's print inside the export", flush=True)
+    return write_keras(*args)
+
+pipeline.write_keras = noisy
+gc.disable()
+before = gc.isenabled(), gc.get_freeze_count()
+result = pipeline.export_model(sys.argv[1] + "/m.keras", sys.argv[1] + "/out", formats=["keras"])
+print("state", before == (gc.isenabled(), gc.get_freeze_count()), result.passed)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "caller's print inside the export" in done.stdout
+    assert "caller's print" not in (tmp_path / "out" / "export.log").read_text()
+    assert "state True True" in done.stdout

@@ -86,9 +86,46 @@ def test_latency_never_calls_noise_a_slowdown():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     latency = pipeline.measure_latency(model, model, np.ones((2, 4), "float32"), budget_seconds=0)
     assert latency["rounds"] == 3
-    low, high = latency["speedup_interquartile"]
-    assert low <= latency["speedup"] <= high
-    assert pipeline.latency_verdict(latency["speedup"], low, high) in latency["line"]
+    assert latency["unfolded_ms"] > 0 and latency["folded_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    "unfolded, folded, expected",
+    [
+        # round ratios 2, 3, 2.5: median 2.5, interquartile 2.25-2.75
+        (
+            [0.004, 0.006, 0.005],
+            [0.002, 0.002, 0.002],
+            "unfolded 5.00 ms, folded 2.00 ms; folded 2.50x the speed of unfolded "
+            "(interquartile 2.25-2.75)",
+        ),
+        # round ratios 0.8, 1.2, 1.0: the range holds 1
+        (
+            [0.004, 0.006, 0.005],
+            [0.005, 0.005, 0.005],
+            "unfolded 5.00 ms, folded 5.00 ms; no measurable difference (ratio 0.90-1.10)",
+        ),
+    ],
+)
+def test_latency_is_the_paired_ratio_of_the_rounds(monkeypatch, unfolded, folded, expected):
+    """The speed-up is unfolded / folded time, round by round: the median and quartiles
+    of those ratios (known round times here), and the line says so."""
+    calls = []
+
+    def timed(candidates, rounds, warmup=1):
+        calls.append(rounds)
+        for run in candidates.values():
+            run()
+        return {"unfolded": unfolded[:rounds], "folded": folded[:rounds]}
+
+    monkeypatch.setattr(pipeline, "interleaved_times", timed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    latency = pipeline.measure_latency(model, model, np.ones((2, 4), "float32"), budget_seconds=0)
+    assert calls == [1, 3]
+    ratios = np.array(unfolded) / np.array(folded)
+    assert latency["speedup"] == pytest.approx(np.median(ratios))
+    assert latency["speedup_interquartile"] == pytest.approx(np.percentile(ratios, [25, 75]))
+    assert latency["line"].endswith(expected)
 
 
 @pytest.mark.parametrize("formats", ["litert", "keras,saved_model,onnx,litert"])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bnkeras.export import fold, fold_batchnorm, verify
-from bnkeras.export.verify import (
+from bnkeras.export.verification import (
     PIXEL_RANGE,
     UNKNOWN_SIZES,
     as_logits,

@@ -27,7 +27,7 @@ from keras.src.applications import resnet as resnet_v1
 from bnkeras.export import fold_batchnorm, verify
 from bnkeras.export.litert import write_litert
 from bnkeras.export.openvino import write_openvino
-from bnkeras.export.verify import random_inputs
+from bnkeras.export.verification import random_inputs
 from bnkeras.export.writers import write_keras, write_onnx, write_saved_model
 from tests.export.test_fold import randomize
 

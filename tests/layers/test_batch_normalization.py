@@ -20,8 +20,9 @@ LAYOUTS = [
 SHAPES = harness.thinned_off_tensorflow(LAYOUTS, keep=(0, 4))
 
 
-def test_harness(tmp_path, rng):
-    harness.run_all(lambda **kw: bnkeras.BatchNormalization(**kw), tmp_path, rng)
+@pytest.mark.parametrize("check", harness.CHECKS)
+def test_harness(check, tmp_path, rng):
+    harness.run_check(check, lambda **kw: bnkeras.BatchNormalization(**kw), tmp_path, rng)
 
 
 @pytest.mark.parametrize("shape,axis", SHAPES)

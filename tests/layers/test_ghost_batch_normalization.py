@@ -13,10 +13,11 @@ def make(**kwargs):
     return bnkeras.GhostBatchNormalization(**kwargs)
 
 
-def test_harness(tmp_path, rng):
+@pytest.mark.parametrize("check", harness.CHECKS)
+def test_harness(check, tmp_path, rng):
     # Ghost batches of 4 never cross the 2 replicas' 8 examples, so synchronizing
     # changes nothing here; test_ghost_batches_span_replicas covers the other case.
-    harness.run_all(make, tmp_path, rng, sync_control=False)
+    harness.run_check(check, make, tmp_path, rng, sync_control=False)
 
 
 BATCHES = [(12, 4), (10, 4), (7, 3), (5, 1)]  # (batch, virtual_batch_size)

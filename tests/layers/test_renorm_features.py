@@ -140,7 +140,8 @@ def test_ghost_renorm_numpy_reference(shape, axis, rng):
         np.testing.assert_allclose(getattr(layer, name), state[name], atol=1e-5, err_msg=name)
 
 
-def test_ghost_renorm_harness(tmp_path, rng):
+@pytest.mark.parametrize("check", harness.CHECKS)
+def test_ghost_renorm_harness(check, tmp_path, rng):
     def make(**kwargs):
         kwargs.setdefault("rmax", 2.0)
         kwargs.setdefault("dmax", 1.0)
@@ -148,7 +149,7 @@ def test_ghost_renorm_harness(tmp_path, rng):
 
     # Ghost batches of 2 never span the replicas' halves of the batch: local
     # statistics equal synchronized ones, so the harness's control does not apply.
-    harness.run_all(make, tmp_path, rng, non_trainable=5, sync_control=False)
+    harness.run_check(check, make, tmp_path, rng, non_trainable=5, sync_control=False)
 
 
 # ---------------------------------------------------------------- bias correction

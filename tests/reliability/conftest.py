@@ -3,7 +3,6 @@ tests that damage it), file hashing, the CLI in process and as a real subprocess
 small tmpfs mounts (root only) for full and read-only disks."""
 
 import contextlib
-import hashlib
 import os
 import shutil
 import subprocess
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bnkeras.cli import main
 from bnkeras.training.config import build_config
+from tests.conftest import cli, tree_hashes  # noqa: F401 - shared with the fault tests
 from tests.training.conftest import (  # noqa: F401 - the session fixtures
     TWO_EPOCHS,
     finished_run,
@@ -36,16 +35,6 @@ def train_args(workdir, data_dir, *overrides):
     return ["train", "--workdir", str(workdir), "--data-dir", str(data_dir), *sets]
 
 
-def snapshot(folder):
-    """{relative path: sha256} of every file under `folder`."""
-    folder = Path(folder)
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 def wait_for(condition, process, seconds=300):
     """Polls `condition()` while the subprocess `process` runs (its stderr on failure)."""
     deadline = time.monotonic() + seconds
@@ -53,13 +42,6 @@ def wait_for(condition, process, seconds=300):
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
-
-
-def cli(capsys, *argv):
-    """(exit code, stdout, stderr) of `bnkeras ARGV` run in this process."""
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_stale_lock_does_not_block(workdir, pid):

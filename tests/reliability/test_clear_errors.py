@@ -8,7 +8,7 @@ import pytest
 
 import bnkeras
 from bnkeras.export import export_model
-from tests.reliability.conftest import assert_clean_error, cli, snapshot
+from tests.reliability.conftest import assert_clean_error, cli, tree_hashes
 
 
 @pytest.fixture
@@ -26,11 +26,11 @@ def test_export_of_a_legacy_hdf5_model_says_so_and_how_to_convert(
     legacy_h5, tmp_path, capsys, name
 ):
     path = legacy_h5.rename(tmp_path / name)
-    before = snapshot(tmp_path)
+    before = tree_hashes(tmp_path)
     code, out, err = cli(capsys, "export", path, "--out", tmp_path / "out")
     assert_clean_error(code, err, str(path), "legacy HDF5 format", "keras.saving.load_model(")
     assert "is not a Keras model file" not in err
-    assert snapshot(tmp_path) == before
+    assert tree_hashes(tmp_path) == before
 
 
 def test_evaluate_of_a_legacy_hdf5_model_says_so(legacy_h5, capsys):

@@ -1,20 +1,12 @@
 """Bad config input: `bnkeras train` exits 2 with one line naming the key and the value,
 before any data is read, and leaves the user's files alone."""
 
-import hashlib
 import re
 
 import pytest
 
 from bnkeras.cli import main
-
-
-def _hashes(root):
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+from tests.conftest import tree_hashes
 
 
 def _write(path, data):
@@ -110,7 +102,7 @@ def test_bad_config_is_one_line_exit_2_and_touches_nothing(tmp_path, capsys, arg
     run.mkdir()
     (run / "notes.txt").write_text("the user's file")
     extra = argv(inputs)
-    before = _hashes(tmp_path)
+    before = tree_hashes(tmp_path)
     code = main(["train", "--workdir", str(run), *extra])
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -118,4 +110,4 @@ def test_bad_config_is_one_line_exit_2_and_touches_nothing(tmp_path, capsys, arg
     assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
     assert lines[0].startswith("bnkeras train: error: ")
     assert re.search(message, lines[0]), lines[0]
-    assert _hashes(tmp_path) == before
+    assert tree_hashes(tmp_path) == before

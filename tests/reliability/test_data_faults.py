@@ -1,9 +1,7 @@
 """Damaged data: one clear error naming the file and the fix, never a traceback."""
 
-import hashlib
 import shutil
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,15 +9,8 @@ import pytest
 from bnkeras.cli import main
 from bnkeras.training.config import DEFAULTS
 from bnkeras.training.data import DataError, load_data, read_errors
+from tests.conftest import tree_hashes
 from tests.training.conftest import shapes_dir  # noqa: F401  (session fixture)
-
-
-def _hashes(root):
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(Path(root).rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_image_folder_with_only_undecodable_images_is_one_line_exit_2(tmp_path, capsys):
@@ -29,7 +20,7 @@ def test_image_folder_with_only_undecodable_images_is_one_line_exit_2(tmp_path, 
             (images / split / name).mkdir(parents=True)
             for index in range(3):
                 (images / split / name / f"{index}.jpg").write_bytes(b"not a jpeg")
-    before = _hashes(images)
+    before = tree_hashes(images)
     argv = ["train", "--workdir", str(tmp_path / "run"), "--dataset", "folder"]
     code = main([*argv, "--data-dir", str(images)])
     err = capsys.readouterr().err
@@ -39,7 +30,7 @@ def test_image_folder_with_only_undecodable_images_is_one_line_exit_2(tmp_path, 
         f"(e.g. {images}/val/cat/0.jpg, {images}/val/cat/1.jpg, {images}/val/cat/2.jpg): "
         "check the files (JPEG, PNG, GIF, BMP, WebP or JPEG XL)."
     ]
-    assert _hashes(images) == before
+    assert tree_hashes(images) == before
 
 
 def _record_end(path, count):

@@ -11,7 +11,7 @@ from tests.reliability.conftest import (
     cli,
     fill,
     remount_read_only,
-    snapshot,
+    tree_hashes,
 )
 
 
@@ -19,12 +19,12 @@ def test_a_truncated_model_keras_is_named_with_the_fix(run_copy, capsys):
     workdir = run_copy()
     data = (workdir / "model.keras").read_bytes()
     (workdir / "model.keras").write_bytes(data[: len(data) // 2])
-    before = snapshot(workdir)
+    before = tree_hashes(workdir)
     code, _, err = cli(capsys, "evaluate", workdir)
     assert_clean_error(code, err, workdir / "model.keras", "damaged", "bnkeras train")
     code, _, err = cli(capsys, "export", workdir, "--out", workdir.parent / "export")
     assert_clean_error(code, err, workdir / "model.keras", "damaged")
-    assert snapshot(workdir) == before and not (workdir.parent / "export").exists()
+    assert tree_hashes(workdir) == before and not (workdir.parent / "export").exists()
 
 
 def test_a_run_being_trained_can_be_evaluated(run_copy, capsys):
@@ -65,12 +65,12 @@ def test_json_never_replaces_the_model_a_run_file_or_a_foreign_file(
         ([*on_file[:1], workdir], tmp_path / "notes.json", "not a metrics file"),
         ([*on_file[:1], workdir], tmp_path / "notes.txt", "not a metrics file"),
     ]
-    before = snapshot(tmp_path)
+    before = tree_hashes(tmp_path)
     for argv, target, reason in cases:
         code, out, err = cli(capsys, *argv, "--json", target)
         assert_clean_error(code, err, target, reason)
         assert out == ""  # refused before evaluating
-    assert snapshot(tmp_path) == before
+    assert tree_hashes(tmp_path) == before
     assert not (workdir / "tensorboard" / "x").exists()
     # Its own metrics file (and one of a bnkeras without the marker) is replaced.
     for existing in (
@@ -122,7 +122,7 @@ def test_a_model_that_takes_any_image_size(shapes_dir, tmp_path, capsys):
 def test_a_run_without_model_keras_is_read_from_its_last_checkpoint(run_copy, capsys):
     workdir = run_copy()
     (workdir / "model.keras").unlink()  # killed before the final model was written
-    before = snapshot(workdir)
+    before = tree_hashes(workdir)
     code, out, err = cli(capsys, "evaluate", workdir)
     assert code == 0 and "(128 images)" in out, err
-    assert snapshot(workdir) == before
+    assert tree_hashes(workdir) == before

@@ -1,7 +1,7 @@
 """`bnkeras export` under real faults: kill -9 at named moments, a full disk, a read-only disk.
 
-Kills use a real subprocess paused at a named point (BNKERAS_TEST_PAUSE_AT, a real
-sleep in the product code); disks are real tmpfs mounts (root only, skipped otherwise).
+Kills use a real subprocess paused at a named point (tests/_faults.py wraps the product's
+function there with a real sleep); disks are real tmpfs mounts (root only, skipped otherwise).
 """
 
 import json
@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import keras
@@ -19,7 +18,8 @@ import yaml
 import bnkeras
 from bnkeras.cli import main
 from bnkeras.export import outdir
-from tests.export.test_export_outdir import tree_hashes
+from tests import _faults as faults
+from tests.conftest import tree_hashes
 from tests.training.conftest import one_epoch_copy  # noqa: F401 - fixture
 
 
@@ -51,16 +51,12 @@ def old_export(tmp_path):
 
 
 def _paused(argv, point, tmp_path):
-    """A real `python ...` process stopped at the product's pause point `point`."""
+    """A real process of `argv` (bnkeras arguments or `-c SCRIPT ...`) stopped at the
+    pause point `point` (tests/_faults.py)."""
     flag = tmp_path / f"paused-{point}"
-    env = dict(
-        os.environ,
-        BNKERAS_TEST_PAUSE_AT=point,
-        BNKERAS_TEST_PAUSE_FILE=str(flag),
-        TF_CPP_MIN_LOG_LEVEL="3",
-    )
+    env = faults.environment(TF_CPP_MIN_LOG_LEVEL="3")
     log = open(tmp_path / f"{point}.log", "w")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen([sys.executable, *argv], env=env, stdout=log, stderr=log)
+    process = subprocess.Popen(faults.command(point, flag, *argv), env=env, stdout=log, stderr=log)
     deadline = time.monotonic() + 300
     while not flag.exists():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -89,7 +85,7 @@ def _source_of(out):
 )
 def test_kill_during_overwrite_leaves_old_or_new_export(old_export, tmp_path, point, holds):
     out, new = old_export
-    argv = ["-m", "bnkeras", "export", str(new), "--out", str(out), "--formats", "keras"]
+    argv = ["export", str(new), "--out", str(out), "--formats", "keras"]
     process, log = _paused([*argv, "--overwrite"], point, tmp_path)
     _kill(process, log)
     expected = str(tmp_path / "old.keras") if holds == "old" else str(new)

@@ -15,7 +15,7 @@ from PIL import Image
 from bnkeras.training import workdir as run_dir
 from bnkeras.training.config import DEFAULTS
 from bnkeras.training.data import DataError, load_data
-from tests.reliability.conftest import assert_clean_error, cli, snapshot
+from tests.reliability.conftest import assert_clean_error, cli, tree_hashes
 
 DARK, BRIGHT = 30, 220  # the pixel values of the two classes of the label tests
 # 8x8 JPEG XL images of those values (lossless), as no encoder is installed:
@@ -144,10 +144,10 @@ def test_split_looking_folders_never_become_classes(tmp_path, capsys, layout, na
     root = tmp_path / "data"
     for folder in layout:
         _images(root / folder, 3)
-    before = snapshot(root)
+    before = tree_hashes(root)
     code, out, err = cli(capsys, *_train_args(tmp_path / "run", root))
     assert_clean_error(code, err, root, *names)
-    assert snapshot(root) == before and not (tmp_path / "run" / "config.yaml").exists()
+    assert tree_hashes(root) == before and not (tmp_path / "run" / "config.yaml").exists()
 
 
 # ------------------------------------------------ 5: classes stored in the run
@@ -201,7 +201,7 @@ def test_renamed_class_folders_are_refused_by_evaluate_export_and_resume(
         (root / old).rename(root / f".{new}")
     for new in rename.values():
         (root / f".{new}").rename(root / new)
-    before = snapshot(workdir)
+    before = tree_hashes(workdir)
     code, out, err = cli(capsys, "evaluate", workdir)
     assert_clean_error(
         code, err, "[a, b]", f"[{', '.join(sorted(p.name for p in root.iterdir()))}]"
@@ -212,7 +212,7 @@ def test_renamed_class_folders_are_refused_by_evaluate_export_and_resume(
     assert not (workdir.parent / "export").exists()
     code, _, err = cli(capsys, *_train_args(workdir, root, "train.epochs=2"))
     assert_clean_error(code, err, "[a, b]", "trained on")
-    assert snapshot(workdir) == before
+    assert tree_hashes(workdir) == before
 
 
 def _held_out_values(root):
@@ -283,7 +283,7 @@ def test_an_older_run_resumes_with_its_own_held_out_split_and_then_stores_it(
 def test_a_damaged_classes_json_is_one_line_naming_it(folder_run_copy, capsys, damage):
     root, workdir = folder_run_copy
     (workdir / run_dir.CLASSES).write_text(damage)
-    before = snapshot(workdir)
+    before = tree_hashes(workdir)
     for argv in (
         ["evaluate", workdir],
         ["export", workdir, "--out", workdir.parent / "export"],
@@ -291,7 +291,7 @@ def test_a_damaged_classes_json_is_one_line_naming_it(folder_run_copy, capsys, d
     ):
         code, _, err = cli(capsys, *argv)
         assert_clean_error(code, err, workdir / run_dir.CLASSES, "damaged", "--overwrite")
-    assert snapshot(workdir) == before and not (workdir.parent / "export").exists()
+    assert tree_hashes(workdir) == before and not (workdir.parent / "export").exists()
 
 
 # --------------------------------------- 6: empty classes, a workdir in the data
@@ -328,11 +328,11 @@ def test_a_workdir_inside_the_image_folder_is_refused(tmp_path, capsys, where):
     root = tmp_path / "data"
     _images(root / "a", 6, DARK)
     _images(root / "b", 6, BRIGHT)
-    before = snapshot(root)
+    before = tree_hashes(root)
     workdir = root / where
     code, _, err = cli(capsys, *_train_args(workdir, root))
     assert_clean_error(code, err, workdir, "inside the image folder", "outside")
-    assert snapshot(root) == before and sorted(p.name for p in root.iterdir()) == ["a", "b"]
+    assert tree_hashes(root) == before and sorted(p.name for p in root.iterdir()) == ["a", "b"]
 
 
 @pytest.mark.parametrize("where", ["run", "a/run", "b/photos/run"])

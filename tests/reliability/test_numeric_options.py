@@ -15,7 +15,7 @@ import tensorflow as tf
 from bnkeras.cli import build_parser
 from bnkeras.training import config as config_module
 from bnkeras.training.config import ConfigError, Number, Numbers, OrNull, build_config
-from tests.reliability.conftest import assert_clean_error, cli, snapshot, train_args
+from tests.reliability.conftest import assert_clean_error, cli, train_args, tree_hashes
 
 HUGE = "99999999999999999999"
 
@@ -71,14 +71,14 @@ CASES = [(c, f, v) for (c, f), values in BAD.items() for v in values]
 @pytest.mark.parametrize("command, flag, value", CASES, ids=[" ".join(c) for c in CASES])
 def test_a_bad_numeric_option_is_one_line_naming_it(command, flag, value, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("the user's file")
-    before = snapshot(tmp_path)
+    before = tree_hashes(tmp_path)
     code, out, err = cli(capsys, *_argv(command, tmp_path), f"{flag}={value}")
     assert_clean_error(code, err, flag, "Received: ")
     line = err.strip().splitlines()[-1]
     shown = {"1e400": "inf", HUGE: HUGE}.get(value, value).lstrip("-").replace(".0", "")
     assert shown in line, line  # the value received
     assert "[" in line or ">" in line, line  # and the valid range
-    assert snapshot(tmp_path) == before
+    assert tree_hashes(tmp_path) == before
 
 
 # ------------------------------------------------------------- every config key
@@ -220,7 +220,7 @@ def test_out_of_memory_after_a_completed_epoch_keeps_the_run(
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
 
     run = run_copy()
-    checkpoints = snapshot(run / "checkpoints")
+    checkpoints = tree_hashes(run / "checkpoints")
     monkeypatch.setattr(keras.Model, "fit", out_of_memory)
     code, out, err = cli(capsys, *train_args(run, shapes_dir, "train.epochs=3"))
     assert_clean_error(
@@ -231,7 +231,7 @@ def test_out_of_memory_after_a_completed_epoch_keeps_the_run(
         "checkpoint of epoch 2 is kept",
         "another --workdir",
     )
-    assert snapshot(run / "checkpoints") == checkpoints
+    assert tree_hashes(run / "checkpoints") == checkpoints
 
 
 def test_a_run_with_a_completed_epoch_still_refuses_another_config(run_copy, shapes_dir, capsys):

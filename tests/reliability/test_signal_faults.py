@@ -5,13 +5,12 @@ partial left and what was finished kept.
 SIGTERM (a cluster's preemption) and SIGHUP act as Ctrl-C and exit 128 + the signal;
 a closed stdout (`| head -1`) stops the command quietly with exit 141 (as SIGPIPE
 stops other tools); a failed write of the output (/dev/full) is exit 2 and one line.
-Signals go to real subprocesses at known moments: the product's pause points
-(BNKERAS_TEST_PAUSE_AT), a seed written to results.json, or the handler seen
+Signals go to real subprocesses at known moments: pause points (tests/_faults.py
+wraps the product's functions in the test's subprocess), a seed written to results.json, or the handler seen
 installed in /proc/PID/status.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,8 @@ import pytest
 
 from bnkeras.training import workdir as run_dir
 from bnkeras.training.trainer import read_log
-from tests.export.test_export_outdir import tree_hashes
+from tests import _faults as faults
+from tests.conftest import tree_hashes
 from tests.reliability.conftest import cli, train_args, wait_for
 from tests.reliability.test_export_faults import _save_model, old_export  # noqa: F401
 
@@ -32,15 +32,12 @@ _NAMES = {signal.SIGINT: "", signal.SIGTERM: " by SIGTERM", signal.SIGHUP: " by 
 def _start(tmp_path, *argv, pause_at=None, stdout=subprocess.DEVNULL):
     """`bnkeras ARGV` as a real process, stderr captured; with `pause_at`, it sleeps at
     that pause point of the product for 3 seconds (the file `paused` says when)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    env = faults.environment(TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    command = [sys.executable, "-m", "bnkeras", *map(str, argv)]
     if pause_at:
-        env.update(
-            BNKERAS_TEST_PAUSE_AT=pause_at,
-            BNKERAS_TEST_PAUSE_FILE=str(tmp_path / "paused"),
-            BNKERAS_TEST_PAUSE_SECONDS="3",
-        )
+        command = faults.command(pause_at, tmp_path / "paused", *argv, seconds=3)
     return subprocess.Popen(
-        [sys.executable, "-m", "bnkeras", *map(str, argv)],
+        command,
         env=env,
         stdout=stdout,
         stderr=subprocess.PIPE,

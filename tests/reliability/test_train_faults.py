@@ -23,10 +23,10 @@ from tests.reliability.conftest import (
     cli,
     fill,
     remount_read_only,
-    snapshot,
     spawn,
     tiny,
     train_args,
+    tree_hashes,
     wait_for,
 )
 
@@ -52,12 +52,14 @@ def test_overwrite_deletes_only_the_runs_own_files(run_copy, shapes_dir, capsys)
     (workdir / "photos").mkdir()
     (workdir / "photos" / "cat.png").write_bytes(b"\x89PNG not really")
     (workdir / ".my-settings").write_text("x")
-    mine = {k: v for k, v in snapshot(workdir).items() if k.startswith(("notes", "photos", ".my"))}
+    mine = {
+        k: v for k, v in tree_hashes(workdir).items() if k.startswith(("notes", "photos", ".my"))
+    }
     code, _, err = cli(
         capsys, *train_args(workdir, shapes_dir, "model.width=8", "train.epochs=1"), "--overwrite"
     )
     assert code == 0, err
-    after = snapshot(workdir)
+    after = tree_hashes(workdir)
     assert {k: after[k] for k in mine} == mine
     assert yaml.safe_load((workdir / "config.yaml").read_text())["model"]["width"] == 8
     assert _epochs(workdir) == [1] and _state(workdir)["epoch"] == 1
@@ -65,7 +67,7 @@ def test_overwrite_deletes_only_the_runs_own_files(run_copy, shapes_dir, capsys)
 
 
 def _user_files_in_run_folders(workdir):
-    """User files inside the run's own folders, at several depths; their snapshot."""
+    """User files inside the run's own folders, at several depths; their tree_hashes."""
     files = {
         "checkpoints/my_backup.keras": b"the user's own model",
         "checkpoints/NOTES.txt": b"lr 0.1 was better",
@@ -77,7 +79,7 @@ def _user_files_in_run_folders(workdir):
     for name, data in files.items():
         (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         (workdir / name).write_bytes(data)
-    return {k: v for k, v in snapshot(workdir).items() if k in files}
+    return {k: v for k, v in tree_hashes(workdir).items() if k in files}
 
 
 @pytest.mark.parametrize("listed", [True, False], ids=["listed", "run-from-before-the-list"])
@@ -95,7 +97,7 @@ def test_overwrite_keeps_user_files_inside_the_runs_folders(run_copy, shapes_dir
         capsys, *train_args(workdir, shapes_dir, "model.width=8", "train.epochs=1"), "--overwrite"
     )
     assert code == 0, err
-    after = snapshot(workdir)
+    after = tree_hashes(workdir)
     assert {k: after.get(k) for k in mine} == mine
     assert "kept 6 file(s) that the run did not write" in out
     assert "checkpoints/my_backup.keras" in out
@@ -114,7 +116,7 @@ def test_checkpoint_rotation_keeps_user_files_named_like_checkpoints(run_copy, s
     mine = _user_files_in_run_folders(workdir)
     code, _, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
     assert code == 0, err
-    after = snapshot(workdir)
+    after = tree_hashes(workdir)
     assert {k: after.get(k) for k in mine} == mine
     assert _state(workdir)["epoch"] == 3
 
@@ -124,11 +126,11 @@ def test_a_folder_with_files_no_run_wrote_is_refused(shapes_dir, tmp_path, capsy
     workdir.mkdir()
     (workdir / "model.keras").write_bytes(b"the user's own model")
     (workdir / "log.csv").write_text("date,weight\n2024-01-01,70\n")
-    before = snapshot(workdir)
+    before = tree_hashes(workdir)
     for extra in ([], ["--overwrite"]):
         code, _, err = cli(capsys, *train_args(workdir, shapes_dir), *extra)
         assert_clean_error(code, err, workdir, "model.keras", "log.csv", "another --workdir")
-        assert snapshot(workdir) == before
+        assert tree_hashes(workdir) == before
 
 
 # ------------------------------------------------------------------------- lock
@@ -163,12 +165,12 @@ def test_a_second_train_on_a_locked_workdir_exits_2_and_ctrl_c_is_one_line_exit_
     ], err
     assert not lock.exists()
     assert not list(workdir.rglob(".*.tmp-*"))
-    before = snapshot(workdir / "checkpoints")
+    before = tree_hashes(workdir / "checkpoints")
     code, out, err = cli(capsys, *train_args(workdir, shapes_dir, f"train.epochs={saved + 1}"))
     assert code == 0, err
     assert f"resuming from epoch {saved}" in out
     assert _epochs(workdir) == list(range(1, saved + 2))  # one writer: every epoch once
-    assert before != snapshot(workdir / "checkpoints")
+    assert before != tree_hashes(workdir / "checkpoints")
 
 
 def test_the_lock_file_of_a_killed_holder_does_not_block(tmp_path):
@@ -206,10 +208,10 @@ def test_a_refused_run_leaves_nothing_that_blocks_the_corrected_command(
     workdir = tmp_path / "run"
     workdir.mkdir()
     (workdir / "notes.txt").write_text("mine")
-    before = snapshot(workdir)
+    before = tree_hashes(workdir)
     code, _, err = cli(capsys, *train_args(workdir, shapes_dir, *bad, "train.epochs=1"))
     assert_clean_error(code, err, *names)
-    assert snapshot(workdir) == before
+    assert tree_hashes(workdir) == before
     if bad[0].startswith("norm.name=ghost"):  # the corrected command runs
         fixed = ["norm.name=ghost", "norm.virtual_batch_size=8", "train.epochs=1"]
         code, _, err = cli(capsys, *train_args(workdir, shapes_dir, *fixed))
@@ -222,13 +224,13 @@ def test_a_refused_run_leaves_nothing_that_blocks_the_corrected_command(
 
 def test_nan_stops_within_the_batch_and_a_lower_lr_resumes(run_copy, shapes_dir, capsys):
     workdir = run_copy()
-    kept = snapshot(workdir / "checkpoints")
+    kept = tree_hashes(workdir / "checkpoints")
     code, _, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3", "train.lr=1e30"))
     assert_clean_error(code, err, "NaN in epoch 3", "epoch 2", "lower --lr")
     batch = int(err.split("(batch ")[1].split(")")[0])
     assert batch < 256 // 32 - 1  # stopped before the end of the epoch
     kept.pop("state.json")  # which now records the lr tried
-    assert {k: v for k, v in snapshot(workdir / "checkpoints").items() if k in kept} == kept
+    assert {k: v for k, v in tree_hashes(workdir / "checkpoints").items() if k in kept} == kept
     assert _state(workdir)["epoch"] == 2 and _epochs(workdir) == [1, 2]
 
     code, out, err = cli(
@@ -247,10 +249,10 @@ def test_a_changed_model_is_refused_even_without_config_yaml(run_copy, shapes_di
     workdir = run_copy()
     (workdir / "config.yaml").unlink()
     (workdir / ".model.keras.tmp-99999.keras").write_bytes(b"half of a model")  # a killed write
-    before = snapshot(workdir)
+    before = tree_hashes(workdir)
     code, _, err = cli(capsys, *train_args(workdir, shapes_dir, "model.width=8"))
     assert_clean_error(code, err, workdir, "model.width: 4 -> 8", "--overwrite")
-    assert snapshot(workdir) == before  # config.yaml not rewritten
+    assert tree_hashes(workdir) == before  # config.yaml not rewritten
     code, out, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
     assert code == 0, err
     assert yaml.safe_load((workdir / "config.yaml").read_text())["model"]["width"] == 4
@@ -302,10 +304,10 @@ def _truncate(path):
 def test_damaged_run_files_are_one_line_errors(run_copy, shapes_dir, capsys, damage, names):
     workdir = run_copy()
     damage(workdir)
-    before = snapshot(workdir)
+    before = tree_hashes(workdir)
     code, _, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
     assert_clean_error(code, err, *names)
-    assert snapshot(workdir) == before
+    assert tree_hashes(workdir) == before
 
 
 @pytest.mark.filterwarnings(_SHOW_RECOVERY)
@@ -348,10 +350,10 @@ def test_disk_full_while_checkpointing(finished_run, shapes_dir, tmpfs, capsys):
     shutil.copytree(finished_run, workdir)
     checkpoint = (workdir / "checkpoints" / "epoch_0002.keras").stat().st_size
     filler = fill(workdir.parent, checkpoint // 2)
-    kept = snapshot(workdir / "checkpoints")
+    kept = tree_hashes(workdir / "checkpoints")
     code, _, err = cli(capsys, *train_args(workdir, shapes_dir, "train.epochs=3"))
     assert_clean_error(code, err, "epoch_0003.keras", "No space left", "resume from epoch 3")
-    assert snapshot(workdir / "checkpoints") == kept
+    assert tree_hashes(workdir / "checkpoints") == kept
     assert not list(workdir.rglob(".*.tmp-*"))
     assert filler.stat().st_size and not (workdir / run_dir.LOCK).exists()
 
@@ -361,21 +363,21 @@ def test_disk_full_writing_the_final_model(finished_run, shapes_dir, tmpfs, caps
     shutil.copytree(finished_run, workdir)
     (workdir / "model.keras").unlink()  # killed after the last checkpoint
     filler = fill(workdir.parent, 16 * 1024)
-    before = snapshot(workdir)
+    before = tree_hashes(workdir)
     code, _, err = cli(capsys, *train_args(workdir, shapes_dir))
     assert_clean_error(code, err, "model.keras", "No space left")
-    assert snapshot(workdir) == before and filler.exists()
+    assert tree_hashes(workdir) == before and filler.exists()
     assert not list(workdir.rglob(".*.tmp-*"))
 
 
 def test_read_only_work_directory(finished_run, shapes_dir, tmpfs, capsys):
     mount = tmpfs("4m")
     shutil.copytree(finished_run, mount / "run")
-    before = snapshot(mount / "run")
+    before = tree_hashes(mount / "run")
     remount_read_only(mount)
     code, _, err = cli(capsys, *train_args(mount / "run", shapes_dir, "train.epochs=3"))
     assert_clean_error(code, err, mount / "run", "Read-only file system")
-    assert snapshot(mount / "run") == before
+    assert tree_hashes(mount / "run") == before
 
 
 # ------------------------------------------------------------------------ EMA
@@ -392,10 +394,10 @@ def test_ema_is_validated_saved_and_a_finished_run_is_not_rewritten(shapes_dir, 
     assert last["val_loss"] == pytest.approx(metrics["loss"], rel=1e-5)
     assert last["val_accuracy"] == pytest.approx(metrics["top1"], rel=1e-6)
     final = keras.saving.load_model(workdir / "model.keras").get_weights()
-    files = snapshot(workdir)
+    files = tree_hashes(workdir)
     code, out, err = cli(capsys, *args)
     assert code == 0 and "nothing to train" in out, err
-    assert snapshot(workdir) == files
+    assert tree_hashes(workdir) == files
     (workdir / "model.keras").unlink()  # killed after the last checkpoint: rebuilt from it
     code, _, err = cli(capsys, *args)
     assert code == 0, err

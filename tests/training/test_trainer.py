@@ -1,6 +1,5 @@
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import yaml
 from bnkeras.cli import main
 from bnkeras.training.trainer import TrainingError, read_log, train_and_evaluate
 from bnkeras.training.workdir import WorkdirError
+from tests import _faults as faults
+from tests.conftest import cli
 from tests.reliability.conftest import assert_stale_lock_does_not_block
 from tests.training.conftest import TINY
 
@@ -57,19 +58,17 @@ def test_one_epoch_writes_the_work_directory(one_epoch_run):
     assert resolved["model"]["name"] == "resnet8" and resolved["train"]["epochs"] == 1
 
 
-def _train_process(config_path, workdir, **environment):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "", **environment}
+def _train_process(config_path, workdir, pause_at=None, flag=None):
+    """`bnkeras train` as a real process; with `pause_at`, paused there for good (after
+    writing the file `flag`: tests/_faults.py)."""
+    env = faults.environment(TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    argv = ["train", "--config", str(config_path), "--workdir", str(workdir)]
+    if pause_at:  # longer than anything in the test takes: killed there
+        argv = faults.command(pause_at, flag, *argv, seconds=900)
+    else:
+        argv = [sys.executable, "-m", "bnkeras", *argv]
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bnkeras",
-            "train",
-            "--config",
-            str(config_path),
-            "--workdir",
-            str(workdir),
-        ],
+        argv,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -86,13 +85,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_config, tmp_path):
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     paused = tmp_path / "paused"
-    interrupted = _train_process(
-        config_path,
-        tmp_path / "interrupted",
-        BNKERAS_TEST_PAUSE_AT="epoch 2 step 4",
-        BNKERAS_TEST_PAUSE_FILE=str(paused),
-        BNKERAS_TEST_PAUSE_SECONDS="900",  # longer than anything below takes: killed there
-    )
+    interrupted = _train_process(config_path, tmp_path / "interrupted", "epoch 2 step 4", paused)
     try:
         train_and_evaluate(config, tmp_path / "straight", **QUIET)  # meanwhile, in this process
         deadline = time.monotonic() + 300
@@ -214,12 +207,6 @@ def test_unwritable_workdir(tiny_config, tmp_path):
 # ------------------------------------------------------------------------ CLI
 
 
-def _cli(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
     workdir = str(tmp_path / "run")
     args = [
@@ -234,10 +221,10 @@ def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
         "resnet8",
     ]
     args += [f"--set={s}" for s in TINY if not s.startswith(("train.epochs", "model.name"))]
-    code, out, err = _cli(capsys, *args)
+    code, out, err = cli(capsys, *args)
     assert code == 0, err
     assert "epoch 1/1: loss" in out and "final: loss" in out
-    code, out, _ = _cli(capsys, "evaluate", workdir, "--json", str(tmp_path / "eval.json"))
+    code, out, _ = cli(capsys, "evaluate", workdir, "--json", str(tmp_path / "eval.json"))
     assert code == 0 and "top-1" in out and "top-5" in out
     assert set(json.loads((tmp_path / "eval.json").read_text())) == {
         "bnkeras_evaluate",
@@ -248,7 +235,7 @@ def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
     }
     # The formats themselves: tests/export (and the README command in test_end_to_end.py).
     export = ["export", workdir, "--out", str(tmp_path / "export"), "--formats", "keras"]
-    code, out, err = _cli(capsys, *export)
+    code, out, err = cli(capsys, *export)
     assert code == 0, err
     assert (
         json.loads((tmp_path / "export" / "report.json").read_text())["inputs"] == "dataset batch"
@@ -265,7 +252,7 @@ def test_cli_train_evaluate_and_export(shapes_dir, tmp_path, capsys):
     ],
 )
 def test_cli_bad_input_is_a_clean_error(tmp_path, capsys, argv, message):
-    code, _, err = _cli(capsys, "train", "--workdir", str(tmp_path / "run"), *argv)
+    code, _, err = cli(capsys, "train", "--workdir", str(tmp_path / "run"), *argv)
     assert code == 2 and message in err and "Traceback" not in err
 
 
@@ -320,7 +307,7 @@ def test_train_from_an_image_folder(tmp_path, capsys):
         "--set=data.image_size=16",
         "--set=train.batch_size=8",
     ]
-    code, out, err = _cli(
+    code, out, err = cli(
         capsys,
         "train",
         "--workdir",
@@ -339,9 +326,9 @@ def test_train_from_an_image_folder(tmp_path, capsys):
 
 def test_evaluate_a_model_file(one_epoch_run, shapes_dir, tmp_path, capsys):
     workdir = one_epoch_run[0]
-    code, _, err = _cli(capsys, "evaluate", str(workdir / "model.keras"))
+    code, _, err = cli(capsys, "evaluate", str(workdir / "model.keras"))
     assert code == 2 and "needs --dataset" in err
-    code, out, err = _cli(
+    code, out, err = cli(
         capsys,
         "evaluate",
         str(workdir / "model.keras"),
@@ -352,7 +339,7 @@ def test_evaluate_a_model_file(one_epoch_run, shapes_dir, tmp_path, capsys):
     )
     assert code == 0, err
     assert "(1000 images)" in out
-    code, _, err = _cli(capsys, "evaluate", str(tmp_path / "missing"))
+    code, _, err = cli(capsys, "evaluate", str(tmp_path / "missing"))
     assert code == 2 and "neither a training work directory nor a .keras model file" in err
 
 
@@ -374,3 +361,18 @@ def test_log_rows_past_the_last_checkpoint_are_dropped_on_resume(tiny_config, on
     train_and_evaluate(tiny_config(), workdir, **QUIET)
     assert [r["epoch"] for r in read_log(workdir)] == [1.0]
     assert not list(workdir.glob(".*.tmp-*"))
+
+
+def test_a_run_leaves_the_global_seed_and_the_collector_as_it_found_them(tiny_config, tmp_path):
+    """A library call leaves the process as it found it (design rule 15)."""
+    import gc
+
+    tf.random.set_seed(4321)
+    gc.unfreeze()  # the test processes freeze their heap (tests/conftest.py)
+    try:
+        train_and_evaluate(tiny_config(), tmp_path / "run", progress=0)
+        assert (gc.isenabled(), gc.get_freeze_count()) == (True, 0)
+    finally:
+        gc.collect()
+        gc.freeze()
+    assert tf.compat.v1.random.get_seed(None)[0] == 4321  # not the run's train.seed

@@ -1,9 +1,12 @@
 """`evaluate(source)`: loss, top-1 and top-5 of a trained model on an evaluation split."""
 
+from __future__ import annotations
+
 import copy
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -147,14 +150,14 @@ def _model_file_source(path, dataset, image_size):
 
 
 def evaluate(
-    source,
+    source: str | os.PathLike,
     *,
-    dataset=None,
-    data_dir=None,
-    batch_size=None,
-    image_size=None,
-    json_path=None,
-):
+    dataset: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    batch_size: int | None = None,
+    image_size: int | None = None,
+    json_path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Evaluates a training work directory or a `.keras` classifier.
 
     A work directory brings its own data config (dataset, image size,

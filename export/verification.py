@@ -23,14 +23,22 @@ that does not vary over the batch (or stays below `atol`) cannot detect a wrong
 model: such a check fails, saying why.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import gc
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
 from bnkeras.export.memory import frozen_heap
 from bnkeras.model_layers import iter_layers
+
+if TYPE_CHECKING:
+    from bnkeras.export.fold import FoldReport
 
 # (rtol, atol_scale) by the lowest compute precision among the model's layers.
 TOLERANCES = {
@@ -104,10 +112,10 @@ class VerifyReport:
     notes: list = dataclasses.field(default_factory=list)
 
     @property
-    def passed(self):
+    def passed(self) -> bool:
         return all(c.passed for c in self.checks) and all(c.passed for c in self.layers)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
             "rtol": self.rtol,
@@ -380,19 +388,19 @@ def _differences(outputs, reference, activations):
 
 
 def verify(
-    model,
-    inputs,
+    model: keras.Model,
+    inputs: np.ndarray | Sequence[np.ndarray],
     *,
-    folded=None,
-    saved_model=None,
-    onnx=None,
-    litert=None,
-    openvino=None,
-    rtol=None,
-    atol=None,
-    fold_report=None,
-    folded_layers=None,
-):
+    folded: keras.Model | None = None,
+    saved_model: str | os.PathLike | None = None,
+    onnx: str | os.PathLike | None = None,
+    litert: str | os.PathLike | None = None,
+    openvino: str | os.PathLike | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    fold_report: FoldReport | None = None,
+    folded_layers: keras.Model | None = None,
+) -> VerifyReport:
     """Compares each given candidate with `model(inputs, training=False)`.
 
     Args:
