@@ -8,6 +8,12 @@ the TensorFlow backend.
 
 import os
 
+from bnkeras.errors import Error
+
+
+class BackendError(Error, RuntimeError):
+    """A feature that needs another Keras backend than the one this process runs."""
+
 
 def keras_backend():
     """The Keras backend of this process."""
@@ -17,12 +23,12 @@ def keras_backend():
 
 
 def require_tensorflow(feature):
-    """Raises RuntimeError naming the backend and the `cpu` extra unless Keras runs
-    on TensorFlow."""
+    """Raises `BackendError` (a `bnkeras.Error`, and a RuntimeError) naming the backend
+    and the `cpu` extra unless Keras runs on TensorFlow."""
     backend = keras_backend()
     if backend == "tensorflow":
         return
-    raise RuntimeError(
+    raise BackendError(
         f"{feature} needs Keras's TensorFlow backend; this process runs Keras on "
         f"{backend!r} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND', '')!r}). Install "
         "TensorFlow with `pip install 'bnkeras[cpu]'` (or `bnkeras[gpu]`) and set "

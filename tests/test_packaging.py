@@ -3,8 +3,10 @@
 import importlib.metadata
 import importlib.util
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -176,7 +178,29 @@ def test_tensorflow_features_on_jax_name_the_backend_and_the_extra(feature):
     result = _on_jax(f"import {module}; {module}.{name}")
     assert result.returncode != 0
     message = result.stderr.strip().splitlines()[-1]
-    assert message.startswith("RuntimeError: "), result.stderr[-2000:]
+    # a bnkeras.Error (the command's one-line exit 2) that is still a RuntimeError
+    assert message.startswith("bnkeras._backend.BackendError: "), result.stderr[-2000:]
     assert (
         "'jax'" in message and "bnkeras[cpu]" in message and "KERAS_BACKEND=tensorflow" in message
     )
+
+
+def test_the_backend_error_is_a_user_error_and_a_runtime_error():
+    import bnkeras
+    from bnkeras._backend import BackendError
+
+    assert issubclass(BackendError, bnkeras.Error) and issubclass(BackendError, RuntimeError)
+
+
+@needs_jax
+def test_the_backends_page_example_runs_on_jax_without_tensorflow(tmp_path):
+    """docs/backends.md's renorm example, as written, in a process where TensorFlow
+    cannot be imported (as after `pip install "bnkeras[jax]"`)."""
+    page = (Path(__file__).parents[1] / "docs" / "backends.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    code = "import sys; sys.modules['tensorflow'] = None\n" + example
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "renorm.keras").is_file()
