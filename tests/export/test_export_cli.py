@@ -28,7 +28,10 @@ def test_mobilenet_v2_through_all_formats(mobilenet, tmp_path, capsys):
     out = tmp_path / "export"
     assert main(["export", str(path), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "BN layers: 52 before, 0 after (52 folded, 0 kept as affine)" in printed
+    # Counted here from the model: every BN of MobileNetV2 follows a conv and folds.
+    bns = sum(isinstance(la, keras.layers.BatchNormalization) for la in model.layers)
+    assert bns > 0
+    assert f"BN layers: {bns} before, 0 after ({bns} folded, 0 kept as affine)" in printed
     assert "inference latency" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["verification"]["passed"]
@@ -39,7 +42,7 @@ def test_mobilenet_v2_through_all_formats(mobilenet, tmp_path, capsys):
     }
     assert all(o["max_abs"] < 1e-4 for f in report["verification"]["formats"] for o in f["outputs"])
     layers = report["verification"]["layers"]  # every folded layer against conv -> BN
-    assert len(layers) == 52 and all(c["passed"] for c in layers)
+    assert len(layers) == bns and all(c["passed"] for c in layers)
     assert {e["bn"] for e in report["fold"]["entries"]} == {
         layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
     }

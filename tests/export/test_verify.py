@@ -31,7 +31,8 @@ def test_correct_fold_of_untrained_application_passes(untrained_mobilenet):
     x = random_inputs(model, 4)
     report = verify(model, x, folded=result.model, fold_report=result.report)
     assert report.passed, report
-    assert len(report.layers) == len(result.report.folded) == 52
+    bns = sum(isinstance(la, keras.layers.BatchNormalization) for la in model.layers)
+    assert len(report.layers) == len(result.report.folded) == bns > 0
     assert all(c.max_abs <= c.atol for c in report.layers)
     conv = report.layers[0]  # Conv1 and bn_Conv1 of the original on the model's input
     reference = model.get_layer("bn_Conv1")(model.get_layer("Conv1")(x), training=False)
