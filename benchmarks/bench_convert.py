@@ -55,7 +55,12 @@ def main():
             x = rng.normal(size=(args.batch_size, size, size, 3)).astype("float32")
             y = rng.integers(0, 10, size=(args.batch_size,))
             for jit in modes:
-                base = builder(input_shape=(size, size, 3), weights=None, classes=10)
+                base = builder(
+                    input_shape=(size, size, 3),
+                    weights=None,
+                    classes=10,
+                    classifier_activation=None,  # logits, as the loss reads them
+                )
                 models = {
                     "keras BN": compile_for_training(base, jit),
                     "bnkeras BN": compile_for_training(bnkeras.convert_batchnorm(base, "bn"), jit),
