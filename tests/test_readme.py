@@ -62,7 +62,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     """The layer example builds and trains a step; the conversion example converts a
     ResNet50; the export example folds, verifies and exports the layer example's model
     (given a batch and the model saved as model.keras)."""
-    layers, convert, export = _blocks("python")
+    layers, convert, _, export = _blocks("python")  # the JAX one: test_packaging.py
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(layers, "README layers example", "exec"), namespace)  # noqa: S102
@@ -77,3 +77,11 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     namespace["batch"] = batch
     exec(compile(export, "README export example", "exec"), namespace)  # noqa: S102
     assert (tmp_path / "exported" / "report.json").is_file()
+
+
+def test_the_readmes_jax_example_is_the_backends_pages():
+    """The backends page's example runs on JAX without TensorFlow (tests/test_packaging.py);
+    the README shows the same code."""
+    page = (ROOT / "docs" / "backends.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert _blocks("python")[2] == example
