@@ -93,7 +93,7 @@ def _boom(error):
 # command -> (the function its `run` calls, argv)
 COMMANDS = {
     "train": ("bnkeras.training.trainer.train_and_evaluate", ["train", "--workdir", "W"]),
-    "evaluate": ("bnkeras.training.evaluate.evaluate", ["evaluate", "W"]),
+    "evaluate": ("bnkeras.training.evaluation.evaluate", ["evaluate", "W"]),
     "export": ("bnkeras.export.pipeline.export_model", ["export", "m.keras", "--out", "W"]),
     "reproduce": ("bnkeras.experiments.runner.reproduce", ["reproduce", "fig1", "--workdir", "W"]),
 }
