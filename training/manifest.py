@@ -66,8 +66,3 @@ def forget(root, *files):
     gone = {relative(root, f) for f in files} & listed
     if gone:
         _write(root, listed - gone)
-
-
-def owns(root, file):
-    """True when the run in `root` listed `file`."""
-    return relative(root, file) in (written(root) or ())

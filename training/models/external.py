@@ -128,8 +128,9 @@ def _source_model(model_config, input_shape, num_classes):
             return model, name
         except (ValueError, OSError, KeyError):  # try the next number of classes
             continue
-    _load_weights(_build_application(name, input_shape, num_classes, alpha), weights, name)
-    raise AssertionError("unreachable")  # _load_weights raised
+    model = _build_application(name, input_shape, num_classes, alpha)
+    _load_weights(model, weights, name)  # raises the mismatch, naming the file and the fix
+    return model, name
 
 
 def _check_io(model, source, input_shape):
