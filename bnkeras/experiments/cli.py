@@ -4,7 +4,7 @@ import logging
 import sys
 
 from bnkeras.errors import Error
-from bnkeras.experiments import EXPERIMENTS
+from bnkeras.experiments import DEFAULT_SEEDS, EXPERIMENTS
 
 
 def add_arguments(parser):
@@ -14,7 +14,9 @@ def add_arguments(parser):
     parser.add_argument(
         "--workdir", required=True, help="results directory; rerunning skips completed seeds"
     )
-    parser.add_argument("--seeds", type=int, help="number of seeds (default: 3, or 1 with --quick)")
+    parser.add_argument(
+        "--seeds", type=int, help=f"number of seeds (default: {DEFAULT_SEEDS}, or 1 with --quick)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="tiny sizes, 1 seed unless --seeds: a smoke test"
     )
@@ -31,7 +33,7 @@ def _show_progress():
 
 
 def run(args):
-    seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    seeds = args.seeds if args.seeds is not None else (1 if args.quick else DEFAULT_SEEDS)
     _show_progress()
     try:
         from bnkeras.experiments import runner

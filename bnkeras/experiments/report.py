@@ -2,13 +2,16 @@
 
 import json
 import math
+import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from bnkeras.experiments import stats
 from bnkeras.training.files import atomic_write_text
 
 __all__ = [
+    "accuracy_axis",
     "accuracy_bars",
     "all_summary_markdown",
     "atomic_write_text",
@@ -17,6 +20,8 @@ __all__ = [
     "means",
     "save_figure",
     "seed_curves",
+    "seed_lines",
+    "seed_points",
     "summary_markdown",
     "to_json",
 ]
@@ -59,12 +64,54 @@ def _mean_sd(entry):
     return f"{_number(entry['mean'])} ± {_number(entry['sd'])}"
 
 
+def _claims_table(claims):
+    lines = [
+        "| claim | metric | comparison | effect (95% CI) | p (Holm) | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in claims:
+        p_holm = c.get("p_holm")
+        lines.append(
+            f"| **{c['name']}**: {_cell(c['statement'])} | {_cell(c['metric'])} | "
+            f"{_cell(c['comparison'])} ({c['test']}) | {_cell(stats.effect_text(c))} | "
+            f"{'n/a' if p_holm is None else f'{p_holm:.2g}'} | **{c['verdict']}** |"
+        )
+    conditions = [(c["name"], p) for c in claims for p in c["preconditions"]]
+    if conditions:
+        lines += [
+            "",
+            "| claim | precondition | comparison | measured (95% CI) | met |",
+            "|---|---|---|---|---|",
+        ]
+        for name, p in conditions:
+            lines.append(
+                f"| {name} | {_cell(p['statement'])} | {_cell(p['comparison'])} ({p['test']}) "
+                f"| {_cell(stats.effect_text(p))} | {'yes' if p['met'] else '**no**'} |"
+            )
+    return lines
+
+
+def _machine_text(record):
+    seeds = [record["seeds"][s] for s in sorted(record["seeds"], key=int)]
+    wall = [s["wall_seconds"] for s in seeds]
+    loads = [s["load"] for s in seeds if s.get("load") is not None]
+    machine = record.get("machine") or {}
+    text = (
+        f"{len(seeds)} seed(s), {sum(wall):.0f} s of training in total "
+        f"({min(wall, default=0):.0f}-{max(wall, default=0):.0f} s per seed)"
+    )
+    if machine:
+        text += f" on {machine['cpu']} ({machine['logical_cores']} logical cores)"
+    if loads:
+        text += f", 1-minute load {min(loads):.1f}-{max(loads):.1f} when the seeds ended"
+    return text
+
+
 def summary_markdown(record):
-    """The summary table of an experiment: claim, setup, result, verdict, then details."""
-    seeds = sorted(record["seeds"], key=int)
-    wall = sum(record["seeds"][s]["wall_seconds"] for s in seeds)
+    """An experiment's page: claim, setup, result, each claim's verdict, protocol, details."""
     mode = "quick (tiny sizes: not a measurement)" if record["quick"] else "default"
     versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
+    protocol = record["protocol"]
     lines = [
         f"# `bnkeras reproduce {record['experiment']}`",
         "",
@@ -73,9 +120,28 @@ def summary_markdown(record):
         f"| Paper's claim | {_cell(record['claim'])} |",
         f"| Our setup | {_cell(record['setup'])} |",
         f"| Our result | {_cell(record['result'])} |",
-        f"| Verdict | {_cell(record['verdict'])} |",
         "",
-        f"Mode {mode}; {len(seeds)} seed(s); {wall:.0f} s of training in total; {versions}.",
+        "## Claims and verdicts",
+        "",
+        "Each claim's comparison, direction and preconditions were fixed in the experiment's "
+        "protocol before the runs. Verdicts: supported or contradicted when the Holm-adjusted "
+        f"p-value over the experiment's claims is below {stats.ALPHA}; otherwise inconclusive, "
+        "with the 95% interval; no verdict when a precondition's 95% interval does not show it.",
+        "",
+        *_claims_table(record["claims"]),
+        "",
+        "## Limitations",
+        "",
+        protocol["limitations"],
+        "",
+    ]
+    if protocol["post_hoc"]:
+        lines += ["Choices made after seeing data:", ""]
+        lines += [f"- {choice}" for choice in protocol["post_hoc"]] + [""]
+    lines += [
+        "## Runs",
+        "",
+        f"Mode {mode}; {_machine_text(record)}; {versions}.",
         "",
         "| metric | mean ± sd over seeds | per seed |",
         "|---|---|---|",
@@ -83,17 +149,6 @@ def summary_markdown(record):
     for name, entry in record["metrics"].items():
         per_seed = ", ".join(_number(v) for v in entry["per_seed"])
         lines.append(f"| {name} | {_mean_sd(entry)} | {per_seed} |")
-    lines += [
-        "",
-        "| comparison (a - b) | effect | effect / seed sd | Welch t | df | p | verdict |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in record["comparisons"]:
-        lines.append(
-            f"| {c['label']} | {_number(c['effect'])} | {_number(c['effect_over_spread'], 2)} "
-            f"| {_number(c['t'], 2)} | {_number(c['df'], 1)} | {_number(c['p'], 3)} "
-            f"| {c['verdict']} |"
-        )
     lines.append("")
     lines += [f"![{name}]({name})" for name in record["files"] if name.endswith(".png")]
     return "\n".join(lines) + "\n"
@@ -103,20 +158,21 @@ ALL_MARKER = "<!-- written by `bnkeras reproduce all` -->"
 
 
 def all_summary_markdown(records):
-    """One table row per experiment (claim, setup, result, verdict), linking to its directory."""
+    """One table row per claim of every experiment, linking to the experiment's page."""
     lines = [
         ALL_MARKER,
         "# `bnkeras reproduce all`",
         "",
-        "| experiment | paper's claim | our setup | our result | verdict | seeds |",
-        "|---|---|---|---|---|---|",
+        "| experiment | claim | effect (95% CI) | verdict | seeds |",
+        "|---|---|---|---|---|",
     ]
     for name, record in records.items():
-        lines.append(
-            f"| [{name}]({name}/summary.md) | {_cell(record['claim'])} | "
-            f"{_cell(record['setup'])} | {_cell(record['result'])} | "
-            f"{_cell(record['verdict'])} | {len(record['seeds'])} |"
-        )
+        for claim in record["claims"]:
+            lines.append(
+                f"| [{name}]({name}/summary.md) | **{claim['name']}**: "
+                f"{_cell(claim['statement'])} | {_cell(stats.effect_text(claim))} | "
+                f"{claim['verdict']} | {len(record['seeds'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -135,15 +191,54 @@ def save_figure(fig, workdir, name):
     return name
 
 
-def mean_band(ax, steps, curves, label, **kwargs):
-    """Plots the mean of per-seed `curves` over `steps`, with a ±1 sd band when > 1 seed."""
+def seed_lines(ax, steps, curves, label, color=None, mean=True):
+    """Every seed's curve as a thin line and, with `mean`, their mean as a thick one.
+
+    Non-finite points (diverged runs) are gaps. On a log axis only positive values
+    are drawn: no band can reach below zero.
+
+    Returns:
+        The colour used.
+    """
     values = np.asarray(curves, dtype=float)
-    mean = np.nanmean(values, axis=0)
-    (line,) = ax.plot(steps, mean, label=label, **kwargs)
-    if len(values) > 1:
-        sd = np.nanstd(values, axis=0, ddof=1)
-        ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
-    return line
+    steps = np.asarray(steps)
+    if mean:
+        with warnings.catch_warnings():  # a step where every seed diverged: a gap
+            warnings.simplefilter("ignore", RuntimeWarning)
+            average = np.nanmean(values, axis=0)
+        (line,) = ax.plot(steps, average, color=color, linewidth=2.0, label=label, zorder=3)
+    else:
+        (line,) = ax.plot(steps, values[0], color=color, alpha=0.4, linewidth=0.7, label=label)
+        values = values[1:]
+    color = line.get_color()
+    for curve in values:
+        ax.plot(steps, curve, color=color, alpha=0.3, linewidth=0.7)
+    return color
+
+
+def seed_points(ax, positions, per_arm, labels, colors=None):
+    """Each seed's value as a dot per arm (jittered), with the arm's mean as a bar."""
+    rng = np.random.default_rng(0)  # the jitter only
+    colors = colors or [f"C{i}" for i in range(len(per_arm))]
+    for x, values, color in zip(positions, per_arm, colors, strict=True):
+        values = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+        jitter = rng.uniform(-0.12, 0.12, len(values))
+        ax.scatter(x + jitter, values, s=12, color=color, alpha=0.7, linewidths=0)
+        if np.isfinite(values).any():
+            ax.hlines(np.nanmean(values), x - 0.3, x + 0.3, color=color, linewidth=2.0)
+    ax.set_xticks(positions, labels, fontsize=8)
+
+
+def accuracy_axis(ax, label="test accuracy (fraction correct)"):
+    """A y axis for accuracies: the label and limits inside [0, 1]."""
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(0.0, low), min(1.0, high) if high > 0 else 1.0)
+    ax.set_ylabel(label)
+
+
+def mean_band(ax, steps, curves, label, **kwargs):
+    """Deprecated in favour of `seed_lines` (kept while experiments move over)."""
+    return seed_lines(ax, steps, curves, label, color=kwargs.get("color"))
 
 
 def means(record):

@@ -1,18 +1,22 @@
 """Runs an experiment seed by seed in a work directory, resuming completed seeds.
 
 `DIR/results.json` is written after every seed, so a rerun of the same command
-skips the seeds it holds; the summary and figures are rewritten at the end. The
-command only writes files it created: an existing results.json must be one of
-its own for the same experiment and settings, and an existing summary or figure
-must be listed in it.
+skips the seeds it holds; the claims' verdicts, the summary and the figures are
+rewritten at the end. The command only writes files it created: an existing
+results.json must be one of its own for the same experiment and settings, and
+an existing summary or figure must be listed in it.
 
 results.json holds: `format`, `experiment`, `claim` (the paper's, as text),
-`setup` (ours, as text), `settings`, `quick`, `versions`; `seeds`: per seed
-`metrics` (name -> number), `curves` (what was recorded during training) and
-`wall_seconds`; `metrics`: per metric `per_seed`, `mean`, `sd`;
-`comparisons`: per compared pair the means, sds, `effect`,
-`effect_over_spread`, Welch's `t`, `df`, `p` and a `verdict`; `verdict` (of
-the first comparison, the paper's main claim); `result` (ours, as text);
+`setup` (ours, as text), `settings`, `quick`, `versions`, `machine`;
+`protocol` (the experiment's claims, comparisons, preconditions, limitations
+and post-hoc choices, as fixed in its module before the runs); `seeds`: per
+seed `metrics` (name -> number), `curves` (what was recorded during training),
+`wall_seconds` and `load` (the 1-minute load average when the seed ended);
+`metrics`: per metric `per_seed`, `mean`, `sd`; `claims`: per claim of the
+protocol its measurement (effect, 95% interval, p-values, Holm-adjusted
+p-value), its preconditions (each measured, `met` or not) and its `verdict`
+(supported, contradicted, inconclusive or precondition not met) with
+`verdict_text`; `verdicts` (claim name -> verdict); `result` (ours, as text);
 `files` (what the command wrote besides results.json). Non-finite numbers
 (diverged runs) are null.
 """
@@ -21,15 +25,17 @@ import importlib
 import json
 import logging
 import math
+import os
 import platform
 import time
 from pathlib import Path
 
-from bnkeras.experiments import EXPERIMENTS, ReproduceError, report, stats
+from bnkeras.experiments import DEFAULT_SEEDS, EXPERIMENTS, ReproduceError, report, stats
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "bnkeras-reproduce/1"
+FORMAT = "bnkeras-reproduce/2"
+OLD_FORMATS = ("bnkeras-reproduce/1",)
 RESULTS = "results.json"
 SUMMARY = "summary.md"
 MAX_SEEDS = 1000  # seeds 0..N-1; each trains every model of the experiment
@@ -80,6 +86,12 @@ def _stored(path, workdir, experiment, settings):
         stored = json.loads(path.read_text())
     except (OSError, ValueError):
         stored = None
+    if isinstance(stored, dict) and stored.get("format") in OLD_FORMATS:
+        raise ReproduceError(
+            f"{path} holds results of an older `bnkeras reproduce` ({stored['format']}), "
+            "measured under another protocol; use another --workdir to keep them. "
+            f"Received: workdir={str(workdir)!r}"
+        )
     if not isinstance(stored, dict) or stored.get("format") != FORMAT:
         raise ReproduceError(
             f"{path} was not written by `bnkeras reproduce`; choose another --workdir. "
@@ -107,14 +119,36 @@ def _aggregate(seed_results):
     return metrics
 
 
+def _machine():
+    """The CPU's model name (Linux), its logical cores and the platform."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [
+                line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
+            ]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def _load():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # not available on this platform
+        return None
+
+
 def _finish(workdir, experiment, record):
     record["metrics"] = _aggregate(record["seeds"])
     per_seed = {name: entry["per_seed"] for name, entry in record["metrics"].items()}
-    record["comparisons"] = [
-        stats.compare(label, a, per_seed[a], b, per_seed[b], sign)
-        for label, a, b, sign in experiment.COMPARISONS
-    ]
-    record["verdict"] = record["comparisons"][0]["verdict"]
+    missing = [name for name in experiment.PROTOCOL.metric_names() if name not in per_seed]
+    if missing and record["seeds"]:
+        raise RuntimeError(f"{experiment.NAME}: the protocol reads metrics no seed has: {missing}")
+    record["protocol"] = experiment.PROTOCOL.to_json()
+    record["claims"] = stats.evaluate(experiment.PROTOCOL, per_seed)
+    record["verdicts"] = {claim["name"]: claim["verdict"] for claim in record["claims"]}
     record["result"] = experiment.result_text(record)
     figures = experiment.plot(record, workdir)
     record["files"] = sorted({*record["files"], SUMMARY, *figures})
@@ -122,7 +156,7 @@ def _finish(workdir, experiment, record):
     report.atomic_write_text(workdir / SUMMARY, report.summary_markdown(record))
 
 
-def reproduce(name, workdir, seeds=3, quick=False):
+def reproduce(name, workdir, seeds=DEFAULT_SEEDS, quick=False):
     """Runs experiment `name` for seeds 0..`seeds`-1 in `workdir`, skipping completed seeds.
 
     Args:
@@ -153,6 +187,7 @@ def reproduce(name, workdir, seeds=3, quick=False):
         settings=settings,
         quick=bool(quick),
         versions=_versions(),
+        machine=_machine(),
     )
     for seed in range(seeds):
         if str(seed) in record["seeds"]:
@@ -162,15 +197,17 @@ def reproduce(name, workdir, seeds=3, quick=False):
         start = time.perf_counter()
         result = experiment.run_seed(seed, settings)
         result["wall_seconds"] = round(time.perf_counter() - start, 2)
+        result["load"] = _load()
         record["seeds"][str(seed)] = result
         report.atomic_write_text(workdir / RESULTS, report.to_json(record))
         logger.info("%s: seed %d done in %.1f s", name, seed, result["wall_seconds"])
     _finish(workdir, experiment, record)
-    logger.info("%s: %s; results in %s", name, record["verdict"], workdir)
+    verdicts = ", ".join(f"{claim}: {verdict}" for claim, verdict in record["verdicts"].items())
+    logger.info("%s: %s; results in %s", name, verdicts, workdir)
     return record
 
 
-def reproduce_all(workdir, seeds=3, quick=False):
+def reproduce_all(workdir, seeds=DEFAULT_SEEDS, quick=False):
     """Every experiment, each in `workdir/NAME`, and `workdir/summary.md`: one row each.
 
     Returns:

@@ -17,28 +17,29 @@ RECORD_FIELDS = {
     "settings",
     "quick",
     "versions",
+    "machine",
+    "protocol",
     "seeds",
     "metrics",
-    "comparisons",
-    "verdict",
+    "claims",
+    "verdicts",
     "result",
     "files",
 }
-COMPARISON_FIELDS = {
-    "label",
-    "a",
-    "b",
-    "mean_a",
-    "sd_a",
-    "mean_b",
-    "sd_b",
-    "effect",
-    "effect_over_spread",
-    "claimed_sign",
-    "t",
-    "df",
-    "p",
+CLAIM_FIELDS = {
+    "name",
+    "statement",
+    "metric",
+    "comparison",
+    "test",
+    "direction",
+    "margin",
+    "n_a",
+    "n_b",
+    "measurable",
+    "preconditions",
     "verdict",
+    "verdict_text",
 }
 
 
@@ -81,25 +82,33 @@ def test_quick_run_writes_documented_files(quick_run):
     assert record["experiment"] == name and record["quick"] is True
     assert list(record["seeds"]) == ["0"]
     seed = record["seeds"]["0"]
-    assert {"metrics", "curves", "wall_seconds"} <= set(seed)
+    assert {"metrics", "curves", "wall_seconds", "load"} <= set(seed)
     assert _finite_numbers(record)  # JSON has no NaN; diverged values are null
     for metric in record["metrics"].values():
         assert set(metric) == {"per_seed", "mean", "sd"} and len(metric["per_seed"]) == 1
-    for comparison in record["comparisons"]:
-        assert set(comparison) == COMPARISON_FIELDS
-        assert math.isfinite(comparison["mean_a"]) and math.isfinite(comparison["mean_b"])
-        assert comparison["verdict"].startswith("undetermined")  # one seed: no spread
+    assert [c["name"] for c in record["claims"]] == [
+        c["name"] for c in record["protocol"]["claims"]
+    ]
+    assert record["verdicts"] == {c["name"]: c["verdict"] for c in record["claims"]}
+    for claim in record["claims"]:
+        assert set(claim) >= CLAIM_FIELDS
+        # one seed: no interval, so no claim is supported or contradicted
+        assert claim["verdict"] in ("inconclusive", "precondition not met"), claim
+        assert claim["verdict_text"].startswith(claim["verdict"])
     accuracies = [v["mean"] for k, v in record["metrics"].items() if "accuracy" in k]
     assert accuracies and all(0.0 <= a <= 1.0 for a in accuracies)
     for file in record["files"]:
         assert (workdir / file).stat().st_size > 0
     assert any(f.endswith(".png") for f in record["files"])
-    # summary.md is written from this very record (its verdict and every metric's row)
+    # summary.md is written from this very record (every claim's verdict, every metric's row)
     summary = (workdir / "summary.md").read_text()
     assert summary.startswith(f"# `bnkeras reproduce {name}`")
     assert summary == report.summary_markdown(record)
     for metric in record["metrics"]:
         assert f"| {metric} | " in summary, metric
+    for claim in record["claims"]:
+        assert f"| **{claim['name']}**: " in summary and f"**{claim['verdict']}**" in summary
+    assert record["protocol"]["limitations"] in summary
 
 
 def test_rerun_skips_completed_seeds(quick_run, caplog):
@@ -114,9 +123,14 @@ def test_rerun_skips_completed_seeds(quick_run, caplog):
 
 def test_all_writes_one_row_per_experiment(all_quick):
     text = (all_quick / "summary.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| [")]
     for name in EXPERIMENTS:
-        assert f"| [{name}]({name}/summary.md) |" in text
-    assert text.count("undetermined (needs >= 2 finite seeds per arm)") == len(EXPERIMENTS)
+        record = json.loads((all_quick / name / "results.json").read_text())
+        claims = [row for row in rows if row.startswith(f"| [{name}]({name}/summary.md) |")]
+        # one row per claim, none left out: no headline from a single comparison
+        assert len(claims) == len(record["claims"]) >= 1
+        for row, claim in zip(claims, record["claims"], strict=True):
+            assert f"**{claim['name']}**" in row and f"| {claim['verdict']} |" in row
 
 
 def test_refuses_results_of_other_settings(quick_run):
@@ -166,5 +180,16 @@ def test_resume_with_a_diverged_seed(all_quick, tmp_path):
     runner.reproduce("lr", workdir, seeds=1, quick=True)
     record = json.loads((workdir / "results.json").read_text())
     assert record["metrics"]["accuracy_none_x1"] == {"per_seed": [None], "mean": None, "sd": None}
-    assert record["comparisons"][0]["verdict"] == "undetermined (no finite values: diverged runs)"
+    claims = [c for c in record["claims"] if "accuracy_none_x1" in c["comparison"]]
+    assert claims and all(c["verdict"] != "supported" for c in claims)
     assert "nan" in record["result"]
+
+
+def test_refuses_results_of_the_older_format(tmp_path):
+    # Format 1 (3 seeds, one verdict per experiment) was measured under no protocol: its seeds
+    # are kept, never mixed into a run of today's protocols.
+    old = {"format": "bnkeras-reproduce/1", "experiment": "fig1", "seeds": {"0": {}}}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    with pytest.raises(ReproduceError, match="older `bnkeras reproduce`.*another --workdir"):
+        runner.reproduce("fig1", tmp_path, quick=True)
+    assert json.loads((tmp_path / "results.json").read_text()) == old
