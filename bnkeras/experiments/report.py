@@ -17,6 +17,7 @@ __all__ = [
     "atomic_write_text",
     "figure",
     "mean_band",
+    "readme_table",
     "means",
     "save_figure",
     "seed_curves",
@@ -173,6 +174,17 @@ def all_summary_markdown(records):
                 f"{_cell(claim['statement'])} | {_cell(stats.effect_text(claim))} | "
                 f"{claim['verdict']} | {len(record['seeds'])} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def readme_table(records, results_dir="docs/results"):
+    """The README's table: every claim's verdict, one row per experiment, linking its page."""
+    lines = ["| experiment | seeds | claims and verdicts |", "|---|---|---|"]
+    for name, record in records.items():
+        verdicts = "; ".join(f"{c['name']}: **{c['verdict']}**" for c in record["claims"])
+        lines.append(
+            f"| [{name}]({results_dir}/{name}/summary.md) | {len(record['seeds'])} | {verdicts} |"
+        )
     return "\n".join(lines) + "\n"
 
 
