@@ -75,15 +75,20 @@ def device() -> str:
     return cpu
 
 
-def versions(packages: Sequence[str] = ()) -> str:
-    """The versions of what the script imported (TensorFlow / JAX, Keras), of `packages`
+def versions(packages: Sequence[str] = (), commit: str | None = None) -> str:
+    """The versions of the Keras backend's library and Keras (when imported), of `packages`
     (distribution names, for what the script's child processes use), bnkeras and Python."""
     from importlib import metadata
 
     parts = []
-    for module, label in (("tensorflow", "TensorFlow"), ("jax", "JAX"), ("keras", "Keras")):
-        if module in sys.modules:
-            parts.append(f"{label} {getattr(sys.modules[module], '__version__', '?')}")
+    if "keras" in sys.modules:  # the backend's library, then Keras
+        keras = sys.modules["keras"]
+        backend = keras.config.backend()
+        labels = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+        if backend in sys.modules:
+            version = getattr(sys.modules[backend], "__version__", "?")
+            parts.append(f"{labels.get(backend, backend)} {version}")
+        parts.append(f"Keras {keras.__version__} ({backend} backend)")
     for package in packages:  # "a|b": the first of a and b installed
         for name in package.split("|"):
             try:
@@ -95,7 +100,7 @@ def versions(packages: Sequence[str] = ()) -> str:
             parts.append(f"{package} not installed")
     import bnkeras
 
-    parts.append(f"bnkeras {bnkeras.__version__} ({_commit()})")
+    parts.append(f"bnkeras {bnkeras.__version__} ({commit or _commit()})")
     parts.append(f"Python {platform.python_version()}")
     return ", ".join(parts)
 
@@ -137,6 +142,7 @@ class Report:
         self.out = Path(out)
         self.runs = runs
         self.packages = packages
+        self.commit = _commit()  # the code measured, before the run (files may change meanwhile)
         self.load_before = os.getloadavg()[0]
         self.started = datetime.datetime.now()
 
@@ -149,7 +155,7 @@ class Report:
         text = (
             f"<!-- written by {Path(sys.argv[0]).name}; do not edit: rerun the command below -->\n"
             f"{title}\n\n"
-            f"Measured on {device()}; {versions(self.packages)}; {self.started.date().isoformat()}; "
+            f"Measured on {device()}; {versions(self.packages, self.commit)}; {self.started.date().isoformat()}; "
             f"load average {self.load_before:.2f} before, {load_after:.2f} after "
             f"({minutes:.0f} min); {runs}.\n\n"
             f"Command: `{command_line()}`\n\n"
