@@ -6,31 +6,35 @@ converted with `convert_batchnorm(model, "bn")`; both are compiled the same way 
 momentum, graph mode, and with `--xla` also jit_compile=True, Keras's default on a GPU), traced and
 warmed up, then timed in interleaved rounds (a fresh random order every round) on the same
 batch. The table shows the median seconds per training step and the median of the
-round-by-round ratios Keras BN / bnkeras BN with its interquartile range (> 1: bnkeras is
-faster). The results go to stdout and to `--out` (markdown with the machine, the versions,
-the date and the load), which the documentation includes.
+round-by-round ratios Keras BN / bnkeras BN (> 1: bnkeras is faster): with one run, with its
+interquartile range; with `--runs N` (the whole measurement repeated N times after one
+warm-up), its range over the runs. The results go to stdout and to `--out` (default
+docs/benchmarks/convert.md, which the documentation includes) through
+benchmarks/_common.py: machine, versions, date, load and the command line.
 
-    python benchmarks/bench_convert.py --models ResNet50,MobileNetV2 --sizes 224,128
+    python benchmarks/bench_convert.py --models ResNet50,MobileNetV2 --sizes 224,128 --runs 3
+    python benchmarks/bench_convert.py --models MobileNetV2 --sizes 32 --batch-size 4 \
+        --rounds 2 --steps 1 --runs 2 --out /tmp/convert.md  # smoke
 """
 
 import argparse
-import datetime
 import os
-import platform
-import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from _common import compile_for_training, device  # noqa: E402
+from _common import (  # noqa: E402
+    Report,
+    add_output_arguments,
+    compile_for_training,
+    median,
+    repeat,
+    span,
+)
 
 import bnkeras  # noqa: E402
 from bnkeras._timing import interleaved_times, paired_ratio  # noqa: E402
-
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "convert.md"
 
 
 def main():
@@ -41,9 +45,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--steps", type=int, default=2, help="steps per model per round")
     parser.add_argument("--xla", action="store_true", help="also time jit_compile=True")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown output file")
+    add_output_arguments(parser, "convert")
     args = parser.parse_args()
-    load_before = os.getloadavg()
+    report = Report(args.out, args.runs)
     rng = np.random.default_rng(0)
     rows = []
     modes = [False, True] if args.xla else [False]
@@ -73,36 +77,42 @@ def main():
                     for _ in range(args.steps):
                         model.train_on_batch(x, y)
 
-                times = interleaved_times(
-                    {k: (lambda m=m: steps(m)) for k, m in models.items()}, args.rounds, warmup=0
-                )
-                ratio, (low, high) = paired_ratio(times["keras BN"], times["bnkeras BN"])
-                per_step = {k: np.median(v) / args.steps for k, v in times.items()}
+                def measure(models=models, steps=steps):
+                    times = interleaved_times(
+                        {k: (lambda m=m: steps(m)) for k, m in models.items()},
+                        args.rounds,
+                        warmup=0,
+                    )
+                    return times, paired_ratio(times["keras BN"], times["bnkeras BN"])
+
+                runs = repeat(args.runs, measure)
+                per_step = {
+                    k: median([float(np.median(times[k])) for times, _ in runs]) / args.steps
+                    for k in models
+                }
+                if args.runs == 1:
+                    ratio, (low, high) = runs[0][1]
+                    ratio_text = f"{ratio:.2f}x (IQR {low:.2f}-{high:.2f})"
+                else:
+                    ratio_text = span([ratio for _, (ratio, _) in runs])
                 rows.append(
                     f"| {name} | {size} | {'xla' if jit else 'graph'} | "
-                    f"{per_step['keras BN']:.3f} | {per_step['bnkeras BN']:.3f} | "
-                    f"{ratio:.2f}x ({low:.2f}-{high:.2f}) |"
+                    f"{per_step['keras BN']:.3f} | {per_step['bnkeras BN']:.3f} | {ratio_text} |"
                 )
                 print(rows[-1], flush=True)
-    load_after = os.getloadavg()
-    header = (
-        f"keras.applications training steps, batch {args.batch_size}, Keras BN vs the same "
-        f"model converted to bnkeras BN, on {device()}; TensorFlow {tf.__version__}, Keras "
-        f"{keras.__version__}, Python {platform.python_version()}; "
-        f"{datetime.date.today().isoformat()}; load average {load_before[0]:.2f} before, "
-        f"{load_after[0]:.2f} after; medians of {args.rounds} interleaved rounds x "
-        f"{args.steps} steps.\n\n"
-        f"Command: `python benchmarks/bench_convert.py {' '.join(sys.argv[1:])}`\n"
-    )
+    which = "its range over the runs" if args.runs > 1 else "its interquartile range"
     table = [
-        "| model | size | mode | Keras BN s/step | bnkeras BN s/step | Keras / bnkeras (IQR) |",
+        "| model | size | mode | Keras BN s/step | bnkeras BN s/step | Keras / bnkeras |",
         "|---|---:|---|---:|---:|---:|",
         *rows,
     ]
-    text = header + "\n" + "\n".join(table) + "\n"
-    print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    report.write(
+        f"keras.applications training steps, batch {args.batch_size}, Keras BN vs the same "
+        f"model converted to bnkeras BN (TensorFlow backend): seconds per step (median over "
+        f"the runs of each run's median of {args.rounds} interleaved rounds x {args.steps} "
+        f"steps) and the median round-by-round ratio Keras / bnkeras with {which}.",
+        "\n".join(table),
+    )
 
 
 if __name__ == "__main__":

@@ -7,14 +7,18 @@ BN (every BN replaced by a no-op layer, convs with a bias): the limit
 folding can reach. Random weights and random BN statistics; the table shows the
 median latency, the speed-up over the unfolded model, and the largest output
 difference. Then the whole `bnkeras export` (load, fold, .keras + SavedModel +
-ONNX, verification of each) is timed once.
+ONNX, verification of each) is timed, once per run. With `--runs N` both are repeated N
+times and the table shows the ranges over the runs. The results go to stdout and to `--out`
+(default docs/benchmarks/bench_fold.md, which the docs include) through
+benchmarks/_common.py: machine, versions, date, load and the command line.
 
-    python benchmarks/bench_fold.py --image-size 224 --batch-size 32 --repeats 10
+    python benchmarks/bench_fold.py --image-size 224 --batch-size 32 --repeats 10 --runs 3
+    python benchmarks/bench_fold.py --image-size 32 --batch-size 2 --repeats 2 --runs 2 \
+        --out /tmp/bench_fold.md  # smoke
 """
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import Report, add_output_arguments, median, repeat, span  # noqa: E402
 
 from bnkeras._timing import interleaved_times  # noqa: E402
 from bnkeras.export import fold_batchnorm  # noqa: E402
@@ -64,7 +69,9 @@ def main():
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
+    add_output_arguments(parser, "bench_fold")
     args = parser.parse_args()
+    report = Report(args.out, args.runs)
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
     shape = (args.image_size, args.image_size, 3)
@@ -82,33 +89,41 @@ def main():
     runs = {name: tf.function(lambda t, m=m: m(t, training=False)) for name, m in models.items()}
     outputs = {name: run(x).numpy() for name, run in runs.items()}
     candidates = {name: (lambda run=run: run(x).numpy()) for name, run in runs.items()}
-    times = interleaved_times(candidates, args.repeats, warmup=0)
-    medians = {name: float(np.median(t)) for name, t in times.items()}
     reference = outputs["unfolded (BN)"].astype(np.float64)
     diff = np.abs(outputs["folded (bnkeras)"] - reference)
-    print(
-        f"ResNet50 inference, {args.image_size}x{args.image_size}, batch {args.batch_size}: TensorFlow "
-        f"{tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs; medians of {args.repeats}, interleaved\n"
-    )
-    print("| model | ms | speed-up vs unfolded |")
-    print("|---|---:|---:|")
-    for name, seconds in medians.items():
-        print(f"| {name} | {seconds * 1e3:.0f} | {medians['unfolded (BN)'] / seconds:.2f}x |")
-    print(
-        f"\nfolded vs no BN: {medians['folded (bnkeras)'] / medians['no BN (limit)']:.3f}x; "
-        f"fold took {fold_seconds:.1f} s; max |folded - unfolded| = {diff.max():.2e} "
-        f"(relative {(diff / np.maximum(np.abs(reference), 1e-12)).max():.1e})"
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "resnet50.keras"
-        model.save(path)
-        start = time.perf_counter()
-        result = export_model(path, Path(tmp) / "export", batch_size=8)
-        seconds = time.perf_counter() - start
-    print(
-        f"`bnkeras export` of ResNet50 (load, fold, .keras + SavedModel + ONNX, verify each): "
-        f"{seconds:.0f} s, verification {'passed' if result.passed else 'FAILED'}"
+
+    def measure():
+        times = interleaved_times(candidates, args.repeats, warmup=0)
+        medians = {name: float(np.median(t)) for name, t in times.items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "resnet50.keras"
+            model.save(path)
+            start = time.perf_counter()
+            result = export_model(path, Path(tmp) / "export", batch_size=8)
+            seconds = time.perf_counter() - start
+        return medians, seconds, result.passed
+
+    results = repeat(args.runs, measure)
+    lines = ["| model | ms | speed-up vs unfolded |", "|---|---:|---:|"]
+    for name in models:
+        ms = median([medians[name] for medians, _, _ in results]) * 1e3
+        speedup = span([m["unfolded (BN)"] / m[name] for m, _, _ in results])
+        lines.append(f"| {name} | {ms:.0f} | {speedup} |")
+    limit = span([m["folded (bnkeras)"] / m["no BN (limit)"] for m, _, _ in results], 3)
+    export_s = span([seconds for _, seconds, _ in results], 0, " s")
+    passed = "passed" if all(ok for _, _, ok in results) else "FAILED"
+    which = "range over the runs" if args.runs > 1 else "one run"
+    report.write(
+        f"keras.applications ResNet50 inference, {args.image_size}x{args.image_size}, batch "
+        f"{args.batch_size}, random weights and BN statistics (TensorFlow backend): "
+        f"milliseconds (median over the runs of each run's median of {args.repeats} "
+        f"interleaved calls) and the speed-up over the unfolded model ({which}).",
+        "\n".join(lines)
+        + f"\n\nfolded vs no BN: {limit}; fold took {fold_seconds:.1f} s; max \\|folded - "
+        f"unfolded\\| = {diff.max():.2e} (relative "
+        f"{(diff / np.maximum(np.abs(reference), 1e-12)).max():.1e})\n\n"
+        f"`bnkeras export` of ResNet50 (load, fold, .keras + SavedModel + ONNX, verify each, "
+        f"batch 8): {export_s} ({which}), verification {passed}",
     )
 
 

@@ -8,11 +8,15 @@ order every round) on the same batch:
 - a CIFAR ResNet-20 training step (batch 128, 32x32x3, SGD with momentum), the network
   of `bnkeras.training.models.resnet_cifar` with each norm injected.
 
-Keras BN runs with `renorm=False` and `renorm=True`. The table shows the median seconds
-per step and the ratio to Keras BN (renorm=False). Results go to stdout and to `--out`
-(markdown with the machine, the versions, the date and the load), which the docs include.
+Keras BN runs with `renorm=False` and `renorm=True`. The table shows the median
+milliseconds per step and the ratio to Keras BN (renorm=False); with `--runs N` the whole
+measurement is repeated N times (after one compile) and the ratios show their range over
+the runs. The results go to stdout and to `--out` (default docs/benchmarks/bench_jax.md,
+which the docs include) through benchmarks/_common.py: machine, versions, date, load and
+the command line.
 
-    python benchmarks/bench_jax.py
+    python benchmarks/bench_jax.py --runs 4
+    python benchmarks/bench_jax.py --rounds 2 --steps 1 --batch 32 --runs 2 --out /tmp/bench_jax.md  # smoke
 """
 
 import os
@@ -20,21 +24,16 @@ import os
 os.environ["KERAS_BACKEND"] = "jax"  # before Keras is imported
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import functools  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import Report, add_output_arguments, median, repeat, span  # noqa: E402
 
 import bnkeras  # noqa: E402
 from bnkeras._timing import interleaved_times  # noqa: E402
 from bnkeras.training.models.resnet_cifar import cifar_resnet  # noqa: E402
-
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "bench_jax.md"
 
 NORMS = {  # layer makers: make(name=..., **options) as the models call them
     "keras BN": keras.layers.BatchNormalization,
@@ -45,14 +44,6 @@ NORMS = {  # layer makers: make(name=..., **options) as the models call them
         bnkeras.GhostBatchNormalization, virtual_batch_size=32
     ),
 }
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def layer_model(make, shape):
@@ -72,10 +63,14 @@ def resnet_model(make):
     return model
 
 
-def timed(models, x, y, rounds, steps):
+def warm_up(models, x, y):
     for model in models.values():  # compile and warm up
         for _ in range(2):
             model.train_on_batch(x, y)
+
+
+def timed(models, x, y, rounds, steps):
+    """{norm: median seconds per step} over `rounds` interleaved rounds."""
 
     def run(model):
         for _ in range(steps):
@@ -89,42 +84,45 @@ def timed(models, x, y, rounds, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds per run")
+    parser.add_argument("--steps", type=int, default=3, help="steps per model per round")
+    parser.add_argument(
+        "--batch", type=int, default=128, help="ResNet-20 batch (the layer step's is 64)"
+    )
+    add_output_arguments(parser, "bench_jax")
     args = parser.parse_args()
-    load_before = os.getloadavg()
+    report = Report(args.out, args.runs)
     rng = np.random.default_rng(0)
     shape = (64, 32, 32, 64)
     x = rng.normal(1.5, 2.0, shape).astype("float32")
-    layer = timed(
-        {k: layer_model(m, shape) for k, m in NORMS.items()}, x, x, args.rounds, args.steps
+    images = rng.normal(size=(args.batch, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 10, size=(args.batch,))
+    layers = {k: layer_model(m, shape) for k, m in NORMS.items()}
+    resnets = {k: resnet_model(m) for k, m in NORMS.items()}
+    warm_up(layers, x, x)
+    warm_up(resnets, images, labels)
+    runs = repeat(
+        args.runs,
+        lambda: (
+            timed(layers, x, x, args.rounds, args.steps),
+            timed(resnets, images, labels, args.rounds, args.steps),
+        ),
     )
-    images = rng.normal(size=(128, 32, 32, 3)).astype("float32")
-    labels = rng.integers(0, 10, size=(128,))
-    resnet = timed(
-        {k: resnet_model(m) for k, m in NORMS.items()}, images, labels, args.rounds, args.steps
+    rows = []
+    for k in NORMS:
+        layer_ms = median([layer[k] for layer, _ in runs]) * 1e3
+        resnet_ms = median([resnet[k] for _, resnet in runs]) * 1e3
+        layer_ratio = span([layer[k] / layer["keras BN"] for layer, _ in runs])
+        resnet_ratio = span([resnet[k] / resnet["keras BN"] for _, resnet in runs])
+        rows.append(f"| {k} | {layer_ms:.1f} | {layer_ratio} | {resnet_ms:.0f} | {resnet_ratio} |")
+    which = "range over the runs" if args.runs > 1 else "one run"
+    report.write(
+        f"Keras's JAX backend (JAX {jax.__version__}), jit-compiled training steps: "
+        f"milliseconds per step (median over the runs of each run's median of {args.rounds} "
+        f"interleaved rounds x {args.steps} steps) and the ratio to Keras BN ({which}).",
+        f"| norm | layer step ms (64,32,32,64) | vs Keras BN | ResNet-20 step ms (batch "
+        f"{args.batch}) | vs Keras BN |\n|---|---:|---:|---:|---:|\n" + "\n".join(rows),
     )
-    load_after = os.getloadavg()
-    rows = [
-        f"| {k} | {layer[k] * 1e3:.1f} | {layer[k] / layer['keras BN']:.2f}x | "
-        f"{resnet[k] * 1e3:.0f} | {resnet[k] / resnet['keras BN']:.2f}x |"
-        for k in NORMS
-    ]
-    text = (
-        f"Keras's JAX backend, jit-compiled training steps, on {jax.devices()[0].platform.upper()} "
-        f"({cpu_name()}, {os.cpu_count()} cores); JAX {jax.__version__}, Keras "
-        f"{keras.__version__}, Python {platform.python_version()}; "
-        f"{datetime.date.today().isoformat()}; load average {load_before[0]:.2f} before, "
-        f"{load_after[0]:.2f} after; medians of {args.rounds} interleaved rounds x "
-        f"{args.steps} steps.\n\n"
-        f"Command: `python benchmarks/bench_jax.py {' '.join(sys.argv[1:])}`\n\n"
-        "| norm | layer step ms (64,32,32,64) | vs Keras BN | ResNet-20 step ms (batch 128) "
-        "| vs Keras BN |\n|---|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n"
-    )
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -10,25 +10,29 @@ appear when the `tf-keras` package is installed.
 
 Rows marked `[XLA]` run the same step under `tf.function(jit_compile=True)`; their
 ratios are to the same fused-kernel floor without XLA, and the `fused kernel (floor)
-[XLA]` row is XLA's own BN. The script runs unchanged on a GPU (it prints the device);
+[XLA]` row is XLA's own BN. The script runs unchanged on a GPU (the file names the device);
 `--mixed-precision float16|bfloat16` feeds half-precision inputs to layers under the
-matching mixed policy.
+matching mixed policy. With `--runs N` the whole measurement is repeated N times (after one
+trace) and the ratios show their range over the runs. The tables go to stdout and to
+`--out` (default docs/benchmarks/bench_layers.md, which the docs include) through
+benchmarks/_common.py: machine, versions, date, load and the command line.
 
-    .venv/bin/python benchmarks/bench_layers.py        # the three NHWC shapes and one NCHW
-    .venv/bin/python benchmarks/bench_layers.py --shapes 64,32,32,64 --repeats 30
-    .venv/bin/python benchmarks/bench_layers.py --mixed-precision bfloat16 --no-xla
+    python benchmarks/bench_layers.py --repeats 30 --runs 3   # the three NHWC shapes and one NCHW
+    python benchmarks/bench_layers.py --shapes 64,32,32,64 --repeats 30 --runs 4
+    python benchmarks/bench_layers.py --mixed-precision bfloat16 --no-xla --out /tmp/bf16.md
+    python benchmarks/bench_layers.py --shapes 32,8,8,16 --channels-first 8,16,8,8 \
+        --repeats 2 --runs 2 --out /tmp/bench_layers.md  # smoke
 """
 
 import argparse
 import os
-import platform
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import device  # noqa: E402
+from _common import Report, add_output_arguments, median, repeat, span  # noqa: E402
 
 import bnkeras  # noqa: E402
 from bnkeras._timing import interleaved_times  # noqa: E402
@@ -124,7 +128,8 @@ def make_steps(layer, shape, dynamic, jit_compile):
     return train, infer
 
 
-def measure(shape, repeats, axis=-1, only="", xla=True):
+def build(shape, axis=-1, only="", xla=True):
+    """(steps, x, dy): {row name: (train, infer)} traced for `shape`, and the inputs."""
     channels = shape[axis]
     x = tf.cast(tf.random.normal(shape, 1.0, 2.0), DTYPE)
     dy = tf.cast(tf.random.normal(shape), DTYPE)
@@ -135,6 +140,11 @@ def measure(shape, repeats, axis=-1, only="", xla=True):
         if hasattr(layer, "build") and not layer.built:
             layer.build(shape)
         steps[name] = make_steps(layer, shape, dynamic, jit_compile)
+    return steps, x, dy
+
+
+def measure(steps, x, dy, repeats):
+    """{"train"|"infer": {row name: median ms}}: one whole measurement."""
     results = {}
     # Inference calls are short, so they get more rounds; every round runs the
     # candidates in a new random order, so no one always follows the same neighbour.
@@ -157,19 +167,23 @@ def _block(result):
     first[(0,) * first.shape.rank].numpy()
 
 
-def print_table(shape, results, floor):
-    print(f"\n### {shape} ({'NHWC' if floor else 'NCHW'}, {DTYPE.name} inputs)\n")
+def table(shape, runs, floor):
+    """The markdown table of one shape from its runs (each `measure`'s result)."""
     reference = "fused kernel (floor)" if floor else "keras BN"
-    print(
-        f"| layer | train ms | train / {'floor' if floor else 'keras'} | infer ms | infer / {'floor' if floor else 'keras'} |"
-    )
-    print("|---|---:|---:|---:|---:|")
-    for name in results["train"]:
-        train, infer = results["train"][name], results["infer"][name]
-        print(
-            f"| {name} | {train:.2f} | {train / results['train'][reference]:.2f}x "
-            f"| {infer:.2f} | {infer / results['infer'][reference]:.2f}x |"
-        )
+    against = "floor" if floor else "keras"
+    lines = [
+        f"**{shape} ({'NHWC' if floor else 'NCHW'}, {DTYPE.name} inputs)**",
+        "",
+        f"| layer | train ms | train / {against} | infer ms | infer / {against} |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in runs[0]["train"]:
+        cells = []
+        for phase in ("train", "infer"):
+            cells.append(f"{median([r[phase][name] for r in runs]):.2f}")
+            cells.append(span([r[phase][name] / r[phase][reference] for r in runs]))
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    return "\n".join(lines)
 
 
 def main():
@@ -188,23 +202,34 @@ def main():
         help="half-precision inputs, layers under the mixed_<type> policy",
     )
     parser.add_argument("--no-xla", action="store_true", help="skip the [XLA] rows")
+    add_output_arguments(parser, "bench_layers")
     args = parser.parse_args()
     global DTYPE
     if args.mixed_precision:
         DTYPE = tf.as_dtype(args.mixed_precision)
         keras.mixed_precision.set_global_policy(f"mixed_{args.mixed_precision}")
-    print(
-        f"bnkeras layer benchmark on {device()}: TensorFlow {tf.__version__}, "
-        f"Keras {keras.__version__}, tf-keras {getattr(tf_keras, '__version__', 'not installed')}, "
-        f"Python {platform.python_version()}; medians of {args.repeats}"
-    )
+    report = Report(args.out, args.runs)
     xla = not args.no_xla
-    for text in args.shapes:
-        shape = tuple(int(v) for v in text.split(","))
-        print_table(shape, measure(shape, args.repeats, only=args.only, xla=xla), floor=True)
+    shapes = [(tuple(int(v) for v in text.split(",")), -1) for text in args.shapes]
     if args.channels_first:
-        shape = tuple(int(v) for v in args.channels_first.split(","))
-        print_table(shape, measure(shape, args.repeats, axis=1, xla=xla), floor=False)
+        shapes.append((tuple(int(v) for v in args.channels_first.split(",")), 1))
+    built = [
+        (shape, axis, build(shape, axis, args.only if axis == -1 else "", xla))
+        for shape, axis in shapes
+    ]
+    runs = repeat(args.runs, lambda: [measure(*steps, args.repeats) for _, _, steps in built])
+    tables = [
+        table(shape, [run[i] for run in runs], floor=axis == -1)
+        for i, (shape, axis, _) in enumerate(built)
+    ]
+    which = "range over the runs" if args.runs > 1 else "one run"
+    report.write(
+        f"BN layer steps against TensorFlow's fused kernel: milliseconds (median over the runs "
+        f"of each run's median of {args.repeats} training steps and {3 * args.repeats} "
+        f"inference calls, interleaved) and the ratio to the reference row ({which}); "
+        f"tf-keras {getattr(tf_keras, '__version__', 'not installed')}.",
+        "\n\n".join(tables),
+    )
 
 
 if __name__ == "__main__":

@@ -7,21 +7,33 @@ compiled the same way (SGD with momentum); the models then train in turn, interl
 fresh random order every round, on the same batches, and the table shows the median images per
 second and the ratio to Keras BN in graph mode. "bare fused kernel" calls only TensorFlow's
 fused kernel (no moving statistics): the ceiling for a BN built on that kernel. "none" is the
-same network without BN (its convs get a bias). The script runs unchanged on a GPU.
+same network without BN (its convs get a bias). The script runs unchanged on a GPU. With
+`--runs N` the whole measurement is repeated N times (after one trace) and the ratios show
+their range over the runs. The table goes to stdout and to `--out` (default
+docs/benchmarks/bench_resnet.md, which the docs include) through benchmarks/_common.py:
+machine, versions, date, load and the command line.
 
-    python benchmarks/bench_resnet.py --batch-size 128 --rounds 8 --steps 5 --modes graph,xla,bf16
+    python benchmarks/bench_resnet.py --batch-size 128 --rounds 8 --steps 5 --modes graph,xla,bf16 --runs 3
+    python benchmarks/bench_resnet.py --batch-size 32 --rounds 2 --steps 1 --modes graph,bf16 \
+        --runs 2 --out /tmp/bench_resnet.md  # smoke
 """
 
 import argparse
 import os
-import platform
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import compile_for_training, device  # noqa: E402
+from _common import (  # noqa: E402
+    Report,
+    add_output_arguments,
+    compile_for_training,
+    median,
+    repeat,
+    span,
+)
 
 from bnkeras._timing import interleaved_times  # noqa: E402
 from bnkeras.training.models.resnet_cifar import cifar_resnet  # noqa: E402
@@ -99,11 +111,13 @@ def main():
         default=",".join(NORMS),
         help=f"comma-separated norms among: {', '.join(NORMS)}",
     )
+    add_output_arguments(parser, "bench_resnet")
     args = parser.parse_args()
     modes = args.modes.split(",")
     norms = args.norms.split(",")
     if unknown := [m for m in modes if m not in MODES] + [n for n in norms if n not in NORMS]:
         parser.error(f"unknown mode or norm: {', '.join(unknown)}")
+    report = Report(args.out, args.runs)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch_size, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=(args.batch_size,))
@@ -117,20 +131,31 @@ def main():
             model.train_on_batch(x, y)
 
     candidates = {name: (lambda model=model: steps(model)) for name, model in models.items()}
-    times = interleaved_times(candidates, args.rounds, warmup=0)
-    rates = {name: args.batch_size * args.steps / np.asarray(t) for name, t in times.items()}
-    print(
-        f"ResNet-20 training throughput, batch {args.batch_size}, 32x32x3, on {device()}: "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
-        f"{platform.python_version()}; medians of {args.rounds} rounds x {args.steps} steps\n"
-    )
-    print("| norm | mode | images/s | vs Keras BN (graph) |")
-    print("|---|---|---:|---:|")
+
+    def measure():
+        times = interleaved_times(candidates, args.rounds, warmup=0)
+        return {
+            k: float(np.median(args.batch_size * args.steps / np.asarray(t)))
+            for k, t in times.items()
+        }
+
+    runs = repeat(args.runs, measure)
     base_key = ("keras BN", "graph")
-    base = np.median(rates[base_key]) if base_key in rates else None
-    for (name, mode), values in rates.items():
-        ratio = f"{np.median(values) / base:.2f}x" if base else "-"
-        print(f"| {name} | {mode} | {np.median(values):.0f} | {ratio} |")
+    lines = ["| norm | mode | images/s | vs Keras BN (graph) |", "|---|---|---:|---:|"]
+    for name, mode in models:
+        rate = median([run[(name, mode)] for run in runs])
+        ratio = (
+            span([run[(name, mode)] / run[base_key] for run in runs]) if base_key in models else "-"
+        )
+        lines.append(f"| {name} | {mode} | {rate:.0f} | {ratio} |")
+    which = "range over the runs" if args.runs > 1 else "one run"
+    report.write(
+        f"CIFAR ResNet-20 training throughput, batch {args.batch_size}, 32x32x3 (TensorFlow "
+        f"backend): images/s (median over the runs of each run's median of {args.rounds} "
+        f"interleaved rounds x {args.steps} steps) and the ratio to Keras BN in graph mode "
+        f"({which}).",
+        "\n".join(lines),
+    )
 
 
 if __name__ == "__main__":

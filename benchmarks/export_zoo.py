@@ -3,15 +3,17 @@
 For each application (full size, its default input size, untrained weights with
 random BN statistics so that a wrong fold cannot hide): build it and save a
 `.keras` file in a fresh process, run `bnkeras export FILE --formats ...` in
-another, and read its report.json. Prints a markdown table: BN layers, folded,
+another, and read its report.json. Writes a markdown table (to stdout, row by row, and to
+`--out`, default docs/benchmarks/export_zoo.md, which the docs include, through
+benchmarks/_common.py: machine, versions, date, load and the command line): BN layers, folded,
 kept as affine, the largest error of each format relative to the output's
 magnitude (and the worst per-layer max rel), export time, peak memory of the export process (and its ratio to the
 `.keras` size), and the exit code. Models run one at a time (the largest need
 most of a 24 GB machine).
 
-    .venv/bin/python benchmarks/export_zoo.py                       # all 40, ~2-3 hours on 2 cores
-    .venv/bin/python benchmarks/export_zoo.py ResNet50 MobileNetV2  # some
-    .venv/bin/python benchmarks/export_zoo.py --formats keras,onnx --batch-size 8
+    python benchmarks/export_zoo.py                       # all 40, ~2-3 hours on 2 cores
+    python benchmarks/export_zoo.py ResNet50 MobileNetV2  # some
+    python benchmarks/export_zoo.py MobileNetV3Small --formats keras,onnx --out /tmp/zoo.md  # smoke
 """
 
 import argparse
@@ -22,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import Report, add_output_arguments
 
 APPLICATIONS = [
     "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtSmall", "ConvNeXtTiny", "ConvNeXtXLarge",
@@ -114,14 +118,12 @@ def export_one(name, formats, batch_size, folder):
     return row
 
 
-def print_row(row, formats):
+def table_row(row, formats):
     if "bn" not in row:
-        print(
-            f"| {row['model']} | - | - | - | - | {' | '.join('-' for _ in formats)} | - | - | "
-            f"{row.get('exit', '-')}: {row['error'].splitlines()[-1][:120]} |",
-            flush=True,
+        return (
+            f"| {row['model']} | - | - | - | - | - | {' | '.join('-' for _ in formats)} | - | - | "
+            f"{row.get('exit', '-')}: {row['error'].splitlines()[-1][:120]} |"
         )
-        return
     errors = " | ".join(
         "-"
         if row["errors"].get(f) is None
@@ -129,11 +131,10 @@ def print_row(row, formats):
         for f in formats
     )
     layers = "-" if row["layers"] is None else f"{row['layers']:.1e}"
-    print(
+    return (
         f"| {row['model']} | {row['params'] / 1e6:.1f}M | {row['bn']} | {row['folded']} | "
         f"{row['affine']} | {layers} | {errors} | {row['seconds']:.0f} | {row['peak_rss_mb'] / 1024:.1f} "
-        f"({row['peak_rss_mb'] / row['size_mb']:.0f}x) | {row['exit']} |",
-        flush=True,
+        f"({row['peak_rss_mb'] / row['size_mb']:.0f}x) | {row['exit']} |"
     )
 
 
@@ -143,27 +144,46 @@ def main():
     parser.add_argument("--formats", default="keras,saved_model,onnx,litert,openvino")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    add_output_arguments(parser, "export_zoo", runs=False)
     args = parser.parse_args()
+    report = Report(
+        args.out,
+        packages=(
+            "tensorflow-cpu",
+            "keras",
+            "tf2onnx",
+            "onnxruntime",
+            "ai-edge-litert",
+            "openvino",
+        ),
+    )
     formats = args.formats.split(",")
-    print(
-        f"bnkeras export of keras.applications, --formats {args.formats} "
-        f"--batch-size {args.batch_size}; error = max |format - original| / max |original|; "
-        "per layer = the worst folded layer's max |folded - (conv -> BN)| / max |conv -> BN|; "
-        "* = end to end could not decide (chaotic or constant output), the per-layer checks did\n"
-    )
-    print(
+    lines = [
         f"| model | params | BN | folded | affine | per layer | {' | '.join(formats)} | export s | "
-        "peak GB (x .keras) | exit |"
-    )
-    print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(formats) + "---:|---:|---:|")
+        "peak GB (x .keras) | exit |",
+        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(formats) + "---:|---:|---:|",
+    ]
+    print("\n".join(lines), flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bnkeras-zoo-") as folder:
         for name in args.models or APPLICATIONS:
             row = export_one(name, args.formats, args.batch_size, Path(folder))
             rows.append(row)
-            print_row(row, formats)
+            lines.append(table_row(row, formats))
+            print(lines[-1], flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    passed = sum(1 for row in rows if row.get("passed") and row.get("exit") == 0)
+    report.write(
+        f"`bnkeras export` of {len(rows)} keras.applications models (--formats {args.formats} "
+        f"--batch-size {args.batch_size}), each in a fresh process: {passed} of {len(rows)} "
+        "exported and verified. Error = max \\|format - original\\| / max \\|original\\| on "
+        "the logits; per layer = the worst folded layer's max \\|folded - (conv -> BN)\\| / max "
+        "\\|conv -> BN\\|; `*` = end to end could not decide (chaotic or constant output), the "
+        "per-layer checks did; export s and peak memory are the export process's "
+        "(`report.json` `seconds`, `peak_rss_mb`), with the peak's ratio to the `.keras` file.",
+        "\n".join(lines),
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import keras
 
+from bnkeras._compat import tracked_sublayers
 from bnkeras.layers.base import BatchNormBase
 
 # Every BN-family layer: Keras's and bnkeras's three (all share BN's inference form).
@@ -23,7 +24,7 @@ def iter_layers(model):
 
 
 def _children(layer):
-    return list(layer.layers if isinstance(layer, keras.Model) else getattr(layer, "_layers", []))
+    return list(layer.layers) if isinstance(layer, keras.Model) else tracked_sublayers(layer)
 
 
 def bn_layers(model):

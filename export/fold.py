@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 import bnkeras
+from bnkeras import _compat
 from bnkeras.errors import Error
 from bnkeras.model_layers import BN_TYPES, bn_layers, iter_layers
 
@@ -309,7 +310,7 @@ class _Graph:
 
     def __init__(self, model):
         self.model = model
-        self.nodes = [n for nodes in model._nodes_by_depth.values() for n in nodes]
+        self.nodes = _compat.model_nodes(model)
         self.consumers = {}
         self.calls = {}
         for node in self.nodes:
@@ -322,7 +323,7 @@ class _Graph:
             self.consumers.setdefault(id(tensor), []).append("the model output")
 
     def producer(self, tensor):
-        return tensor._keras_history.operation
+        return _compat.keras_producer(tensor)
 
     def calls_of(self, layer):
         return self.calls.get(id(layer), [])
@@ -420,7 +421,7 @@ def _forward_target(graph, bn, out_tensor):
 
 
 def _is_functional(model):
-    return isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
+    return _compat.is_functional(model)
 
 
 def _functional_models(model):

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
+from bnkeras import _compat
 from bnkeras.export.memory import frozen_heap
 from bnkeras.model_layers import iter_layers
 
@@ -200,7 +201,7 @@ def _input_consumers(model, tensor):
     return [
         layer
         for layer in model.layers
-        for node in layer._inbound_nodes
+        for node in _compat.inbound_nodes(layer)
         if any(t is tensor for t in node.input_tensors)
     ]
 
@@ -260,8 +261,8 @@ def output_names(model):
     """The name of the layer producing each output (tensor names are generated)."""
     names = []
     for i, tensor in enumerate(model.outputs):
-        history = getattr(tensor, "_keras_history", None)
-        names.append(history.operation.name if history else f"output_{i}")
+        producer = _compat.keras_producer(tensor)
+        names.append(producer.name if producer is not None else f"output_{i}")
     return names
 
 
@@ -269,8 +270,7 @@ def final_activations(model):
     """Per output: "softmax" or "sigmoid" when the producing layer ends with one."""
     found = []
     for tensor in model.outputs:
-        history = getattr(tensor, "_keras_history", None)
-        layer = history.operation if history else None
+        layer = _compat.keras_producer(tensor)
         name = None
         if isinstance(layer, keras.layers.Softmax):
             name = "softmax"

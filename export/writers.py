@@ -5,12 +5,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from bnkeras import _compat
 from bnkeras.errors import Error
 
-# Function attributes that keep a function call out of TensorFlow's inliner. Keras's
-# TensorFlow backend runs grouped convolutions (and channels_first 3D convs) through
-# `tf.function(jit_compile=True)`, which marks the call with both.
-_NO_INLINE_ATTRS = ("_XlaMustCompile", "_noinline")
 # Constants above this size stay out of the TensorFlow graphs of the ONNX conversion
 # (tf2onnx's own threshold); smaller ones may be shapes that Grappler needs to see.
 _LARGE_CONSTANT_BYTES = 1000
@@ -58,38 +55,10 @@ def frozen_graph_def(model):
     compilation are made inlinable so that their ops get converted.
     """
     concrete = inference_function(model)
-    graph_def = _freeze(concrete)
-    for node in graph_def.node:
-        for attr in _NO_INLINE_ATTRS:
-            node.attr.pop(attr, None)
-    for function in graph_def.library.function:
-        for attr in _NO_INLINE_ATTRS:
-            function.attr.pop(attr, None)
-        for node in function.node_def:
-            for attr in _NO_INLINE_ATTRS:
-                node.attr.pop(attr, None)
+    graph_def = _compat.freeze_graph_def(concrete)
+    _compat.make_inlinable(graph_def)
     inputs = [t.name for t in concrete.inputs[: len(model.inputs)]]  # the rest are captures
     return graph_def, inputs, [t.name for t in concrete.outputs]
-
-
-def _freeze(concrete):
-    """The GraphDef of `concrete` with its variables and captured tensors as constants.
-
-    TensorFlow's `convert_variables_to_constants_v2` also builds a ConcreteFunction
-    from that GraphDef, which costs several copies of the weights (ResNet50, 100 MB
-    of weights, peaked 1 GB above its start instead of 220 MB); its first two steps
-    give the GraphDef alone.
-    """
-    from tensorflow.python.framework import convert_to_constants
-
-    try:
-        data = convert_to_constants._FunctionConverterDataInEager(
-            func=concrete, lower_control_flow=True, aggressive_inlining=False
-        )
-        return convert_to_constants._replace_variables_by_constants(data)[0]
-    except (AttributeError, TypeError):  # they changed: the public converter
-        frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
-        return frozen.graph.as_graph_def()
 
 
 def _split_weights(graph_def):
@@ -183,9 +152,9 @@ def _optimized(model, opset):
     """
     from tf2onnx import optimizer
 
-    if not hasattr(optimizer, "_get_optimizers"):  # tf2onnx changed: its default way
+    optimizers = _compat.tf2onnx_optimizers()
+    if optimizers is None:  # tf2onnx changed: its default way
         return optimizer.optimize_graph(_tf2onnx_graph(model, opset))
-    optimizers = dict(optimizer._get_optimizers())
     while True:
         graph, failed = _tf2onnx_graph(model, opset), []
         compacting = {name: _compacting(opt, name, failed) for name, opt in optimizers.items()}
@@ -226,13 +195,8 @@ def _compact(graph):
     so each optimizer left one more copy of the weights (2.3 GB for ResNet50).
     Should tf2onnx's private node attributes change, nothing is compacted.
     """
-    import onnx
-
     for node in graph.get_nodes():
-        if hasattr(node, "_op") and hasattr(node, "_attr"):
-            proto = onnx.NodeProto()
-            proto.CopyFrom(node.op)
-            node._op, node._attr = proto, {a.name: a for a in proto.attribute}
+        _compat.compact_tf2onnx_node(node)
         for body in (node.get_body_graphs() or {}).values():
             _compact(body)
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from bnkeras import _compat
 from bnkeras.errors import Error
 
 logger = logging.getLogger(__name__)
@@ -287,10 +288,9 @@ def _quiet_and_seed_neutral():
     names from `random`; Keras draws default initializer seeds from it, so the
     same run would start from other weights on a first run)."""
     import tensorflow_datasets as tfds
-    from tensorflow_datasets.core.utils import tqdm_utils
 
     python_state, numpy_state = random.getstate(), np.random.get_state()
-    bars = getattr(tqdm_utils, "_active", True)
+    bars = _compat.tfds_progress_bar_shown()
     tfds.disable_progress_bar()
     try:
         yield
@@ -316,7 +316,7 @@ def _prepare(builder, name, data_dir):
     where = data_dir or "the default TFDS directory (~/tensorflow_datasets)"
     manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
     if manual:
-        manual_dir = Path(builder._data_dir_root) / "downloads" / "manual"
+        manual_dir = Path(_compat.tfds_data_dir_root(builder)) / "downloads" / "manual"
         if not manual_dir.exists():
             raise DataError(
                 f"Dataset {name!r} is not prepared under {where}, and it needs a manual download: "

@@ -15,6 +15,8 @@ positions and noise vary, and some classes differ only in orientation.
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bnkeras._compat import quiet_download_banner
+
 CLASSES = (
     "disk",
     "ring",
@@ -97,6 +99,10 @@ def generate(split):
         yield index, {"image": make_image(label, rng), "label": label}
 
 
+# Nothing is downloaded: TFDS's "Downloading and preparing dataset Unknown size" banner
+# and its "downloaded and prepared" line would only confuse; the data module logs one
+# line instead.
+@quiet_download_banner
 class BnkerasShapes(tfds.core.GeneratorBasedBuilder):
     """Synthetic shapes and textures, 10 classes, 32x32 RGB; generated offline."""
 
@@ -117,15 +123,6 @@ class BnkerasShapes(tfds.core.GeneratorBasedBuilder):
             ),
             supervised_keys=("image", "label"),
         )
-
-    # Nothing is downloaded: TFDS's "Downloading and preparing dataset Unknown size"
-    # banner and its "downloaded and prepared" line would only confuse; the data
-    # module logs one line instead.
-    def _log_download_bytes(self):
-        pass
-
-    def _log_download_done(self):
-        pass
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download

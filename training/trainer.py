@@ -389,8 +389,7 @@ def _multiworker_workarounds(model, strategy, dataset):
     # evaluation data left some workers fewer validation batches, now and then.
     images, labels = (tf.zeros([1, *spec.shape[1:]], spec.dtype) for spec in dataset.element_spec)
     with strategy.scope():
-        model._symbolic_build(data_batch=(images, labels))
-    model._maybe_symbolic_build = lambda *args, **kwargs: None
+        _compat.build_from_batch(model, (images, labels))
 
     def with_vector_logs(step):
         def wrapped(data):
