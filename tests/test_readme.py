@@ -51,6 +51,25 @@ def test_the_docs_home_page_shows_the_readmes_commands_and_examples():
         assert f"\n{block}```" in home, block
 
 
+def test_readme_shows_every_claims_verdict_from_the_committed_results():
+    """The README's science table is `report.readme_table` of docs/results: every claim of
+    every experiment with its verdict, as results.json holds it (no headline from one)."""
+    import json
+
+    from bnkeras.experiments import EXPERIMENTS, report
+
+    records = {
+        name: json.loads((ROOT / "docs" / "results" / name / "results.json").read_text())
+        for name in EXPERIMENTS
+    }
+    table = report.readme_table(records)
+    assert table in README
+    rows = table.splitlines()[2:]
+    assert len(rows) == len(EXPERIMENTS)
+    for row, record in zip(rows, records.values(), strict=True):
+        assert row.count("**") == 2 * len(record["claims"]) >= 2
+
+
 def test_readme_links_to_existing_files():
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", README):
         if "://" not in target:
