@@ -290,16 +290,17 @@ def plot(record, workdir):
         ("log10_width_ratio", "log10 (max / min 15-85 width)", None),
     )
     for ax, (name, label, scale) in zip(dots, panels, strict=True):
-        report.seed_points(
-            ax,
-            [0, 1],
-            [metrics[f"{name}_none"]["per_seed"], metrics[f"{name}_bn"]["per_seed"]],
-            [LABELS["none"], LABELS["bn"]],
-        )
+        per_arm = [metrics[f"{name}_none"]["per_seed"], metrics[f"{name}_bn"]["per_seed"]]
+        report.seed_points(ax, [0, 1], per_arm, [LABELS["none"], LABELS["bn"]])
         ax.set_ylabel(label)
-        if scale:
+        if scale and _any_positive(per_arm):
             ax.set_yscale(scale)
         if name == "accuracy":
             report.accuracy_axis(ax, label)
     dots[0].set_title("(d) each seed (dot) and the mean (bar)")
     return [report.save_figure(fig, workdir, FIGURES[0])]
+
+
+def _any_positive(per_arm):
+    """Whether a log axis has something to show (a finite value > 0)."""
+    return any(v is not None and math.isfinite(v) and v > 0 for arm in per_arm for v in arm)
