@@ -2,16 +2,23 @@
 
 An MLP of three sigmoid layers of 100 units, weights from N(0, 0.1^2), trained
 with SGD with and without BN after each hidden linear layer. Records test
-accuracy over training and the 15th / 50th / 85th percentiles (over the test
-set) of the input of one sigmoid of the last hidden layer.
+accuracy over training and, before training and at every evaluation, the 15th /
+50th / 85th percentiles (over the test set, the network in training mode: BN
+with the test set's own batch statistics) of the input of every sigmoid of the
+last hidden layer (the curves keep those of sigmoid `unit`).
+
+Measurements (`steps_to_level`, `median_drift`, `width_ratio`) are plain
+functions of the recorded curves, tested on synthetic curves with known answers.
 """
 
 import math
 
 import keras
 import numpy as np
+from matplotlib.figure import Figure
 
-from bnkeras.experiments import data, models, report, training
+from bnkeras.experiments import data, models, probes, report, training
+from bnkeras.experiments.protocol import Claim, Comparison, Precondition, Protocol
 
 NAME = "fig1"
 CLAIM = (
@@ -21,58 +28,165 @@ CLAIM = (
 )
 FIGURES = ("fig1.png",)
 ARMS = ("bn", "none")
-COMPARISONS = (
-    ("final test accuracy, BN - no BN", "accuracy_bn", "accuracy_none", +1),
-    (
-        "drift of the median sigmoid input (in 15-85 widths), BN - no BN",
-        "drift_bn",
-        "drift_none",
-        -1,
+LABELS = {"bn": "with BN", "none": "without BN"}
+LEVEL = 0.40  # the common test accuracy of the speed-up (DEFAULT["level"])
+
+PROTOCOL = Protocol(
+    claims=(
+        Claim(
+            "faster",
+            "With BN the network trains faster: it reaches a given test accuracy in fewer steps.",
+            f"log10 of the first evaluated training step at which test accuracy (1000 test "
+            f"sequences, evaluated every 100 steps) is >= {LEVEL} (chance 0.1), each arm's own "
+            f"first step (like for like); BN minus no BN (-1 is a 10x speed-up). A seed whose "
+            f"arm never reaches the level gives no value for that arm.",
+            Comparison("log10_steps_to_level_bn", "log10_steps_to_level_none", "less"),
+            (
+                Precondition(
+                    f"the no-BN network reaches test accuracy {LEVEL} within the run (fraction "
+                    "of seeds above 0.5)",
+                    Comparison("reached_level_none", value=0.5),
+                ),
+            ),
+        ),
+        Claim(
+            "accuracy",
+            "With BN the network reaches a higher test accuracy.",
+            "test accuracy (fraction of 1000 test sequences) after the last step, BN minus no BN",
+            Comparison("accuracy_bn", "accuracy_none", "greater"),
+        ),
+        Claim(
+            "location",
+            "With BN the location of a sigmoid's input distribution stays stable over training; "
+            "without BN it drifts.",
+            "per sigmoid of the last hidden layer: the range (max - min) over training (before "
+            "the first step and at every evaluation) of the median over the test set of its "
+            "input (network in training mode: BN with the test set's batch statistics), in units of its final 15-85 percentile width; the median of that over the "
+            "100 sigmoids; BN minus no BN",
+            Comparison("median_drift_bn", "median_drift_none", "less"),
+        ),
+        Claim(
+            "spread",
+            "With BN the spread of a sigmoid's input distribution stays stable over training; "
+            "without BN it drifts.",
+            "per sigmoid of the last hidden layer: log10 of the largest over the smallest 15-85 "
+            "percentile width (over the test set) of its input over training (before the first "
+            "step and at every evaluation; 0 = constant, 1 = a 10x change); the median over the "
+            "100 sigmoids; BN minus no BN",
+            Comparison("log10_width_ratio_bn", "log10_width_ratio_none", "less"),
+        ),
+    ),
+    limitations=(
+        "MNIST-1D (4000 training sequences of length 40), not MNIST, and 20000 steps of batch 60 "
+        "instead of 50000: the no-BN network is still improving at the end, so 'final accuracy' "
+        "is the accuracy of this budget, not of converged networks. One learning rate (0.1, "
+        "plain SGD) for both arms, not each arm's best. The speed-up is measured at one "
+        f"accuracy level ({LEVEL}) on a grid of 100 steps; at another level it differs. The "
+        "drift measures summarise the test-set distribution of the last hidden layer's inputs; "
+        "they say nothing about whether the drift causes the slower training."
+    ),
+    post_hoc=(
+        "The sigmoid inputs are measured with the network in training mode (BN with the test "
+        "set's batch statistics): a quick-mode run showed that in inference mode BN's output "
+        "before and early in training reflects its moving averages' initial values (a 10x "
+        "'change of spread' of BN's own making).",
+        f"The speed-up level {LEVEL} was chosen after seeing the earlier 3-seed run of this "
+        "setup (no BN plateaued near 0.32 and ended near 0.48): a level the no-BN network "
+        "passes after its plateau in every seed seen.",
     ),
 )
 
-
 DEFAULT = {
     "steps": 20000,
-    "eval_every": 500,
+    "eval_every": 100,
     "batch_size": 60,
     "lr": 0.1,
     "width": 100,
     "depth": 3,
     "init_std": 0.1,
+    "bn_momentum": 0.99,
+    "bn_epsilon": 1e-3,
+    "level": LEVEL,
     "unit": 0,
 }
-QUICK = {"steps": 200, "eval_every": 50}
+QUICK = {"steps": 200, "eval_every": 50, "level": 0.15}
 
 
 def setup_text(s):
     return (
         f"MNIST-1D (mnist1d.make_dataset defaults, 4000 train / 1000 test), MLP "
         f"{s['depth']}x{s['width']} sigmoid, N(0, {s['init_std']}^2) init, plain SGD lr {s['lr']}, "
-        f"batch {s['batch_size']}, {s['steps']} steps, with vs without BN after each hidden linear "
-        f"layer; percentiles of sigmoid input {s['unit']} of the last hidden layer over the test set."
+        f"batch {s['batch_size']}, {s['steps']} steps, with vs without BN (momentum "
+        f"{s['bn_momentum']}, epsilon {s['bn_epsilon']:g}) after each hidden linear layer; test "
+        f"accuracy every {s['eval_every']} steps; percentiles 15/50/85 over the test set (training "
+        f"mode: BN with the test set's batch statistics) of the input of each sigmoid of the last hidden layer before training and at every "
+        f"evaluation; speed-up at test accuracy {s['level']}."
     )
 
 
+def steps_to_level(steps, accuracies, level):
+    """The first of `steps` whose accuracy is >= `level` (NaN if none).
+
+    Like for like: apply it to each arm's own curve (the old speed-up divided
+    one arm's last step by the other's first).
+    """
+    for step, accuracy in zip(steps, accuracies, strict=True):
+        if accuracy >= level:
+            return float(step)
+    return math.nan
+
+
 def median_drift(p15, p50, p85):
-    """Range of the median over training, in units of the mean 15-85 percentile width."""
-    width = float(np.mean(np.asarray(p85) - np.asarray(p15)))
-    return float((np.max(p50) - np.min(p50)) / width) if width > 0 else float("inf")
+    """Range (max - min) of the median over time, in units of the final 15-85 width.
+
+    Arrays of shape (time,) or (time, units); one value per unit (inf for a zero
+    final width).
+    """
+    p15, p50, p85 = (np.asarray(p, dtype=float) for p in (p15, p50, p85))
+    width = p85[-1] - p15[-1]
+    drift = np.max(p50, axis=0) - np.min(p50, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(width > 0, drift / np.where(width > 0, width, 1.0), np.inf)
+
+
+def width_ratio(p15, p85):
+    """log10 of the largest over the smallest 15-85 width over time (0: constant spread).
+
+    Arrays of shape (time,) or (time, units); one value per unit (inf when a width is 0).
+    """
+    width = np.asarray(p85, dtype=float) - np.asarray(p15, dtype=float)
+    smallest, largest = np.min(width, axis=0), np.max(width, axis=0)
+    with np.errstate(divide="ignore"):
+        return np.where(
+            smallest > 0, np.log10(largest / np.where(smallest > 0, smallest, 1)), np.inf
+        )
 
 
 def _run_arm(seed, s, norm, mnist):
     keras.utils.set_random_seed(seed)
     model, probe = models.mlp(
-        mnist.x_train.shape[1:], mnist.num_classes, norm, s["width"], s["depth"], s["init_std"]
+        mnist.x_train.shape[1:],
+        mnist.num_classes,
+        norm,
+        s["width"],
+        s["depth"],
+        s["init_std"],
+        {"momentum": s["bn_momentum"], "epsilon": s["bn_epsilon"]},
     )
+    quantiles = []  # per evaluation: (3, units), percentiles 15 / 50 / 85 of every sigmoid input
 
     def percentiles(step):
-        _, sigmoid_input = probe(mnist.x_test, training=False)
-        values = np.asarray(sigmoid_input)[:, s["unit"]]
-        quantiles = np.percentile(values, [15, 50, 85]).tolist()
-        return dict(zip(("p15", "p50", "p85"), quantiles, strict=True))
+        # In training mode, as the sigmoid sees its input while the network trains: BN
+        # normalises with the statistics of the batch (here the whole test set), not with
+        # moving averages that still hold their initial values early on. The call would
+        # update the moving averages: they are put back.
+        with probes.restored(model.non_trainable_variables):
+            _, sigmoid_input = probe(mnist.x_test, training=True)
+        quantiles.append(np.percentile(np.asarray(sigmoid_input), [15, 50, 85], axis=0))
+        return dict(zip(("p15", "p50", "p85"), quantiles[-1][:, s["unit"]].tolist(), strict=True))
 
-    return training.train_with_settings(
+    start = percentiles(0)
+    curve = training.train_with_settings(
         model,
         mnist,
         s,
@@ -81,55 +195,112 @@ def _run_arm(seed, s, norm, mnist):
         eval_every=s["eval_every"],
         on_eval=percentiles,
     )
-
-
-def steps_to_reach(curve, target):
-    """First evaluated step with test accuracy >= target (None if never)."""
-    for step, accuracy in zip(curve["steps"], curve["test_accuracy"], strict=True):
-        if accuracy >= target:
-            return step
-    return None
+    curve["percentile_steps"] = [0, *curve["steps"]]
+    for key, value in start.items():
+        curve[key].insert(0, value)
+    return curve, np.stack(quantiles)
 
 
 def run_seed(seed, s):
     mnist = data.mnist1d()
-    curves = {norm: _run_arm(seed, s, norm, mnist) for norm in ARMS}
-    metrics = {}
-    for norm, curve in curves.items():
+    metrics, curves = {}, {}
+    for norm in ARMS:
+        curve, quantiles = _run_arm(seed, s, norm, mnist)
+        curves[norm] = curve
+        p15, p50, p85 = quantiles[:, 0], quantiles[:, 1], quantiles[:, 2]
+        steps = steps_to_level(curve["steps"], curve["test_accuracy"], s["level"])
         metrics[f"accuracy_{norm}"] = curve["test_accuracy"][-1]
-        metrics[f"drift_{norm}"] = median_drift(curve["p15"], curve["p50"], curve["p85"])
-    reached = steps_to_reach(curves["bn"], metrics["accuracy_none"])
-    metrics["bn_speedup_to_baseline_final"] = (
-        None if reached is None else curves["none"]["steps"][-1] / reached
-    )
+        metrics[f"steps_to_level_{norm}"] = steps
+        metrics[f"log10_steps_to_level_{norm}"] = math.log10(steps) if steps > 0 else math.nan
+        metrics[f"reached_level_{norm}"] = float(math.isfinite(steps))
+        metrics[f"median_drift_{norm}"] = float(np.median(median_drift(p15, p50, p85)))
+        metrics[f"median_range_{norm}"] = float(np.median(np.ptp(p50, axis=0)))
+        metrics[f"log10_width_ratio_{norm}"] = float(np.median(width_ratio(p15, p85)))
+    metrics["speedup"] = metrics["steps_to_level_none"] / metrics["steps_to_level_bn"]
     return {"metrics": metrics, "curves": curves}
+
+
+def _seed_range(values, digits=2):
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return "n/a"
+    return f"{min(finite):.{digits}f}-{max(finite):.{digits}f}"
 
 
 def result_text(record):
     m = report.means(record)
-    speedup = m["bn_speedup_to_baseline_final"]
+    per_seed = {name: entry["per_seed"] for name, entry in record["metrics"].items()}
+    seeds = len(record["seeds"])
+    reached = {arm: int(np.nansum(per_seed[f"reached_level_{arm}"])) for arm in ARMS}
     return (
-        f"final test accuracy BN {m['accuracy_bn']:.3f} vs no BN {m['accuracy_none']:.3f}; "
-        f"BN reaches the no-BN final accuracy "
-        + ("never" if math.isnan(speedup) else f"{speedup:.1f}x sooner")
-        + f"; median sigmoid input drifts {m['drift_bn']:.2f} (BN) vs {m['drift_none']:.2f} "
-        "(no BN) of its 15-85 width."
+        f"Over {seeds} seeds (mean, per-seed range): final test accuracy BN {m['accuracy_bn']:.3f} "
+        f"({_seed_range(per_seed['accuracy_bn'], 3)}) vs no BN {m['accuracy_none']:.3f} "
+        f"({_seed_range(per_seed['accuracy_none'], 3)}). Test accuracy "
+        f"{record['settings']['level']} first reached at step {m['steps_to_level_bn']:.0f} with "
+        f"BN ({reached['bn']}/{seeds} seeds) vs {m['steps_to_level_none']:.0f} without "
+        f"({reached['none']}/{seeds} seeds): a speed-up of {_seed_range(per_seed['speedup'], 1)}x "
+        f"per seed (mean {m['speedup']:.1f}x). Sigmoid inputs of the last hidden layer (median "
+        f"over the 100 sigmoids): the median moves by {m['median_drift_bn']:.2f} (BN) vs "
+        f"{m['median_drift_none']:.2f} (no BN) final 15-85 widths ({m['median_range_bn']:.2f} vs "
+        f"{m['median_range_none']:.2f} in input units); the 15-85 width changes by a factor "
+        f"max/min of {10 ** m['log10_width_ratio_bn']:.1f} (BN) vs "
+        f"{10 ** m['log10_width_ratio_none']:.1f} (no BN) over training."
     )
 
 
 def plot(record, workdir):
     seeds = report.seed_curves(record)
-    fig, axes = report.figure(3, width=4.2)
-    for norm, label in (("none", "without BN"), ("bn", "with BN")):
+    fig = Figure(figsize=(15, 7.2), layout="constrained")
+    top = fig.subfigures(2, 1)
+    ax_acc, ax_none, ax_bn = top[0].subplots(1, 3)
+    dots = top[1].subplots(1, 4)
+    level = record["settings"]["level"]
+    for norm, color in (("none", "C0"), ("bn", "C1")):
         steps = seeds[0][norm]["steps"]
         curves = [c[norm]["test_accuracy"] for c in seeds if len(c[norm]["steps"]) == len(steps)]
-        report.mean_band(axes[0], steps, curves, label)
-    axes[0].set(xlabel="training step", ylabel="test accuracy", title="(a) test accuracy")
-    axes[0].legend()
-    for ax, norm, title in ((axes[1], "none", "(b) without BN"), (axes[2], "bn", "(c) with BN")):
-        curve = seeds[0][norm]
-        ax.fill_between(curve["steps"], curve["p15"], curve["p85"], alpha=0.3, label="15-85th")
-        ax.plot(curve["steps"], curve["p50"], label="median")
-        ax.set(xlabel="training step", ylabel="sigmoid input (seed 0)", title=title)
-        ax.legend()
+        report.seed_lines(ax_acc, steps, curves, f"{LABELS[norm]} (mean)", color=color)
+    ax_acc.axhline(level, color="grey", linestyle=":", linewidth=1.0, label=f"level {level}")
+    ax_acc.set(xlabel="training step", title="(a) test accuracy: per seed (thin), mean (thick)")
+    report.accuracy_axis(ax_acc)
+    ax_acc.legend(fontsize=8)
+    unit = record["settings"]["unit"]
+    shown = seeds[:3]
+    for ax, norm, title in ((ax_none, "none", "(b) without BN"), (ax_bn, "bn", "(c) with BN")):
+        for index, curve in enumerate(shown):
+            color = f"C{index + 2}"
+            steps = curve[norm]["percentile_steps"]
+            ax.plot(steps, curve[norm]["p50"], color=color, linewidth=1.3, label=f"seed {index}")
+            for key in ("p15", "p85"):
+                ax.plot(steps, curve[norm][key], color=color, linewidth=0.7, linestyle="--")
+        ax.set(
+            xlabel="training step",
+            ylabel=f"input of sigmoid {unit}, last hidden layer",
+            title=f"{title}: 15th (dashed), 50th, 85th percentile",
+        )
+        ax.legend(fontsize=8)
+    low = min(ax_none.get_ylim()[0], ax_bn.get_ylim()[0])
+    high = max(ax_none.get_ylim()[1], ax_bn.get_ylim()[1])
+    for ax in (ax_none, ax_bn):
+        ax.set_ylim(low, high)
+    metrics = record["metrics"]
+    panels = (
+        ("steps_to_level", f"first step at test accuracy {level}", "log"),
+        ("accuracy", "final test accuracy (fraction correct)", None),
+        ("median_drift", "range of the median (final 15-85 widths)", None),
+        ("log10_width_ratio", "log10 (max / min 15-85 width)", None),
+    )
+    for ax, (name, label, scale) in zip(dots, panels, strict=True):
+        per_arm = [metrics[f"{name}_none"]["per_seed"], metrics[f"{name}_bn"]["per_seed"]]
+        report.seed_points(ax, [0, 1], per_arm, [LABELS["none"], LABELS["bn"]])
+        ax.set_ylabel(label)
+        if scale and _any_positive(per_arm):
+            ax.set_yscale(scale)
+        if name == "accuracy":
+            report.accuracy_axis(ax, label)
+    dots[0].set_title("(d) each seed (dot) and the mean (bar)")
     return [report.save_figure(fig, workdir, FIGURES[0])]
+
+
+def _any_positive(per_arm):
+    """Whether a log axis has something to show (a finite value > 0)."""
+    return any(v is not None and math.isfinite(v) and v > 0 for arm in per_arm for v in arm)

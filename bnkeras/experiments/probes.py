@@ -58,7 +58,7 @@ def landscape(variables, loss_and_gradients, step_sizes):
         step_sizes: The step sizes eta (> 0).
 
     Returns:
-        A dict: `loss_variation` (max - min of the losses at w - eta * g, w
+        A dict: `loss` (at w), `loss_variation` (max - min of the losses at w - eta * g, w
         included), `gradient_predictiveness` (max over eta of ||g(w - eta g) -
         g(w)||) and `beta_smoothness` (max over eta of ||g(w - eta g) - g(w)|| /
         ||eta g||, the effective smoothness; for a quadratic loss it is
@@ -80,6 +80,7 @@ def landscape(variables, loss_and_gradients, step_sizes):
             changes.append(change)
             ratios.append(change / (eta * gradient_norm) if gradient_norm > 0 else np.nan)
     return {
+        "loss": float(loss),
         "loss_variation": float(np.max(losses) - np.min(losses)),
         "gradient_predictiveness": float(np.max(changes)),
         "beta_smoothness": float(np.max(ratios)),

@@ -50,7 +50,7 @@ def _cell(text):
 
 
 def _number(value, digits=3):
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # NaN: null in JSON
         return "n/a"
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
