@@ -207,23 +207,25 @@ def result_text(record):
 
 def plot(record, workdir):
     m = record["metrics"]
-    fig, axes = report.figure(2, width=5.2)
-    labels = ["small\nBN", "large\nBN", "large\nghost", "large ghost\n= updates"]
-    positions = [0, 1, 2, 3]
-    report.seed_points(
-        axes[0],
-        positions,
-        [m[f"precise_accuracy_{name}"]["per_seed"] for name in ARMS],
-        labels,
-    )
-    axes[0].set(title="precise BN statistics (the claims)")
-    report.accuracy_axis(axes[0], "test accuracy (fraction correct)")
-    report.seed_points(
-        axes[1], positions, [m[f"accuracy_{name}"]["per_seed"] for name in ARMS], labels
-    )
-    axes[1].set(title="moving averages (EMA), the same networks")
-    report.accuracy_axis(axes[1], "test accuracy (fraction correct)")
-    low = min(ax.get_ylim()[0] for ax in axes)
-    for ax in axes:
+    updates = report.seed_curves(record)[0]
+    fig, axes = report.figure(3, width=4.4)
+    labels = [
+        f"{name.replace('_ra', '').replace('_', chr(10))}\n{updates[name]['updates']} upd."
+        for name in ARMS
+    ]
+    positions = list(range(len(ARMS)))
+    for ax, key, title in (
+        (axes[0], "precise_accuracy", "precise BN statistics (the claims)"),
+        (axes[1], "accuracy", "moving averages (EMA), same networks"),
+    ):
+        report.seed_points(ax, positions, [m[f"{key}_{name}"]["per_seed"] for name in ARMS], labels)
+        ax.set(title=title)
+        report.accuracy_axis(ax, "test accuracy (fraction correct)")
+    low = min(ax.get_ylim()[0] for ax in axes[:2])
+    for ax in axes[:2]:
         ax.set_ylim(low, 1.0)
+    losses = [m[f"precise_train_loss_{name}"]["per_seed"] for name in ARMS]
+    report.seed_points(axes[2], positions, losses, labels)
+    axes[2].set_yscale("log")
+    axes[2].set(title="fit of the training set", ylabel="training loss, precise statistics (nats)")
     return [report.save_figure(fig, workdir, FIGURES[0])]

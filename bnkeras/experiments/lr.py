@@ -198,7 +198,12 @@ def plot(record, workdir):
     ax.set_xscale("log")
     ax.set(xlabel="learning rate (SGD, momentum 0.9)", title="no-BN sweep (per seed, thin)")
     report.accuracy_axis(ax, "accuracy after the last step (fraction correct)")
-    ax.legend(fontsize=8)
+    bases = m["base_rate"]["per_seed"]
+    chosen = ", ".join(f"{rate:g}: {bases.count(rate)}" for rate in sorted(set(bases)))
+    ax.text(
+        0.02, 0.97, f"best rate (seeds): {chosen}", transform=ax.transAxes, va="top", fontsize=8
+    )
+    ax.legend(fontsize=8, loc="center left")
     ax = axes[1]
     names = ["accuracy_none_best", "accuracy_bn_x5", "accuracy_bn_x30", "accuracy_none_x30"]
     labels = ["no BN\nbest rate", "BN\n5x", "BN\n30x", "no BN\n30x"]

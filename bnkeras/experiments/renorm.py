@@ -222,6 +222,10 @@ def plot(record, workdir):
         ["(a) BN\nbatch", "(a) BN\nmicro", "(a) renorm\nmicro", "(b) BN\n16x2", "(b) renorm\n16x2"],
         ["C0", "C1", "C2", "C3", "C4"],
     )
+    means = report.means(record)
+    midpoint = 0.5 * (means["accuracy_bn_micro"] + means["accuracy_bn_full"])
+    axes[1].hlines(midpoint, -0.4, 2.4, color="grey", linestyle="--", linewidth=1)
+    axes[1].annotate("midpoint of the (a) BN arms", (2.4, midpoint), fontsize=7, va="bottom")
     axes[1].set(title="after the last step (each seed a dot)")
     report.accuracy_axis(axes[1], "test accuracy, moving statistics (fraction correct)")
     return [report.save_figure(fig, workdir, FIGURES[0])]
