@@ -167,6 +167,24 @@ def run_seed(seed, s):
     return {"metrics": metrics, "curves": curves}
 
 
+ARMS_PLOTTED = ("best", "bn_x5", "bn_x30", "none_x30")
+
+
+def _final_losses(record, key):
+    """Each seed's training loss over the last fifth of the steps of arm `key`."""
+    losses = []
+    for curves in report.seed_curves(record):
+        if key == "best":
+            rates = [rate for rate in record["settings"]["rates"] if f"none_lr{rate}" in curves]
+            validation = [curves[f"none_lr{rate}"]["test_accuracy"][-1] for rate in rates]
+            key_ = f"none_lr{best_rate(rates, validation)}"
+        else:
+            key_ = key
+        loss = curves[key_]["train_loss"][-1]
+        losses.append(loss if loss is not None and math.isfinite(loss) else math.nan)
+    return losses
+
+
 def _count(record, name):
     return int(sum(value or 0 for value in record["metrics"][name]["per_seed"]))
 
@@ -175,20 +193,24 @@ def result_text(record):
     m, n = report.means(record), len(record["seeds"])
     bases = record["metrics"]["base_rate"]["per_seed"]
     chosen = ", ".join(f"{rate:g} ({bases.count(rate)}x)" for rate in sorted(set(bases)))
+    best, bn = _final_losses(record, "best"), _final_losses(record, "bn_x5")
+    lower = sum(b < a for a, b in zip(best, bn, strict=True))
     return (
         f"Best rate without BN (by validation accuracy): {chosen} over {n} seeds. Test "
         f"accuracy, means over {n} seeds: no BN at its best rate {m['accuracy_none_best']:.3f}; "
         f"BN at 5x {m['accuracy_bn_x5']:.3f}, at 30x {m['accuracy_bn_x30']:.3f} (diverged "
         f"{_count(record, 'diverged_bn_x5')} / {_count(record, 'diverged_bn_x30')} of {n}); no BN "
         f"at 30x {m['accuracy_none_x30']:.3f} (diverged {_count(record, 'diverged_none_x30')} "
-        f"of {n})."
+        f"of {n}). Training loss over the last fifth of the steps, means: no BN at its best "
+        f"rate {np.nanmean(best):.2f}, BN at 5x {np.nanmean(bn):.2f} (lower in {lower} of {n} "
+        "seeds)."
     )
 
 
 def plot(record, workdir):
     m = record["metrics"]
     rates = record["settings"]["rates"]
-    fig, axes = report.figure(2, width=5.2)
+    fig, axes = report.figure(3, width=4.6)
     ax = axes[0]
     validation = [m[f"validation_accuracy_none_lr{lr}"]["per_seed"] for lr in rates]
     report.seed_lines(ax, rates, np.array(validation, dtype=float).T, "no BN, validation (mean)")
@@ -196,14 +218,14 @@ def plot(record, workdir):
     report.seed_lines(ax, rates, np.array(test, dtype=float).T, "no BN, test (mean)")
     ax.axhline(CHANCE, color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set_xscale("log")
-    ax.set(xlabel="learning rate (SGD, momentum 0.9)", title="no-BN sweep (per seed, thin)")
-    report.accuracy_axis(ax, "accuracy after the last step (fraction correct)")
     bases = m["base_rate"]["per_seed"]
-    chosen = ", ".join(f"{rate:g}: {bases.count(rate)}" for rate in sorted(set(bases)))
-    ax.text(
-        0.02, 0.97, f"best rate (seeds): {chosen}", transform=ax.transAxes, va="top", fontsize=8
+    chosen = ", ".join(f"{rate:g} in {bases.count(rate)}" for rate in sorted(set(bases)))
+    ax.set(
+        xlabel="learning rate (SGD, momentum 0.9)",
+        title=f"no BN (thin: seeds); best rate {chosen}/{len(bases)}",
     )
-    ax.legend(fontsize=8, loc="center left")
+    report.accuracy_axis(ax, "accuracy after the last step (fraction correct)")
+    ax.legend(fontsize=8)
     ax = axes[1]
     names = ["accuracy_none_best", "accuracy_bn_x5", "accuracy_bn_x30", "accuracy_none_x30"]
     labels = ["no BN\nbest rate", "BN\n5x", "BN\n30x", "no BN\n30x"]
@@ -215,6 +237,17 @@ def plot(record, workdir):
         ax.annotate(f"diverged\n{_count(record, name)}/{n}", (x, 0.9), ha="center", fontsize=8)
     ax.axhline(CHANCE, color="grey", linestyle=":", linewidth=1)
     ax.set_ylim(0.0, 1.0)
-    ax.set(title="rates relative to the no-BN best (each seed a dot)")
+    ax.axhline(CHANCE + 0.10, color="C1", linestyle="--", linewidth=1)
+    ax.annotate("precondition: no BN best above", (1.6, CHANCE + 0.11), fontsize=7)
+    ax.set(title="rates x the no-BN best rate (each seed a dot)")
     report.accuracy_axis(ax, "test accuracy after the last step (fraction correct)")
+    ax = axes[2]
+    losses = [_final_losses(record, key) for key in ARMS_PLOTTED]
+    report.seed_points(ax, [0, 1, 2, 3], losses, labels, ["C1", "C0", "C0", "C1"])
+    ax.axhline(math.log(20), color="grey", linestyle=":", linewidth=1)
+    ax.annotate("ln 20 (uniform guess)", (-0.45, math.log(20) + 0.03), fontsize=7)
+    ax.set(
+        title="training loss, last fifth of the steps",
+        ylabel="mean training loss (nats)",
+    )
     return [report.save_figure(fig, workdir, FIGURES[0])]
