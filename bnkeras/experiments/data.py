@@ -5,7 +5,9 @@
   default arguments: 4000 train / 1000 test sequences of length 40, 10 classes.
 - The embedded `bnkeras_shapes` set (training/shapes_dataset.py): 6000 train /
   1000 test 32x32 RGB images, 10 balanced classes, standardized per channel
-  with the training statistics.
+  with the training statistics; its `hard` configuration (`shapes(config="hard")`):
+  10000 train / 2000 test, 20 classes (10 shapes x 2 size ranges), clutter,
+  lower contrast and more noise, for measurements the default set saturates.
 """
 
 import functools
@@ -51,24 +53,26 @@ def mnist1d():
     return Data(data["x"][..., None], data["y"], data["x_test"][..., None], data["y_test"])
 
 
-def _shapes_split(split, count):
+def _shapes_split(split, count, config):
     from bnkeras.training import shapes_dataset
 
-    examples = [example for _, example in itertools.islice(shapes_dataset.generate(split), count)]
+    generated = shapes_dataset.generate(split, config)
+    examples = [example for _, example in itertools.islice(generated, count)]
     images = np.stack([example["image"] for example in examples]).astype(np.float32) / 255.0
     labels = np.array([example["label"] for example in examples], np.int32)
     return images, labels
 
 
 @functools.lru_cache(maxsize=2)
-def shapes(train=None, test=None):
+def shapes(train=None, test=None, config="default"):
     """The first `train` / `test` examples of bnkeras_shapes (all when None), standardized.
 
     The generator draws examples one after another from a fixed seed, so a prefix
-    is the same on every machine.
+    is the same on every machine. `config` is the generator's configuration
+    ("default" or "hard"; training/shapes_dataset.py).
     """
-    x_train, y_train = _shapes_split("train", train)
-    x_test, y_test = _shapes_split("test", test)
+    x_train, y_train = _shapes_split("train", train, config)
+    x_test, y_test = _shapes_split("test", test, config)
     mean = x_train.mean(axis=(0, 1, 2), dtype=np.float64)
     std = x_train.std(axis=(0, 1, 2), dtype=np.float64)
     return Data((x_train - mean) / std, y_train, (x_test - mean) / std, y_test)
@@ -76,6 +80,12 @@ def shapes(train=None, test=None):
 
 def describe_shapes_vgg(s):
     """Setup text of the bnkeras_shapes experiments: data sizes and the VGG-like CNN's widths."""
+    if s.get("data") == "hard":
+        return (
+            f"bnkeras_shapes, hard configuration ({s['train'] or 10000} train / "
+            f"{s['test'] or 2000} test, 32x32 RGB, 20 classes, clutter, low contrast), "
+            f"VGG-like CNN {'/'.join(map(str, s['widths']))} (2 conv per stage)"
+        )
     return (
         f"bnkeras_shapes ({s['train'] or 6000} train / {s['test'] or 1000} test, 32x32 RGB), "
         f"VGG-like CNN {'/'.join(map(str, s['widths']))} (2 conv per stage)"

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bnkeras.experiments.data import Data
+
 logger = logging.getLogger(__name__)
 
 
@@ -23,19 +25,38 @@ def shuffled_batches(num_examples, batch_size, rng):
             yield order[start : start + batch_size]
 
 
-def two_class_batches(labels, batch_size, rng):
-    """Endless non-i.i.d. batches: each drawn from two random classes, half and half."""
+def class_group_batches(labels, classes_per_batch, per_class, rng):
+    """Endless non-i.i.d. batches of `classes_per_batch` random classes x `per_class` images.
+
+    Ioffe (2017, section 4.2) trains on batches of 32 = 16 classes x 2 images: every
+    image shares its batch with another of its class. Classes and images are drawn
+    without replacement within a batch.
+    """
     classes = np.unique(labels)
+    if classes_per_batch > len(classes):
+        raise ValueError(
+            f"classes_per_batch ({classes_per_batch}) exceeds the data's {len(classes)} classes"
+        )
     members = {c: np.flatnonzero(labels == c) for c in classes}
     while True:
-        first, second = rng.choice(classes, 2, replace=False)
-        half = batch_size // 2
-        yield np.concatenate(
-            [
-                rng.choice(members[first], half, replace=False),
-                rng.choice(members[second], batch_size - half, replace=False),
-            ]
-        )
+        chosen = rng.choice(classes, classes_per_batch, replace=False)
+        yield np.concatenate([rng.choice(members[c], per_class, replace=False) for c in chosen])
+
+
+def holdout(data, count):
+    """(the data with its last `count` training examples removed, those as a validation set).
+
+    The validation `Data` has the held-out training examples as its test arrays, so
+    `train` evaluates on them; nothing of the test set is used.
+    """
+    if not 0 < count < len(data.x_train):
+        raise ValueError(f"count must be in (0, {len(data.x_train)}); got {count}")
+    cut = len(data.x_train) - count
+    kept = Data(data.x_train[:cut], data.y_train[:cut], data.x_test, data.y_test)
+    validation = Data(
+        data.x_train[:cut], data.y_train[:cut], data.x_train[cut:], data.y_train[cut:]
+    )
+    return kept, validation
 
 
 def cross_entropy(labels, logits):

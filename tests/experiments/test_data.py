@@ -32,3 +32,11 @@ def test_shapes_prefix_is_standardized_and_balanced():
     )
     np.testing.assert_allclose(shapes.x_train.std(axis=(0, 1, 2), dtype=np.float64), 1.0, atol=1e-4)
     np.testing.assert_array_equal(np.bincount(shapes.y_train), [20] * 10)
+
+
+def test_shapes_hard_configuration_has_twenty_balanced_classes():
+    hard = data.shapes(400, 100, config="hard")
+    assert hard.x_train.shape == (400, 32, 32, 3) and hard.num_classes == 20
+    np.testing.assert_array_equal(np.bincount(hard.y_train), [20] * 20)
+    default = data.shapes(400, 100)
+    assert default.num_classes == 10 and not np.array_equal(default.x_train, hard.x_train)

@@ -175,12 +175,12 @@ def test_resume_with_a_diverged_seed(all_quick, tmp_path):
     workdir = tmp_path / "lr"
     shutil.copytree(all_quick / "lr", workdir)
     record = json.loads((workdir / "results.json").read_text())
-    record["seeds"]["0"]["metrics"]["accuracy_none_x1"] = None
+    record["seeds"]["0"]["metrics"]["accuracy_none_best"] = None
     (workdir / "results.json").write_text(json.dumps(record))
     runner.reproduce("lr", workdir, seeds=1, quick=True)
     record = json.loads((workdir / "results.json").read_text())
-    assert record["metrics"]["accuracy_none_x1"] == {"per_seed": [None], "mean": None, "sd": None}
-    claims = [c for c in record["claims"] if "accuracy_none_x1" in c["comparison"]]
+    assert record["metrics"]["accuracy_none_best"] == {"per_seed": [None], "mean": None, "sd": None}
+    claims = [c for c in record["claims"] if "accuracy_none_best" in c["comparison"]]
     assert claims and all(c["verdict"] != "supported" for c in claims)
     assert "nan" in record["result"]
 
