@@ -57,10 +57,11 @@ def side(mode, folder):
         model = keras.saving.load_model(f"{folder}/model.keras")
     info["paths"] = [w.path for w in model.weights]
     arrays = {f"saved/{i}": np.asarray(w) for i, w in enumerate(model.weights)}
-    arrays["inference"] = np.asarray(model(x, training=False))
+    # (keras.ops.convert_to_numpy: on torch the output requires grad)
+    arrays["inference"] = keras.ops.convert_to_numpy(model(x, training=False))
     model.train_on_batch(x, y)
     arrays.update({f"trained/{i}": np.asarray(w) for i, w in enumerate(model.weights)})
-    arrays["after"] = np.asarray(model.predict(x, verbose=0))
+    arrays["after"] = keras.ops.convert_to_numpy(model.predict(x, verbose=0))
     np.savez(f"{folder}/{mode}.npz", **arrays)
     with open(f"{folder}/{mode}.json", "w") as f:
         json.dump(info, f)
