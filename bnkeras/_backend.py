@@ -8,6 +8,8 @@ the TensorFlow backend.
 
 import os
 
+import numpy as np
+
 from bnkeras.errors import Error
 
 
@@ -35,3 +37,15 @@ def require_tensorflow(feature):
         f"KERAS_BACKEND=tensorflow. On {backend}, bnkeras offers its layers, "
         "recalibrate_batchnorm, convert_batchnorm and .keras files."
     )
+
+
+def to_numpy(x):
+    """`x` (a tensor of this process's backend, a Keras variable, a NumPy array or a
+    number) as a NumPy array. Use it for model outputs: on torch an output computed
+    from trainable weights requires grad, and `np.asarray` cannot read it
+    (`keras.ops.convert_to_numpy` detaches it first)."""
+    if isinstance(x, np.ndarray):
+        return x
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(x))

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from bnkeras import _compat
+from bnkeras._backend import to_numpy
 from bnkeras.export.memory import frozen_heap
 from bnkeras.model_layers import iter_layers
 
@@ -250,11 +251,12 @@ def _shape_text(inputs):
 
 
 def as_list(outputs):
+    """Outputs (one, a list or a dict by name) as a list of NumPy arrays."""
     if isinstance(outputs, dict):
-        return [np.asarray(outputs[k]) for k in sorted(outputs)]
+        return [to_numpy(outputs[k]) for k in sorted(outputs)]
     if isinstance(outputs, (list, tuple)):
-        return [np.asarray(o) for o in outputs]
-    return [np.asarray(outputs)]
+        return [to_numpy(o) for o in outputs]
+    return [to_numpy(outputs)]
 
 
 def output_names(model):
@@ -570,7 +572,7 @@ def _layer_inputs(model, inputs, wanted, found):
     model_inputs = graph.model.inputs
     probe = keras.Model(model_inputs if len(model_inputs) > 1 else model_inputs[0], tensors)
     values = probe(inputs, training=False)
-    values = iter(as_list(values) if len(tensors) > 1 else [np.asarray(values)])
+    values = iter(as_list(values) if len(tensors) > 1 else [to_numpy(values)])
     for key, group in probes:
         args = [next(values) for _ in group]
         if isinstance(key, str):
@@ -598,8 +600,8 @@ def verify_layers(model, folded, fold_report, inputs, rtol, atol_scale):
         y = original[target](y)
         for bn in backward:
             y = original[bn](y, training=False)
-        reference = np.asarray(y, np.float64)
-        candidate = np.asarray(rebuilt[target](x), np.float64)
+        reference = to_numpy(y).astype(np.float64)
+        candidate = to_numpy(rebuilt[target](x)).astype(np.float64)
         peak = float(np.abs(reference).max(initial=0.0))
         atol = atol_scale * peak
         # Deep activations of a random model may not vary over the batch; the

@@ -5,16 +5,17 @@ which serve `tf.distribute` and import TensorFlow only when they are used on the
 TensorFlow backend.
 """
 
-import functools
 import numbers
 
 import keras
 from keras import ops
 
 
-@functools.cache
 def on_tensorflow():
-    """True when Keras runs on TensorFlow (the backend is fixed for the process)."""
+    """True when Keras runs on TensorFlow (the backend is fixed for the process).
+
+    Not cached with functools: TorchDynamo (`torch.compile`, Keras's `jit_compile=True`
+    on torch) warns about every cached function it traces; `backend()` is a lookup."""
     return keras.backend.backend() == "tensorflow"
 
 
@@ -82,6 +83,50 @@ def mask_weights(mask, x):
     if mask is None:
         return None
     return ops.expand_dims(ops.cast(mask, x.dtype), -1) * ops.ones_like(x)
+
+
+# Keras's type promotion (`keras.backend.result_type`) turns float64 into float32 on
+# every backend but TensorFlow, as JAX does without 64-bit types. Most keras.ops keep
+# their input's dtype, but those that promote through it compute a float64 input in
+# float32 on torch, which has float64: `mean` and `divide_no_nan` below call torch
+# there, and `segment_sum` for the same reason and one more.
+
+
+def mean(x, axes, keepdims=False):
+    """The mean over `axes`, in `x`'s dtype: `keras.ops.mean`, except on torch, where
+    Keras 3.15's casts float64 to float32 first; `torch.mean` serves there."""
+    if keras.backend.backend() != "torch":
+        return ops.mean(x, axes, keepdims=keepdims)
+    import torch
+
+    return torch.mean(ops.convert_to_tensor(x), tuple(axes), keepdims)
+
+
+def divide_no_nan(x1, x2):
+    """`x1 / x2`, 0 where `x2` is 0, in the tensors' (common) dtype:
+    `keras.ops.divide_no_nan`, except on torch, where Keras 3.15's returns float32
+    for float64 tensors."""
+    if keras.backend.backend() != "torch":
+        return ops.divide_no_nan(x1, x2)
+    import torch
+
+    zero = x2 == 0
+    return torch.where(zero, torch.zeros_like(x1), x1 / torch.where(zero, 1, x2))
+
+
+def segment_sum(data, segment_ids, num_segments):
+    """Sums of the rows of `data` by `segment_ids` (`num_segments` segments, possibly 0),
+    in `data`'s dtype: `keras.ops.segment_sum`, except on torch, where Keras 3.15's
+    sums in float32 (float64 data loses its precision) and takes `num_segments=0` for
+    "not given" (it then takes the largest id, and an empty batch fails); torch's
+    `index_add` serves there."""
+    if keras.backend.backend() != "torch":
+        return ops.segment_sum(data, segment_ids, num_segments)
+    import torch
+
+    data = ops.convert_to_tensor(data)
+    sums = torch.zeros((num_segments, *data.shape[1:]), dtype=data.dtype, device=data.device)
+    return sums.index_add(0, ops.convert_to_tensor(segment_ids), data)
 
 
 def replica_context_to_sync(synchronized):

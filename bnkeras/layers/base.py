@@ -31,9 +31,11 @@ from bnkeras.layers._utils import (
     as_bool,
     as_float,
     as_int,
+    divide_no_nan,
     is_floating,
     is_half,
     mask_weights,
+    mean,
     on_tensorflow,
     replica_context_to_sync,
 )
@@ -345,12 +347,12 @@ def weighted_moments(x, weights, axes, ctx=None):
         total = ops.sum(x * weights, axes, keepdims=True)
         count = ops.sum(weights, axes, keepdims=True)
     total, count = all_reduce_sum(ctx, total, count)
-    mean = ops.divide_no_nan(total, count)
+    mean = divide_no_nan(total, count)
     deviation = ops.square(x - mean)
     if weights is not None:
         deviation = deviation * weights
     (squares,) = all_reduce_sum(ctx, ops.sum(deviation, axes, keepdims=True))
-    return mean, ops.divide_no_nan(squares, count)
+    return mean, divide_no_nan(squares, count)
 
 
 def moments(x, axes):
@@ -361,8 +363,8 @@ def moments(x, axes):
         import tensorflow as tf
 
         return tf.nn.moments(x, axes, keepdims=True)
-    mean = ops.mean(x, axes, keepdims=True)
-    return mean, ops.mean(ops.square(x - ops.stop_gradient(mean)), axes, keepdims=True)
+    average = mean(x, axes, keepdims=True)
+    return average, mean(ops.square(x - ops.stop_gradient(average)), axes, keepdims=True)
 
 
 def normalize(x, mean, variance, gamma, beta, epsilon):

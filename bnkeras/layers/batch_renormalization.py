@@ -5,7 +5,7 @@ from typing import Any
 import keras
 from keras import initializers, ops
 
-from bnkeras.layers._utils import as_bool, as_float, as_int, step_dtype
+from bnkeras.layers._utils import as_bool, as_float, as_int, mean, step_dtype
 from bnkeras.layers.base import BatchNormBase, normalize
 from bnkeras.layers.ghost_batch_normalization import GhostBatches
 from bnkeras.layers.renorm_schedules import LinearRamp, warmup
@@ -241,7 +241,7 @@ class BatchRenormalization(GhostBatches, BatchNormBase):
             gamma, beta = self._compose(r, d, gamma, beta)
             # Each example carries its ghost batch's stddev: the mean over examples
             # is the mean of the ghost batches' stddevs, weighted by their sizes.
-            stddev = ops.mean(ops.sqrt(moments.variance + self.epsilon), self._reduction_axes)
+            stddev = mean(ops.sqrt(moments.variance + self.epsilon), self._reduction_axes)
             self._update_statistics(moments.batch_mean, stddev)
         return normalize(x, moments.mean, moments.variance, gamma, beta, self.epsilon)
 

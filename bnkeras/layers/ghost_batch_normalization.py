@@ -5,7 +5,14 @@ from typing import Any
 import keras
 from keras import ops
 
-from bnkeras.layers._utils import all_reduce_sum, as_int, mask_weights, replica_context_to_sync
+from bnkeras.layers._utils import (
+    all_reduce_sum,
+    as_int,
+    divide_no_nan,
+    mask_weights,
+    replica_context_to_sync,
+    segment_sum,
+)
 from bnkeras.layers.base import BatchNormBase, Moments, fused_kernel
 
 # The fused-kernel paths below (`_fused_*`, `_pooled`, `_unless_empty`, the
@@ -71,24 +78,22 @@ class GhostBatches:
         ids, num_groups = self._ghost_ids(ops.shape(x)[0], size, ctx)
         group_sums, group_counts = all_reduce_sum(
             ctx,
-            ops.segment_sum(sums, ids, num_groups),
-            ops.segment_sum(counts, ids, num_groups),
+            segment_sum(sums, ids, num_groups),
+            segment_sum(counts, ids, num_groups),
         )
-        group_mean = ops.divide_no_nan(group_sums, group_counts)
+        group_mean = divide_no_nan(group_sums, group_counts)
         mean = self._per_example(ops.take(group_mean, ids, axis=0))
         deviation = ops.square(x - mean)
         if weights is not None:
             deviation = deviation * weights
-        (group_squares,) = all_reduce_sum(
-            ctx, ops.segment_sum(spatial_sum(deviation), ids, num_groups)
-        )
+        (group_squares,) = all_reduce_sum(ctx, segment_sum(spatial_sum(deviation), ids, num_groups))
         variance = self._per_example(
-            ops.take(ops.divide_no_nan(group_squares, group_counts), ids, axis=0)
+            ops.take(divide_no_nan(group_squares, group_counts), ids, axis=0)
         )
         # Pooled over ghost batches, each weighted by its size. An empty batch gives
         # NaN as in BatchNormalization (0 when every position is masked, as there).
         total = ops.sum(group_counts, 0)
-        divide = ops.divide if weights is None else ops.divide_no_nan
+        divide = ops.divide if weights is None else divide_no_nan
         batch_mean = divide(ops.sum(group_sums, 0), total)
         batch_variance = divide(ops.sum(group_squares, 0), total)
         return Moments(mean, variance, batch_mean, batch_variance)

@@ -38,8 +38,12 @@ def build_model():
     for weight in model.weights:
         if "float" in weight.dtype:
             weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype(weight.dtype))
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    compile_model(model)
     return model
+
+
+def compile_model(model):
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
 
 
 def side(mode, folder):
@@ -54,13 +58,18 @@ def side(mode, folder):
         info["tensorflow_imported"] = "tensorflow" in sys.modules
         model.save(f"{folder}/model.keras")
     else:
-        model = keras.saving.load_model(f"{folder}/model.keras")
+        # Compiled here as on the save side (SGD has no state): a file saved under
+        # torch names Keras's torch SGD class (keras.src.backend.torch.optimizers), and
+        # Keras 3.15 then runs that class under TensorFlow, which fails.
+        model = keras.saving.load_model(f"{folder}/model.keras", compile=False)
+        compile_model(model)
     info["paths"] = [w.path for w in model.weights]
     arrays = {f"saved/{i}": np.asarray(w) for i, w in enumerate(model.weights)}
-    arrays["inference"] = np.asarray(model(x, training=False))
+    # (keras.ops.convert_to_numpy: on torch the output requires grad)
+    arrays["inference"] = keras.ops.convert_to_numpy(model(x, training=False))
     model.train_on_batch(x, y)
     arrays.update({f"trained/{i}": np.asarray(w) for i, w in enumerate(model.weights)})
-    arrays["after"] = np.asarray(model.predict(x, verbose=0))
+    arrays["after"] = keras.ops.convert_to_numpy(model.predict(x, verbose=0))
     np.savez(f"{folder}/{mode}.npz", **arrays)
     with open(f"{folder}/{mode}.json", "w") as f:
         json.dump(info, f)

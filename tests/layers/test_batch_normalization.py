@@ -33,14 +33,14 @@ def test_numpy_reference(shape, axis, rng):
     state = reference.layer_state(layer)
     for _ in range(3):
         x = harness.random_batch(rng, shape)
-        np.testing.assert_allclose(
+        harness.assert_allclose(
             layer(x, training=True), reference.bn_train(x, state, 1e-3, 0.9, axis), atol=1e-5
         )
-        np.testing.assert_allclose(
+        harness.assert_allclose(
             layer(x, training=False), reference.bn_infer(x, state, 1e-3, axis), atol=1e-5
         )
-    np.testing.assert_allclose(layer.moving_mean, state["moving_mean"], atol=1e-6)
-    np.testing.assert_allclose(layer.moving_variance, state["moving_variance"], atol=1e-5)
+    harness.assert_allclose(layer.moving_mean, state["moving_mean"], atol=1e-6)
+    harness.assert_allclose(layer.moving_variance, state["moving_variance"], atol=1e-5)
 
 
 def assert_matches_keras(layer, keras_layer, shape, rng, steps=3, atol=1e-5, draw=None):
@@ -58,14 +58,12 @@ def assert_matches_keras(layer, keras_layer, shape, rng, steps=3, atol=1e-5, dra
         x = harness.random_batch(rng, shape) if draw is None else draw(step)
         grads, y = harness.training_gradients(layer, x)
         keras_grads, keras_y = harness.training_gradients(keras_layer, x)
-        np.testing.assert_allclose(y, keras_y, atol=atol)
+        harness.assert_allclose(y, keras_y, atol=atol)
         for g, k in zip(grads, keras_grads, strict=True):
-            np.testing.assert_allclose(g, k, atol=atol, rtol=1e-5)
-        np.testing.assert_allclose(
-            layer(x, training=False), keras_layer(x, training=False), atol=atol
-        )
-    np.testing.assert_allclose(layer.moving_mean, keras_layer.moving_mean, atol=atol)
-    np.testing.assert_allclose(layer.moving_variance, keras_layer.moving_variance, atol=atol)
+            harness.assert_allclose(g, k, atol=atol, rtol=1e-5)
+        harness.assert_allclose(layer(x, training=False), keras_layer(x, training=False), atol=atol)
+    harness.assert_allclose(layer.moving_mean, keras_layer.moving_mean, atol=atol)
+    harness.assert_allclose(layer.moving_variance, keras_layer.moving_variance, atol=atol)
 
 
 @pytest.mark.parametrize("shape,axis", SHAPES)
@@ -92,24 +90,49 @@ def test_masking_matches_keras(rng):
     x = harness.random_batch(rng, (4, 7, 3))
     mask = keras.ops.convert_to_tensor(rng.random((4, 7)) > 0.3)
     ours, theirs = bnkeras.BatchNormalization(), keras.layers.BatchNormalization()
-    np.testing.assert_allclose(
+    harness.assert_allclose(
         ours(x, training=True, mask=mask), theirs(x, training=True, mask=mask), atol=1e-5
     )
-    np.testing.assert_allclose(ours.moving_variance, theirs.moving_variance, atol=1e-6)
+    harness.assert_allclose(ours.moving_variance, theirs.moving_variance, atol=1e-6)
 
 
-def test_float64_layer_stays_float64(rng):
+@pytest.mark.parametrize("kind", ["bn", "masked", "ghost"])
+def test_float64_layer_stays_float64(kind, rng):
+    """A float64 layer computes in float64 (1e-12 of the float64 reference): plain,
+    masked (the weighted moments) and ghost BN (ghost batches of 3, 3 and 2). Keras's
+    type promotion turns float64 into float32 off TensorFlow, so some keras.ops
+    (mean, divide_no_nan, segment_sum) compute float64 in float32 on torch; bnkeras
+    calls torch for those there."""
     if keras.backend.backend() == "jax":
         import jax
 
         if not jax.config.jax_enable_x64:
             pytest.skip("JAX without jax_enable_x64 has no float64")
-    layer = bnkeras.BatchNormalization(dtype="float64")
-    x = rng.normal(size=(8, 3))
-    assert layer(x, training=True).dtype == "float64"
-    np.testing.assert_allclose(
-        layer(x, training=True), (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3), atol=1e-12
-    )
+    options = {"dtype": "float64", "momentum": 0.9}
+    if kind == "ghost":
+        layer = bnkeras.GhostBatchNormalization(virtual_batch_size=3, **options)
+    else:
+        layer = bnkeras.BatchNormalization(**options)
+    x = rng.normal(size=(8, 3)) * 1e3 + 1e4  # float32 would be off by ~1e-7 relative
+    layer.build(x.shape)
+    state = reference.layer_state(layer)
+    if kind == "masked":
+        mask = np.arange(8) % 3 != 1
+        out = layer(x, training=True, mask=keras.ops.convert_to_tensor(mask))
+        reference.bn_train(x[mask], state, 1e-3, 0.9)
+        expected = reference.normalize(
+            x, x[mask].mean(0), x[mask].var(0), state["gamma"], state["beta"], 1e-3, -1
+        )
+    else:
+        out = layer(x, training=True)
+        if kind == "ghost":
+            expected = reference.ghost_train(x, state, 1e-3, 0.9, 3)
+        else:
+            expected = reference.bn_train(x, state, 1e-3, 0.9)
+    assert keras.backend.standardize_dtype(out.dtype) == "float64"
+    harness.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    harness.assert_allclose(layer.moving_mean, state["moving_mean"], rtol=1e-12)
+    harness.assert_allclose(layer.moving_variance, state["moving_variance"], rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -170,5 +193,5 @@ def test_single_value_per_channel(rng):
     """n == 1: the kernel's Bessel-corrected variance would divide by zero; Keras gives 0."""
     x = harness.random_batch(rng, (1, 1, 1, 3))
     ours, theirs = bnkeras.BatchNormalization(), keras.layers.BatchNormalization()
-    np.testing.assert_allclose(ours(x, training=True), theirs(x, training=True), atol=1e-6)
-    np.testing.assert_allclose(ours.moving_variance, theirs.moving_variance, atol=1e-7)
+    harness.assert_allclose(ours(x, training=True), theirs(x, training=True), atol=1e-6)
+    harness.assert_allclose(ours.moving_variance, theirs.moving_variance, atol=1e-7)

@@ -14,7 +14,13 @@ def make(**kwargs):
     return bnkeras.BatchRenormalization(**kwargs)
 
 
-@pytest.mark.parametrize("check", harness.CHECKS)
+COMPILED_GRADIENTS = {
+    "xla_equals_graph": harness.TORCH_COMPILE_RENORM_BUG,
+    "xla_equals_graph_masked": harness.TORCH_COMPILE_RENORM_BUG,
+}
+
+
+@pytest.mark.parametrize("check", harness.checks_with_torch_xfails(COMPILED_GRADIENTS))
 def test_harness(check, tmp_path, rng):
     # moving_mean, moving_variance, renorm_mean, renorm_stddev, renorm_step
     harness.run_check(check, make, tmp_path, rng, non_trainable=5)
@@ -28,11 +34,13 @@ def test_harness_with_the_warmup_schedules(tmp_path, rng):
     harness.check_config_round_trip(make_scheduled)
     harness.check_keras_round_trip(make_scheduled, tmp_path, rng)
     harness.check_fit_step(make_scheduled, rng)
-    harness.check_xla_fit(make_scheduled, rng)
-    harness.check_xla_equals_graph(make_scheduled, rng)
     harness.check_mixed_precision(make_scheduled, rng)
     if harness.ON_TENSORFLOW:
         harness.check_synchronized(make_scheduled, rng)
+    if harness.ON_TORCH:
+        pytest.xfail(harness.TORCH_COMPILE_RENORM_BUG)
+    harness.check_xla_fit(make_scheduled, rng)
+    harness.check_xla_equals_graph(make_scheduled, rng)
 
 
 @pytest.mark.parametrize("shape,axis", SHAPES)
@@ -44,12 +52,12 @@ def test_numpy_reference(shape, axis, rng):
     for _ in range(4):
         x = harness.random_batch(rng, shape)
         expected = reference.renorm_train(x, state, 1e-3, 0.9, 0.8, 1.5, 0.5, axis)
-        np.testing.assert_allclose(layer(x, training=True), expected, atol=1e-5)
-        np.testing.assert_allclose(
+        harness.assert_allclose(layer(x, training=True), expected, atol=1e-5)
+        harness.assert_allclose(
             layer(x, training=False), reference.bn_infer(x, state, 1e-3, axis), atol=1e-5
         )
     for name in ("moving_mean", "moving_variance", "renorm_mean", "renorm_stddev"):
-        np.testing.assert_allclose(getattr(layer, name), state[name], atol=1e-5, err_msg=name)
+        harness.assert_allclose(getattr(layer, name), state[name], atol=1e-5, err_msg=name)
     assert int(layer.renorm_step) == 4
 
 
@@ -96,7 +104,7 @@ def test_matches_keras_renorm_with_shifting_inputs(shape, rng):
 
     assert_matches_keras(layer, keras_layer, shape, rng, steps=5, draw=draw)
     for name in ("renorm_mean", "renorm_stddev"):
-        np.testing.assert_allclose(
+        harness.assert_allclose(
             getattr(layer, name), getattr(keras_layer, name), atol=1e-5, err_msg=name
         )
 
@@ -113,8 +121,8 @@ def test_warmup_starts_as_batch_normalization(rng):
     plain.set_weights(layer.get_weights()[:4])
     for _ in range(3):
         x = harness.random_batch(rng, shape)
-        np.testing.assert_allclose(layer(x, training=True), plain(x, training=True), atol=1e-5)
-    np.testing.assert_allclose(layer.moving_mean, plain.moving_mean, atol=1e-6)
+        harness.assert_allclose(layer(x, training=True), plain(x, training=True), atol=1e-5)
+    harness.assert_allclose(layer.moving_mean, plain.moving_mean, atol=1e-6)
 
 
 def test_warmup_schedule_values():
@@ -123,10 +131,10 @@ def test_warmup_schedule_values():
         bnkeras.LinearRamp(0.0, 5.0, 5000, 25000),
     )
     steps = np.array([0, 5000, 15000, 25000, 40000, 90000])
-    np.testing.assert_allclose(
+    harness.assert_allclose(
         [float(rmax(s)) for s in steps], [1, 1, 1 + 2 * 10 / 35, 1 + 2 * 20 / 35, 3, 3], rtol=1e-6
     )
-    np.testing.assert_allclose([float(dmax(s)) for s in steps], [0, 0, 2.5, 5, 5, 5], rtol=1e-6)
+    harness.assert_allclose([float(dmax(s)) for s in steps], [0, 0, 2.5, 5, 5, 5], rtol=1e-6)
     layer = bnkeras.BatchRenormalization()
     assert layer.rmax == rmax and layer.dmax == dmax
 
@@ -145,7 +153,7 @@ def test_schedule_follows_the_step_and_survives_save_load(tmp_path, rng):
     assert int(norm.renorm_step) == 2
     assert norm.rmax == ramp
     x = harness.random_batch(rng, (8, 3))
-    np.testing.assert_allclose(model(x, training=True), loaded(x, training=True), atol=1e-6)
+    harness.assert_allclose(model(x, training=True), loaded(x, training=True), atol=1e-6)
     assert int(norm.renorm_step) == 3
 
 

@@ -1,6 +1,6 @@
-"""A `.keras` file moves between backends: saved under TensorFlow it loads under JAX,
-and back, with the same inference outputs and, after one training step on the same
-batch, the same weights and moving statistics.
+"""A `.keras` file moves between backends: saved under TensorFlow it loads under JAX
+and under PyTorch, and back, with the same inference outputs and, after one training
+step on the same batch, the same weights and moving statistics.
 
 A process has one Keras backend: the TensorFlow side runs in the test's process,
 the JAX side in a subprocess (tests/layers/cross_backend_side.py); the test
@@ -63,8 +63,26 @@ def assert_same_model(saved, loaded):
     np.testing.assert_allclose(a["after"], b["after"], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax (the jax extra)")
-@pytest.mark.parametrize("source,target", [("tensorflow", "jax"), ("jax", "tensorflow")])
+def _installed(backend, reason):
+    return pytest.mark.skipif(importlib.util.find_spec(backend) is None, reason=reason)
+
+
+NEEDS_JAX = _installed("jax", "needs jax (the jax extra)")
+# CI does not install torch (the package index's wheels bring CUDA, GBs): this skips there.
+NEEDS_TORCH = _installed(
+    "torch", "needs PyTorch (pip install torch; CI does not install it: its wheels bring CUDA)"
+)
+
+
+@pytest.mark.parametrize(
+    "source,target",
+    [
+        pytest.param("tensorflow", "jax", marks=NEEDS_JAX),
+        pytest.param("jax", "tensorflow", marks=NEEDS_JAX),
+        pytest.param("tensorflow", "torch", marks=NEEDS_TORCH),
+        pytest.param("torch", "tensorflow", marks=NEEDS_TORCH),
+    ],
+)
 def test_keras_file_moves_between_backends(source, target, tmp_path, rng):
     x = harness.random_batch(rng, (10, 4, 4, 3))
     np.savez(tmp_path / "data.npz", x=x, y=rng.normal(size=(10, 2)).astype("float32"))

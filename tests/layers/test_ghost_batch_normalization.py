@@ -40,12 +40,12 @@ def test_numpy_reference(shape, axis, batch, virtual, rng):
     for _ in range(2):
         x = harness.random_batch(rng, shape)
         expected = reference.ghost_train(x, state, 1e-3, 0.9, virtual, axis)
-        np.testing.assert_allclose(layer(x, training=True), expected, atol=2e-5)
-        np.testing.assert_allclose(
+        harness.assert_allclose(layer(x, training=True), expected, atol=2e-5)
+        harness.assert_allclose(
             layer(x, training=False), reference.bn_infer(x, state, 1e-3, axis), atol=1e-5
         )
-    np.testing.assert_allclose(layer.moving_mean, state["moving_mean"], atol=1e-5)
-    np.testing.assert_allclose(layer.moving_variance, state["moving_variance"], atol=1e-5)
+    harness.assert_allclose(layer.moving_mean, state["moving_mean"], atol=1e-5)
+    harness.assert_allclose(layer.moving_variance, state["moving_variance"], atol=1e-5)
 
 
 @pytest.mark.parametrize("shape,axis", SHAPES[::2])
@@ -75,7 +75,7 @@ def test_gradients_match_per_ghost_batch_normalization(rng):
         lambda t: keras.ops.concatenate([plain(t[i : i + 4], training=True) for i in (0, 4, 8)], 0),
     )
     for a, b in zip(ours, theirs, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+        harness.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_inference_at_any_batch_size(rng):
@@ -85,7 +85,7 @@ def test_inference_at_any_batch_size(rng):
     state = reference.layer_state(layer)
     for batch in (1, 3, 8, 13):
         x = harness.random_batch(rng, (batch, 3))
-        np.testing.assert_allclose(layer(x), reference.bn_infer(x, state, 1e-3), atol=1e-5)
+        harness.assert_allclose(layer(x), reference.bn_infer(x, state, 1e-3), atol=1e-5)
 
 
 def test_weights_interchange_with_batch_normalization(rng):
@@ -96,7 +96,7 @@ def test_weights_interchange_with_batch_normalization(rng):
     harness.randomize_statistics(ghost.layers[1], rng)
     plain.set_weights(ghost.get_weights())
     x = harness.random_batch(rng, (6, 4, 4, 3))
-    np.testing.assert_allclose(ghost(x), plain(x), atol=1e-6)
+    harness.assert_allclose(ghost(x), plain(x), atol=1e-6)
 
 
 def test_ghost_batches_span_replicas(rng):
@@ -148,10 +148,10 @@ def test_dynamic_batch_matches_static_batch(batch, inner, rng):
     assert "FusedBatchNormV3" in ops
     state = reference.layer_state(static)
     expected = reference.ghost_train(x, state, 1e-3, 0.99, 4)
-    np.testing.assert_allclose(run(x), expected, atol=2e-5)
-    np.testing.assert_allclose(static(x, training=True), expected, atol=2e-5)
-    np.testing.assert_allclose(dynamic.moving_mean, state["moving_mean"], atol=1e-5)
-    np.testing.assert_allclose(dynamic.moving_variance, state["moving_variance"], atol=1e-5)
+    harness.assert_allclose(run(x), expected, atol=2e-5)
+    harness.assert_allclose(static(x, training=True), expected, atol=2e-5)
+    harness.assert_allclose(dynamic.moving_mean, state["moving_mean"], atol=1e-5)
+    harness.assert_allclose(dynamic.moving_variance, state["moving_variance"], atol=1e-5)
 
     # Gradients of both paths agree too.
     for a, b in zip(
@@ -159,4 +159,4 @@ def test_dynamic_batch_matches_static_batch(batch, inner, rng):
         harness.training_gradients(static, x)[0],
         strict=True,
     ):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+        harness.assert_allclose(a, b, atol=1e-5, rtol=1e-5)

@@ -1,8 +1,10 @@
-"""Precise BN, the converter and the fold on a model of another backend (JAX in CI).
+"""Precise BN, the converter and the fold on a model of another backend (JAX in CI;
+PyTorch where tests/test_torch_backend.py runs the layer tests on it).
 
 On TensorFlow these have tests of their own (tests/test_recalibrate.py,
 tests/test_convert.py, tests/export/test_fold.py); here the same calls run on the
-`keras.ops` path of the layers, without TensorFlow.
+`keras.ops` path of the layers, without TensorFlow, and `verify` checks the folded
+`.keras` model against the original.
 """
 
 import keras
@@ -35,7 +37,7 @@ def _model():
     )
 
 
-def test_recalibrate_convert_and_fold(rng):
+def test_recalibrate_convert_and_fold(rng, tmp_path):
     model = _model()
     model.build((None, 6, 6, 3))
     for layer in model.layers:
@@ -46,17 +48,22 @@ def test_recalibrate_convert_and_fold(rng):
     assert bnkeras.recalibrate_batchnorm(model, batches, 3) == 3
     # The first layer sees the data: its moving mean is the mean of the batch means.
     expected = np.mean([b.mean((0, 1, 2)) for b in batches], 0)
-    np.testing.assert_allclose(model.get_layer("first").moving_mean, expected, atol=1e-5)
+    harness.assert_allclose(model.get_layer("first").moving_mean, expected, atol=1e-5)
     reference = model.predict(x, verbose=0)
 
     converted = bnkeras.convert_batchnorm(model, norm="keras")
     kinds = [type(layer) for layer in converted.layers]
     assert kinds.count(keras.layers.BatchNormalization) == 3
-    np.testing.assert_allclose(converted.predict(x, verbose=0), reference, atol=1e-5)
+    harness.assert_allclose(converted.predict(x, verbose=0), reference, atol=1e-5)
 
     from bnkeras.export import fold_batchnorm, verify
 
     folded = fold_batchnorm(model).model
     assert not any(isinstance(layer, bnkeras.layers.base.BatchNormBase) for layer in folded.layers)
-    np.testing.assert_allclose(folded.predict(x, verbose=0), reference, atol=1e-4)
+    harness.assert_allclose(folded.predict(x, verbose=0), reference, atol=1e-4)
     assert verify(model, x, folded=folded).passed
+    # The folded model as a .keras file, loaded back on this backend.
+    folded.save(tmp_path / "folded.keras")
+    loaded = keras.saving.load_model(tmp_path / "folded.keras")
+    assert verify(model, x, folded=loaded).passed
+    harness.assert_allclose(loaded.predict(x, verbose=0), reference, atol=1e-4)
