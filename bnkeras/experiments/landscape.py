@@ -91,7 +91,7 @@ PROTOCOL = Protocol(
         ),
     ),
     limitations=(
-        "A 6-layer CNN of 16/32/64 channels on the embedded 32x32 shapes for 800 steps, not a "
+        "A 6-layer CNN of 16/32/64 channels on the embedded 32x32 shapes for 700 steps, not a "
         "VGG on CIFAR-10: the landscape is probed on a few training batches at three loss "
         "levels, early in training, along the gradient only (8 step sizes). Matching by "
         "training loss compares the networks at equal progress, not at equal steps; the BN "
@@ -107,18 +107,24 @@ PROTOCOL = Protocol(
         "so higher rates were not pursued (a run at 0.2 was stopped unfinished to save time).",
         "The loss levels (2.0, 1.75, 1.5 nats) were sized from that sweep (the no-BN network's "
         "mean training loss per 100 steps: 2.18 over steps 401-500, 2.02, 1.85, 1.58, 1.79, "
-        "1.39 over 901-1000); the step count (800, was 500) and 3 probes per level from the "
+        "1.39 over 901-1000); the step count (700, was 500) and 3 probes per level from the "
         "time budget of a shared machine (load ~11), so the no-BN network may reach only the "
         "first levels in some seeds; the earlier setup (500 steps) left it at test accuracy "
         "0.25.",
+        "Noisy BN at inference: a first 10-seed start (800 steps) showed in seed 0 the noisy-BN "
+        "network's training loss falling to 0.36 while its test accuracy stayed at 0.16: with "
+        "the noise removed at inference (identity) the next layers saw activations ~1.4x "
+        "smaller than in training. The layer now applies the noise's expectation at inference "
+        "(as dropout does); that run was stopped, and the step count cut to 700 (it took 480 s "
+        "per seed at load ~12).",
     ),
 )
 
 DEFAULT = {
     "train": None,
     "test": None,
-    "steps": 800,
-    "eval_every": 200,
+    "steps": 700,
+    "eval_every": 175,
     "batch_size": 64,
     "lr": 0.05,
     "step_multipliers": [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0],
@@ -154,7 +160,7 @@ def setup_text(s):
         f"{s['bn_epsilon']:g}), without BN, and noisy BN (after each BN, per step and channel a "
         f"mean shift m ~ U(-{s['noise_mean']}, {s['noise_mean']}) and mean scale "
         f"s ~ U(1, {s['noise_scale']}); per activation y = x s exp({s['noise_sd']} z1) + m + "
-        f"{s['noise_sd']} z2, z i.i.d. standard normal); plain SGD lr {s['lr']} for all, batch "
+        f"{s['noise_sd']} z2, z i.i.d. standard normal; at inference x times the expected scale); plain SGD lr {s['lr']} for all, batch "
         f"{s['batch_size']}, {s['steps']} steps; when the training loss (mean of the last "
         f"{s['smooth']} batches) first falls below {levels} nats, on each of the next "
         f"{s['probes_per_level']} batches the loss and gradient at w - eta g for eta = lr x "

@@ -12,6 +12,8 @@ Options not given take `get_norm`'s defaults (momentum 0.99, epsilon 1e-3).
 Layers before a norm layer have no bias.
 """
 
+import math
+
 import keras
 
 from bnkeras.experiments import ReproduceError
@@ -22,7 +24,7 @@ NOISE_OPTIONS = ("noise_mean", "noise_scale", "noise_sd", "seed")
 
 
 class NoisyAffine(keras.layers.Layer):
-    """Per-activation random scale and shift in training (inference: identity).
+    """Per-activation random scale and shift in training; their expectation in inference.
 
     The "noisy BN" of Santurkar et al. (2018, section 2.1): after BN, every
     activation of every example is perturbed with i.i.d. noise from a
@@ -34,7 +36,10 @@ class NoisyAffine(keras.layers.Layer):
 
         y = x * s_c * exp(noise_sd * z1) + m_c + noise_sd * z2
 
-    with z1, z2 standard normal, drawn independently for every element.
+    with z1, z2 standard normal, drawn independently for every element. In
+    inference the layer applies the noise's expectation (as dropout does), so
+    that the next layers see activations of the scale they were trained on:
+    `y = x * (1 + noise_scale) / 2 * exp(noise_sd^2 / 2)` (the mean shift is 0).
 
     Args:
         noise_mean: Range of the per-step mean shift (>= 0).
@@ -59,7 +64,8 @@ class NoisyAffine(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if not training:
-            return inputs
+            expected_scale = (1.0 + self.noise_scale) / 2.0 * math.exp(self.noise_sd**2 / 2.0)
+            return inputs * keras.ops.cast(expected_scale, inputs.dtype)
         channels = (inputs.shape[-1],)
         seed = self.seed_generator
         shift = keras.random.uniform(channels, -self.noise_mean, self.noise_mean, seed=seed)

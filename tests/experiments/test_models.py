@@ -7,10 +7,17 @@ import bnkeras
 from bnkeras.experiments import ReproduceError, models
 
 
-def test_noisy_affine_is_identity_in_inference_and_random_in_training(rng):
+def test_noisy_affine_is_its_expectation_in_inference_and_random_in_training(rng):
     x = tf.constant(rng.normal(size=(4, 6)), tf.float32)
+    layer = models.NoisyAffine(noise_scale=1.5, noise_sd=0.5, seed=1)
+    expected = 1.25 * np.exp(0.125)
+    np.testing.assert_allclose(layer(x, training=False).numpy(), expected * x.numpy(), rtol=1e-6)
+    ones = layer(tf.ones((20000, 6)), training=True).numpy()
+    draws = np.stack([layer(tf.ones((1, 6)), training=True).numpy() for _ in range(2000)])
+    # over steps (each with its own channel scales and shifts) the mean is the expectation
+    assert abs(draws.mean() - expected) < 0.05
+    assert ones.shape == (20000, 6)
     layer = models.NoisyAffine(seed=1)
-    np.testing.assert_array_equal(layer(x, training=False).numpy(), x.numpy())
     first, second = layer(x, training=True).numpy(), layer(x, training=True).numpy()
     assert not np.allclose(first, x.numpy()) and not np.allclose(first, second)
 
