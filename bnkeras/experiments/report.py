@@ -12,11 +12,9 @@ from bnkeras.training.files import atomic_write_text
 
 __all__ = [
     "accuracy_axis",
-    "accuracy_bars",
     "all_summary_markdown",
     "atomic_write_text",
     "figure",
-    "mean_band",
     "readme_table",
     "means",
     "save_figure",
@@ -248,11 +246,6 @@ def accuracy_axis(ax, label="test accuracy (fraction correct)"):
     ax.set_ylabel(label)
 
 
-def mean_band(ax, steps, curves, label, **kwargs):
-    """Deprecated in favour of `seed_lines` (kept while experiments move over)."""
-    return seed_lines(ax, steps, curves, label, color=kwargs.get("color"))
-
-
 def means(record):
     """metric name -> mean over seeds (NaN when no seed gave a finite value)."""
     return {
@@ -264,16 +257,3 @@ def means(record):
 def seed_curves(record):
     """The `curves` of every seed, in seed order."""
     return [record["seeds"][key]["curves"] for key in sorted(record["seeds"], key=int)]
-
-
-def accuracy_bars(ax, record, names, positions=None, colours=None):
-    """Bars of the mean final accuracy `accuracy_NAME` of each arm, ±1 sd over seeds."""
-    metrics = record["metrics"]
-    positions = np.arange(len(names)) if positions is None else np.asarray(positions)
-    means_ = [means(record)[f"accuracy_{name}"] for name in names]
-    sds = [metrics[f"accuracy_{name}"]["sd"] or 0.0 for name in names]
-    colours = colours or [f"C{i}" for i in range(len(names))]
-    ax.bar(positions, means_, yerr=sds, capsize=3, color=colours)
-    ax.set_xticks(positions, [name.replace("_", "\n") for name in names], fontsize=8)
-    low = np.nanmin(means_) - 2 * max(sds) - 0.05
-    ax.set_ylim(max(0.0, low) if np.isfinite(low) else 0.0, 1.0)
