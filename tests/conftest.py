@@ -79,10 +79,52 @@ def rng():
     return np.random.default_rng(1234)
 
 
+# The longest tests (end-to-end runs, real processes importing TensorFlow, whole
+# exports), longest first, from `pytest -n 2 --durations=120` of 2026-12-06: node-ID
+# prefixes. Run first, they overlap the other worker's short tests instead of leaving
+# one worker alone at the end. A renamed test just runs in its place.
+HEAVY_FIRST = (
+    "tests/test_end_to_end.py",
+    "tests/training/test_external.py::test_keras_application_trains_resumes_and_exports",
+    "tests/training/test_distributed.py::test_mirrored_training_with_sync_bn",
+    "tests/export/test_export_cli.py::test_mobilenet_v2_through_all_formats",
+    "tests/reliability/test_train_faults.py::test_a_second_train_on_a_locked_workdir",
+    "tests/export/test_export_cli.py::test_converter_noise_goes_to_the_export_log",
+    "tests/training/test_distributed.py::test_multiworker_training",
+    "tests/training/test_trainer.py::test_resume_after_kill_matches_an_uninterrupted_run",
+    "tests/training/test_trainer.py::test_xla_and_bfloat16",
+    "tests/experiments/test_reproduce.py::test_quick_run_writes_documented_files",
+    "tests/reliability/test_signal_faults.py::test_sigterm_and_sighup_stop_train_like_ctrl_c",
+    "tests/training/test_cli_run.py::test_verbose_and_a_users_log_level",
+    "tests/training/test_norms.py::test_trainer_lays_the_renorm_warmup_over_the_run",
+    "tests/reliability/test_signal_faults.py",
+    "tests/test_cli.py::test_importing_bnkeras_lets_keras_load_its_layers",
+    "tests/test_cli.py::test_every_public_name_works_however_the_process_started",
+    "tests/training/test_distributed.py",
+    "tests/reliability/test_train_faults.py::test_ema_is_validated_saved",
+    "tests/training/test_external.py",
+    "tests/test_packaging.py::test_the_backends_page_example_runs_on_jax",
+    "tests/training/test_trainer.py",
+    "tests/layers/test_cross_backend.py",
+    "tests/test_cli.py::test_keras_imports_even_when_the_layers_cannot",
+    "tests/reliability/test_export_faults.py::test_kill_during_overwrite",
+    "tests/export/test_int8.py::test_int8_on_a_run_is_judged_by_accuracy_drop",
+)
+
+
+def _order(item):
+    """HEAVY_FIRST in its order, then the other slow tests, then the rest as collected."""
+    for rank, prefix in enumerate(HEAVY_FIRST):
+        if item.nodeid.startswith(prefix):
+            return rank
+    return len(HEAVY_FIRST) + (item.get_closest_marker("slow") is None)
+
+
 def pytest_collection_modifyitems(items):
-    """The slow tests first: the two workers then end together instead of one
-    finishing the end-to-end run alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest tests first (a stable sort: the rest keep their order). With `-n 2`
+    and `--dist worksteal` (pyproject.toml) the two workers then end together instead
+    of one finishing a long test alone while the other idles."""
+    items.sort(key=_order)
 
 
 @contextlib.contextmanager

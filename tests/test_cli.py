@@ -205,6 +205,37 @@ def test_command_output_prints_info_on_stdout_and_warnings_on_one_line(capsys, m
     assert logging.getLogger("bnkeras").propagate and warnings.showwarning is showwarning
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["first_import", "imported_already"])
+def test_the_commands_import_collects_no_garbage_and_leaves_the_collector_on(monkeypatch, first):
+    """A command's first TensorFlow import runs without the garbage collector and freezes
+    what it made; the collector is on again after it, also when the import fails. A
+    process that imported TensorFlow already (a program calling `main`) keeps its
+    collector and heap as they are."""
+    import gc
+
+    from bnkeras import cli as bnkeras_cli
+
+    seen, frozen = [], []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    if first:
+        monkeypatch.delitem(sys.modules, "tensorflow")
+
+    def import_tensorflow(verbose=False, fail=False):
+        seen.append(gc.isenabled())
+        if fail:
+            raise ImportError("no TensorFlow")
+
+    monkeypatch.setattr(_logging, "import_tensorflow_quietly", import_tensorflow)
+    bnkeras_cli._import_tensorflow_and_layers()
+    assert seen == [not first] and gc.isenabled() and frozen == ([True] if first else [])
+    monkeypatch.setattr(
+        _logging, "import_tensorflow_quietly", lambda verbose: import_tensorflow(fail=True)
+    )
+    with pytest.raises(ImportError):
+        bnkeras_cli._import_tensorflow_and_layers()
+    assert gc.isenabled()
+
+
 def test_tf_log_filter_keeps_other_lines():
     lines = [
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",

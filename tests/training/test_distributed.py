@@ -15,11 +15,22 @@ from bnkeras.cli import main
 from tests.training.conftest import TINY
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-TWO_CPUS = """
+# As the bnkeras command imports TensorFlow (bnkeras/cli.py): without the garbage
+# collector, then frozen, which takes ~25% less CPU.
+IMPORT_TENSORFLOW = """
+import gc
+gc.disable()
 import tensorflow as tf
+gc.enable()
+gc.freeze()
+"""
+TWO_CPUS = (
+    IMPORT_TENSORFLOW
+    + """
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 """
+)
 
 
 def _run(script, *args, env=None, timeout=600):
@@ -88,9 +99,11 @@ def _workers(argv_for, timeout=600):
     return results
 
 
-SYNC_CHECK = """
+SYNC_CHECK = (
+    IMPORT_TENSORFLOW
+    + """
 import json, os, sys
-import numpy as np, tensorflow as tf
+import numpy as np
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 import bnkeras
 index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
@@ -117,6 +130,7 @@ for name, make in {
     }
 print("RESULT" + json.dumps(report))
 """
+)
 
 
 @pytest.mark.slow
