@@ -38,12 +38,48 @@ def environment(**extra):
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
+def _watch_stop_signals():
+    """A list that gets an item when the product's command sees a stop signal (wraps
+    `bnkeras._signals._Command.stop`, the handler of SIGTERM and SIGHUP, and SIGINT's)."""
+    import signal
+
+    from bnkeras import _signals
+
+    stop = _signals._Command.stop
+    if not getattr(stop, "_watched", None):
+
+        def watched_stop(self, signum):
+            _SEEN.append(signum)
+            return stop(self, signum)
+
+        watched_stop._watched = True
+        _signals._Command.stop = watched_stop
+    previous = signal.getsignal(signal.SIGINT)
+    if callable(previous) and not getattr(previous, "_watched", None):
+
+        def watched_sigint(signum, frame):
+            _SEEN.append(signum)
+            return previous(signum, frame)
+
+        watched_sigint._watched = True
+        signal.signal(signal.SIGINT, watched_sigint)
+    return _SEEN
+
+
+_SEEN = []  # stop signals seen by the command in this process
+
+
 def install(point, flag, seconds):
     """Wraps the product function after (or before) which `point` lies."""
 
     def pause():
+        # Sleeps `seconds`, or less: until a stop signal reached the command (a test that
+        # signals at this point must not lose the race to a short pause on a busy machine).
+        signalled = _watch_stop_signals()
         Path(flag).write_text(point)
-        time.sleep(float(seconds))
+        deadline = time.monotonic() + float(seconds)
+        while time.monotonic() < deadline and not signalled:
+            time.sleep(0.02)
 
     step = re.fullmatch(r"epoch (\d+) step (\d+)", point)
     if step:
