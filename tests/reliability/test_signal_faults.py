@@ -42,7 +42,16 @@ def _start(tmp_path, *argv, pause_at=None, stdout=subprocess.DEVNULL):
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_terminal,
     )
+
+
+def _as_from_a_terminal():
+    """SIGINT and SIGHUP at their defaults in the child, as a shell in a terminal starts a
+    command: a suite run in the background (`nohup`, `&` without job control) passes them
+    on ignored, and a command must then leave them ignored (it does: nohup's contract)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def _catches(pid, signum):
