@@ -164,10 +164,13 @@ def main(argv):
         exec(compile(rest[1], "<string>", "exec"), {"__name__": "__main__"})
         return 0
     sys.argv = ["bnkeras", *rest]  # as the console script starts
-    install(point, flag, seconds)
-    from bnkeras.cli import main as bnkeras
+    from bnkeras import cli
 
-    return bnkeras(rest)
+    # TensorFlow imported as the command imports it (the collector off, then frozen),
+    # before `install` imports the modules it wraps.
+    cli._import_tensorflow_and_layers()
+    install(point, flag, seconds)
+    return cli.main(rest)
 
 
 if __name__ == "__main__":

@@ -244,8 +244,7 @@ def test_every_keras_application_family_converts_exactly(name, build, size):
     keras.backend.clear_session()
     gc.collect()
     rng = np.random.default_rng(0)
-    kwargs = {} if name == "VGG16" else {"classes": 10}
-    model = build(input_shape=(size, size, 3), weights=None, **kwargs)
+    model = build(input_shape=(size, size, 3), weights=None, classes=10)
     _randomize(model, rng)
     count = _bn_count(model, (keras.layers.BatchNormalization,))
     x = rng.uniform(0, 255, size=(2, size, size, 3)).astype("float32")

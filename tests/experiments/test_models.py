@@ -13,7 +13,9 @@ def test_noisy_affine_is_its_expectation_in_inference_and_random_in_training(rng
     expected = 1.25 * np.exp(0.125)
     np.testing.assert_allclose(layer(x, training=False).numpy(), expected * x.numpy(), rtol=1e-6)
     ones = layer(tf.ones((20000, 6)), training=True).numpy()
-    draws = np.stack([layer(tf.ones((1, 6)), training=True).numpy() for _ in range(2000)])
+    step = tf.function(lambda: layer(tf.ones((1, 6)), training=True))  # a draw per call
+    draws = np.stack([step().numpy() for _ in range(2000)])
+    assert len({d.tobytes() for d in draws}) == len(draws)
     # over steps (each with its own channel scales and shifts) the mean is the expectation
     assert abs(draws.mean() - expected) < 0.05
     assert ones.shape == (20000, 6)

@@ -69,10 +69,12 @@ def test_leaves_a_callers_freeze_alone():
     gc.freeze()
     frozen = gc.get_freeze_count()
     assert frozen > 0
+    # Not unfrozen by the block (that leaves 0). A frozen object that is freed meanwhile
+    # (another thread's, say) leaves the permanent generation: the count may drop by a few.
     with frozen_heap():
-        assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() > 0.99 * frozen
         assert _cycle_collected_inside()
-    assert gc.get_freeze_count() == frozen  # not unfrozen by the block
+    assert gc.get_freeze_count() > 0.99 * frozen
 
 
 def test_an_export_from_a_program_leaves_its_output_and_collector_alone(tmp_path):
