@@ -34,6 +34,7 @@ SIGPIPE = 13  # its number on Linux and macOS: a closed stdout exits 128 + 13 = 
 class _Command:
     def __init__(self, name):
         self.name = name
+        self.prog = f"bnkeras {name}" if name else "bnkeras"  # None: before a command
         self.code = 0
         self.signum = None  # the first stop: a signal number, or SIGPIPE for a closed stdout
         self.write_error = None  # a failed write to stdout other than a closed pipe
@@ -66,7 +67,7 @@ class _Command:
                 text = f"interrupted by {name}{text[len('interrupted') :]}"
             else:
                 text = f"{text} ({name})"
-        _say(f"bnkeras {self.name}: {text}")
+        _say(f"{self.prog}: {text}")
         return 128 + signum
 
 
@@ -131,7 +132,8 @@ def _say(line):
 
 @contextlib.contextmanager
 def command(name):
-    """Runs the `bnkeras NAME` command inside: yields an object whose `code` the command
+    """Runs the `bnkeras NAME` command inside (NAME None: the parsing of the command
+    line, which prints --help and --version): yields an object whose `code` the command
     sets; stops and failed output set it as the module docstring says."""
     state = _Command(name)
     previous = {}
@@ -157,6 +159,6 @@ def command(name):
     elif state.write_error is not None and state.code == 0:
         reason = state.write_error.strerror or state.write_error
         _say(
-            f"bnkeras {name}: error: could not write to standard output ({reason}): its output is lost"
+            f"{state.prog}: error: could not write to standard output ({reason}): its output is lost"
         )
         state.code = 2

@@ -6,7 +6,8 @@ heavy at module level: the parser is built, and `--help`, `--version` and argume
 errors are answered, without importing TensorFlow. TensorFlow is imported (quietly)
 only once a subcommand runs.
 
-Exit status: 0 done; 2 bad input (a `bnkeras.Error`, printed as one line); 1 a bug
+`main(argv)` returns the exit status, also for --help, --version and usage errors
+(argparse's own exit is caught). Exit status: 0 done; 2 bad input (a `bnkeras.Error`, printed as one line); 1 a bug
 (any other exception): one line naming the file where the traceback was saved
 (`bnkeras-COMMAND-traceback-*.txt` in the temporary directory, `tempfile.gettempdir()`),
 and with `--verbose` the traceback itself. Subcommands use 1 for a failed check
@@ -67,10 +68,19 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    # --help, --version and usage lines print while parsing: a standard output that
+    # fails (closed, full) ends them as it ends a command (141, or 2 and one line).
+    args = None
+    with _signals.command(None) as parsing:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # argparse's exit after --help, --version, bad usage
+            parsing.code = 0 if done.code is None else done.code
+        else:
+            if args.command is None:
+                parser.print_help()
+    if args is None or args.command is None:
+        return parsing.code
     # SIGTERM/SIGHUP act as Ctrl-C; a stop or a failed stdout sets the exit code (_signals).
     with _signals.command(args.command) as command, _logging.command_output(args.verbose):
         try:

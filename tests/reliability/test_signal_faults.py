@@ -11,6 +11,7 @@ installed in /proc/PID/status.
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -199,3 +200,34 @@ def test_output_to_a_full_device_is_exit_2_and_one_line(finished_run, tmp_path, 
     (line,) = _ours(err)
     assert line.startswith(f"bnkeras {command}: error: could not write to standard output")
     assert "No space left on device" in line
+
+
+_HELP = {
+    "help": ["--help"],
+    "version": ["--version"],
+    "no-command": [],
+    "sub-help": ["export", "-h"],
+}
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", _HELP.values(), ids=_HELP)
+def test_help_and_version_to_a_full_device_are_exit_2_and_one_line(tmp_path, argv):
+    """`bnkeras --help > /dev/full`: before, exit 0 although nothing was written."""
+    with open("/dev/full", "w") as full:
+        err = _ended(_start(tmp_path, *argv, stdout=full), 2)
+    assert err.splitlines() == [
+        "bnkeras: error: could not write to standard output (No space left on device): "
+        "its output is lost"
+    ]
+
+
+@pytest.mark.parametrize("argv", _HELP.values(), ids=_HELP)
+def test_help_and_version_into_a_closed_pipe_end_quietly_with_141(tmp_path, argv):
+    read, write = os.pipe()
+    os.close(read)  # closed before the command starts: its first write fails
+    try:
+        process = _start(tmp_path, *argv, stdout=write)
+    finally:
+        os.close(write)
+    assert _ended(process, 141) == ""
