@@ -113,6 +113,9 @@ def export_one(name, formats, batch_size, folder):
         ),
         passed=verification["passed"],
     )
+    if run.returncode:  # a verdict or a failure after the report: the command's last line
+        lines = (run.stderr.strip() or run.stdout.strip()).splitlines()
+        row["why"] = lines[-1][:300] if lines else ""
     for path in (source, out):
         subprocess.run(["rm", "-rf", str(path)], check=False)
     return row
@@ -174,6 +177,9 @@ def main():
             if args.json:
                 Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     passed = sum(1 for row in rows if row.get("passed") and row.get("exit") == 0)
+    why = [f"- {row['model']} (exit {row['exit']}): {row['why']}" for row in rows if "why" in row]
+    if why:
+        lines += ["", "Exits other than 0, with the command's last line:", "", *why]
     report.write(
         f"`bnkeras export` of {len(rows)} keras.applications models (--formats {args.formats} "
         f"--batch-size {args.batch_size}), each in a fresh process: {passed} of {len(rows)} "

@@ -106,3 +106,14 @@ def test_the_readmes_jax_example_is_the_backends_pages():
     page = (ROOT / "docs" / "backends.md").read_text(encoding="utf-8")
     (example,) = re.findall(r"```python\n(.*?)```", page, re.S)
     assert _blocks("python")[2] == example
+
+
+def test_the_export_headline_is_the_count_export_zoo_wrote():
+    """The README's and the docs home's export row quote docs/benchmarks/export_zoo.md."""
+    zoo = (ROOT / "docs" / "benchmarks" / "export_zoo.md").read_text(encoding="utf-8")
+    passed, total = re.search(r": (\d+) of (\d+) exported and verified", zoo).groups()
+    for page in (README, (ROOT / "docs" / "index.md").read_text(encoding="utf-8")):
+        (row,) = [
+            line for line in page.splitlines() if "keras.applications models exported" in line
+        ]
+        assert f"| {passed} of {total} |" in row, row
