@@ -117,3 +117,21 @@ def test_the_export_headline_is_the_count_export_zoo_wrote():
             line for line in page.splitlines() if "keras.applications models exported" in line
         ]
         assert f"| {passed} of {total} |" in row, row
+
+
+def test_the_convert_headline_is_the_range_bench_convert_wrote():
+    """The README's converted-model row: each model's lowest and highest ratio over the
+    sizes and runs of docs/benchmarks/convert.md."""
+    table = (ROOT / "docs" / "benchmarks" / "convert.md").read_text(encoding="utf-8")
+    ratios = {}
+    for model, low, high in re.findall(
+        r"^\| (\w+) \| \d+ \| \w+ \| [\d.]+ \| [\d.]+ \| ([\d.]+)-([\d.]+)x \|$",
+        table,
+        re.MULTILINE,
+    ):
+        ratios.setdefault(model, []).extend([low, high])
+    (row,) = [line for line in README.splitlines() if "converted to bnkeras BN vs Keras BN" in line]
+    assert ratios
+    for model, values in ratios.items():
+        low, high = min(values, key=float), max(values, key=float)
+        assert f"{model} {low}-{high}x" in row, (model, low, high, row)
