@@ -47,6 +47,7 @@ import os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras, numpy as np
 name, path = sys.argv[1], sys.argv[2]
+keras.utils.set_random_seed(0)  # the same weights on every run: a rerun exports the same model
 model = getattr(keras.applications, name)(weights=None)
 rng = np.random.default_rng(0)
 for layer in model.layers:
