@@ -131,13 +131,14 @@ def _say(line):
 
 
 @contextlib.contextmanager
-def command(name):
+def command(name, signals=True):
     """Runs the `bnkeras NAME` command inside (NAME None: the parsing of the command
     line, which prints --help and --version): yields an object whose `code` the command
-    sets; stops and failed output set it as the module docstring says."""
+    sets; stops and failed output set it as the module docstring says. With `signals`
+    False only the output is guarded (SIGTERM and SIGHUP keep their handlers)."""
     state = _Command(name)
     previous = {}
-    if threading.current_thread() is threading.main_thread():
+    if signals and threading.current_thread() is threading.main_thread():
         for signum in STOP_SIGNALS:
             if signal.getsignal(signum) is not signal.SIG_IGN:
                 previous[signum] = signal.signal(signum, state.on_signal)

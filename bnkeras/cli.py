@@ -70,8 +70,10 @@ def main(argv=None):
     parser = build_parser()
     # --help, --version and usage lines print while parsing: a standard output that
     # fails (closed, full) ends them as it ends a command (141, or 2 and one line).
+    # The stop signals get their handlers with the command below, not here: a signal
+    # sent once they are installed then always stops the command.
     args = None
-    with _signals.command(None) as parsing:
+    with _signals.command(None, signals=False) as parsing:
         try:
             args = parser.parse_args(argv)
         except SystemExit as done:  # argparse's exit after --help, --version, bad usage
@@ -79,7 +81,7 @@ def main(argv=None):
         else:
             if args.command is None:
                 parser.print_help()
-    if args is None or args.command is None:
+    if args is None or args.command is None or parsing.code:
         return parsing.code
     # SIGTERM/SIGHUP act as Ctrl-C; a stop or a failed stdout sets the exit code (_signals).
     with _signals.command(args.command) as command, _logging.command_output(args.verbose):

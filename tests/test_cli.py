@@ -251,3 +251,26 @@ except ImportError:
     print("ImportError")
 """
     assert _python(code) == ["keras", "ImportError"]
+
+
+def test_stop_signals_get_their_handlers_with_the_command_not_while_parsing(monkeypatch, capsys):
+    """A stop signal sent once the command's handler is there (tests see it in /proc) must
+    stop the command. When parsing installed the handlers too, a SIGHUP then ended only the
+    parsing, and `bnkeras evaluate` ran on and exited 0."""
+    import signal
+
+    from bnkeras import cli as bnkeras_cli
+
+    parser, seen = build_parser(), []
+    parse = parser.parse_args
+
+    def recording(argv):
+        seen.append(signal.getsignal(signal.SIGHUP))
+        return parse(argv)
+
+    monkeypatch.setattr(parser, "parse_args", recording)
+    monkeypatch.setattr(bnkeras_cli, "build_parser", lambda: parser)
+    before = signal.getsignal(signal.SIGHUP)
+    assert main(["--version"]) == 0
+    assert seen == [before] and signal.getsignal(signal.SIGHUP) == before
+    assert capsys.readouterr().out.startswith("bnkeras ")
