@@ -16,7 +16,8 @@ imported by the core (bnkeras.convert), which runs on JAX without them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -186,6 +187,25 @@ def tf2onnx_optimizers() -> dict | None:
     if not hasattr(optimizer, "_get_optimizers"):
         return None
     return dict(optimizer._get_optimizers())
+
+
+@contextlib.contextmanager
+def tf2onnx_protos_written_once(graph: Any) -> Iterator[None]:
+    """Within the block, the tf2onnx graph `graph` does not rewrite its nodes' protos
+    (`graph.update_proto()` does nothing); `graph.make_graph()` writes them all when
+    the model is made, as it always does.
+
+    Touches `tf2onnx.graph.Graph.update_proto`, shadowed on the instance: tf2onnx's
+    `GraphOptimizerBase.optimize` calls it after every optimizer, rewriting every
+    node's attributes, weights included, into its NodeProto (a third of ResNet50's
+    conversion), while the optimizers read and write the nodes' own attributes,
+    never the protos. No option skips it. Should tf2onnx stop calling it, nothing
+    changes; should `make_graph` stop calling it, tests/test_compat.py fails."""
+    graph.update_proto = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        del graph.update_proto
 
 
 def compact_tf2onnx_node(node: Any) -> None:

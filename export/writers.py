@@ -148,7 +148,9 @@ def _optimized(model, opset):
     optimizers so that a failing one can be skipped: the copies made the optimizers
     the peak of the export. Here they run in place; when one fails (e.g.
     optimize_transpose on MobileNetV3's hard sigmoid), the graph is half rewritten,
-    so the model is converted again and optimized without it.
+    so the model is converted again and optimized without it. Each optimizer also
+    rewrote every node's proto, weights included, after it ran (a third of the
+    conversion's time); here the protos are written once, when the model is made.
     """
     from tf2onnx import optimizer
 
@@ -157,9 +159,9 @@ def _optimized(model, opset):
         return optimizer.optimize_graph(_tf2onnx_graph(model, opset))
     while True:
         graph, failed = _tf2onnx_graph(model, opset), []
-        compacting = {name: _compacting(opt, name, failed) for name, opt in optimizers.items()}
+        in_place = {name: _in_place(opt, name, failed) for name, opt in optimizers.items()}
         try:
-            return optimizer.optimize_graph(graph, catch_errors=False, optimizers=compacting)
+            return optimizer.optimize_graph(graph, catch_errors=False, optimizers=in_place)
         except Exception:
             if not failed:
                 raise
@@ -170,29 +172,28 @@ def _optimized(model, opset):
         del graph, optimizers[failed[0]]
 
 
-def _compacting(factory, name, failed):
-    """tf2onnx optimizer class `factory` that compacts the graph after optimizing it,
+def _in_place(factory, name, failed):
+    """tf2onnx optimizer class `factory` that leaves the node protos to `make_graph`
     and appends `name` to `failed` when it raises."""
 
-    class Compacting(factory):
+    class InPlace(factory):
         def optimize(self, graph, iteration):
             try:
-                graph = super().optimize(graph, iteration)
+                with _compat.tf2onnx_protos_written_once(graph):
+                    return super().optimize(graph, iteration)
             except Exception:
                 failed.append(name)
                 raise
-            _compact(graph)
-            return graph
 
-    return Compacting
+    return InPlace
 
 
 def _compact(graph):
     """Gives each node of a tf2onnx graph a fresh copy of its NodeProto.
 
-    tf2onnx rewrites every node's proto after each optimizer; with protobuf's upb
-    backend the replaced attributes stay allocated until the whole proto is freed,
-    so each optimizer left one more copy of the weights (2.3 GB for ResNet50).
+    A proto rewritten (`update_proto`) keeps, with protobuf's upb backend, the
+    attributes it replaced allocated until the whole proto is freed: one more copy
+    of the weights each time (2.3 GB for ResNet50 when every optimizer did it).
     Should tf2onnx's private node attributes change, nothing is compacted.
     """
     for node in graph.get_nodes():

@@ -290,6 +290,46 @@ def test_compact_tf2onnx_node_gives_the_node_a_fresh_proto():
     )
 
 
+def test_tf2onnx_protos_written_once_skips_the_optimizers_rewrites_not_make_graphs():
+    pytest.importorskip("tf2onnx")
+    import tf2onnx
+    from tf2onnx.graph import Graph
+    from tf2onnx.optimizer.identity_optimizer import IdentityOptimizer
+
+    def relu_graph():
+        graph = Graph([], opset=13)
+        graph.add_graph_input("x", 1, [2])  # float
+        node = graph.make_node("LeakyRelu", ["x"], attr={"alpha": 0.5}, name="relu")
+        graph.add_graph_output(node.output[0])
+        return graph, node
+
+    def proto_alpha(proto):
+        return next(a.f for a in proto.attribute if a.name == "alpha")
+
+    message = _changed(
+        "tf2onnx.graph.Graph.update_proto",
+        "tf2onnx",
+        tf2onnx.__version__,
+        "tf2onnx_protos_written_once",
+    )
+    # tf2onnx's way: every optimizer rewrites the protos (what the block skips).
+    graph, node = relu_graph()
+    node.set_attr("alpha", 0.25)
+    IdentityOptimizer().optimize(graph, 0)
+    assert proto_alpha(node.op) == 0.25, message
+    # In the block: the proto is left as it was, and the node's attribute is current.
+    graph, node = relu_graph()
+    with _compat.tf2onnx_protos_written_once(graph):
+        node.set_attr("alpha", 0.25)
+        IdentityOptimizer().optimize(graph, 0)
+        assert proto_alpha(node.op) == 0.5, message
+    assert node.get_attr_value("alpha") == 0.25
+    assert "update_proto" not in vars(graph)  # the instance is as it was
+    # make_graph writes them: the model has the optimized attribute.
+    (made,) = graph.make_graph("doc").node
+    assert proto_alpha(made) == 0.25, message
+
+
 # ---------------------------------------------------------------- TensorFlow Datasets
 
 

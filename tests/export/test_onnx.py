@@ -113,3 +113,33 @@ def test_model_above_the_protobuf_limit_keeps_its_weights_beside_it(tmp_path, rn
     x = harness.random_batch(rng, (3, 4, 4, 300))
     (got,) = _run(tmp_path / "model.onnx", [x])
     np.testing.assert_allclose(got, model(x), atol=1e-5, rtol=1e-5)
+
+
+def _node_protos(proto):
+    """The nodes of an ONNX model without their generated names: op, attributes, and
+    each input as the position of its producer (or the initializer's values)."""
+    producers = {out: i for i, node in enumerate(proto.graph.node) for out in node.output}
+    weights = {w.name: w.raw_data or bytes(str(w), "utf8") for w in proto.graph.initializer}
+    nodes = []
+    for node in proto.graph.node:
+        inputs = [producers.get(name, weights.get(name, name)) for name in node.input]
+        nodes.append((node.op_type, inputs, [a.SerializeToString() for a in node.attribute]))
+    return nodes
+
+
+def test_in_place_optimizers_make_the_graph_tf2onnx_makes(rng):
+    """bnkeras runs tf2onnx's optimizers in place and writes the node protos once, when
+    the model is made: the model is the one tf2onnx's own `optimize_graph` makes."""
+    from tf2onnx import optimizer
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    y = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.Concatenate()([keras.layers.Add()([x, y]), keras.layers.MaxPooling2D(1)(x)])
+    x = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(x))
+    model = fold_batchnorm(keras.Model(inputs, x)).model
+    ours = writers._model_proto(writers._optimized(model, 17), "m")
+    theirs = optimizer.optimize_graph(writers._tf2onnx_graph(model, 17)).make_model("m")
+    assert _node_protos(ours) == _node_protos(theirs)
+    assert len(ours.graph.node) < 12  # optimized: transposes folded away
