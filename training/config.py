@@ -542,11 +542,18 @@ def _read_file(path, what):
 
 
 def load_preset(name_or_path):
-    """The overrides of a preset name or a YAML file path."""
+    """The overrides of a preset name or a YAML file path.
+
+    A preset's name is the preset even where a file or folder of that name lies in the
+    working directory (`--config demo` beside a `demo/` folder); a value with a
+    `.yaml`/`.yml` suffix or a folder in it (`./demo`) is a path, and so is another
+    name that exists."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return _read_yaml(_read_file(path, "Config file"), str(path))
     names = preset_names()
+    text = os.fspath(name_or_path)
+    is_path = path.suffix in (".yaml", ".yml") or "/" in text or os.sep in text
+    if is_path or (name_or_path not in names and path.exists()):
+        return _read_yaml(_read_file(path, "Config file"), str(path))
     if name_or_path not in names:
         raise ConfigError(
             f"Unknown preset {name_or_path!r}: valid presets are {', '.join(names)} (or a YAML file path)."

@@ -1,4 +1,5 @@
 import dataclasses
+import os
 
 import pytest
 
@@ -43,6 +44,22 @@ def test_yaml_file(tmp_path):
     path.write_text("train: {epochs: 2}\nnorm: {name: ghost, virtual_batch_size: 16}\n")
     config = build_config(str(path))
     assert config["train"]["epochs"] == 2 and config["norm"]["name"] == "ghost"
+
+
+def test_a_preset_name_is_the_preset_beside_a_file_or_folder_of_that_name(tmp_path, monkeypatch):
+    """`--config demo` in a folder holding `demo/` (or a file `demo`): before, "Config
+    file demo is a directory". A value with a folder in it is the path."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "cifar_resnet20").write_text("train: {epochs: 2}\n")
+    (tmp_path / "mine").write_text("train: {epochs: 3}\n")
+    preset = build_config("demo")
+    assert preset["model"]["name"] == "resnet8"
+    assert build_config("cifar_resnet20")["train"]["epochs"] != 2
+    assert build_config("./cifar_resnet20")["train"]["epochs"] == 2
+    assert build_config("mine")["train"]["epochs"] == 3  # not a preset: the file
+    with pytest.raises(ConfigError, match=r"Config file demo is a directory"):
+        build_config(f"demo{os.sep}")
 
 
 @pytest.mark.parametrize(
