@@ -16,6 +16,11 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# OpenVINO's converter sends usage telemetry unless in CI (openvino_telemetry's
+# `disable_in_ci`, on for `ov.convert_model`): each event forks the test process and
+# tries Google Analytics (offline here): ~2.6 s of CPU a ResNet50 conversion; it writes
+# ~/intel/. docs/export.md tells users how to opt out (opt_in_out --opt_out).
+os.environ.setdefault("CI", "true")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 if os.environ["KERAS_BACKEND"] != "tensorflow":
     # Other backends run as after `pip install "bnkeras[jax]"`, without TensorFlow:
