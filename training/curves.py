@@ -20,17 +20,17 @@ def plot_curves(workdir, rows, top1=None, best_epoch=None):
     """
     if not rows:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own, without pyplot: the process's backend and figures (a
+    # notebook's, say) are left as they were.
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in rows]
     if best_epoch is None:
         best_epoch = max(rows, key=lambda r: r["val_accuracy"])["epoch"]
     best = next((r for r in rows if r["epoch"] == best_epoch), None)
-    fig, (loss, accuracy, lr) = plt.subplots(1, 3, figsize=(14, 4))
+    fig = Figure(figsize=(14, 4))
+    loss, accuracy, lr = fig.subplots(1, 3)
     loss.plot(epochs, [r["loss"] for r in rows], label="train")
     loss.plot(epochs, [r["val_loss"] for r in rows], label="eval")
     loss.set(xlabel="epoch", ylabel="loss", title="Loss")
@@ -60,4 +60,3 @@ def plot_curves(workdir, rows, top1=None, best_epoch=None):
     fig.tight_layout()
     with replacing(Path(workdir) / "curves.png") as tmp:  # atomic: never half a PNG
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)

@@ -362,15 +362,25 @@ def test_log_rows_past_the_last_checkpoint_are_dropped_on_resume(tiny_config, on
 
 
 def test_a_run_leaves_the_global_seed_and_the_collector_as_it_found_them(tiny_config, tmp_path):
-    """A library call leaves the process as it found it (design rule 15)."""
+    """A library call leaves the process as it found it (design rule 15): the seed, the
+    collector, and matplotlib's backend and figures (before, curves.png switched the
+    process to Agg: a notebook lost its inline plots)."""
     import gc
 
+    import matplotlib
+    import matplotlib.pyplot as plt
+
     tf.random.set_seed(4321)
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # not the Agg a PNG is drawn with
     gc.unfreeze()  # the test processes freeze their heap (tests/conftest.py)
     try:
         train_and_evaluate(tiny_config(), tmp_path / "run", progress=0)
         assert (gc.isenabled(), gc.get_freeze_count()) == (True, 0)
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == []
     finally:
         gc.collect()
         gc.freeze()
+        matplotlib.use(backend)
+    assert (tmp_path / "run" / "curves.png").read_bytes().startswith(b"\x89PNG")
     assert tf.compat.v1.random.get_seed(None)[0] == 4321  # not the run's train.seed
