@@ -100,23 +100,42 @@ def build_from_batch(model: Any, batch: tuple) -> None:
 
 
 def scale_learning_rates(optimizer: Any, scale_of: Callable[[Any], float]) -> None:
-    """Makes `optimizer` multiply the learning rate of each variable's update by
+    """Makes `optimizer` multiply the learning rate of each variable by
     `scale_of(variable)` (the Keras variable; a Python float, read when the step is
-    traced).
+    traced): its updates and its decoupled weight decay (`lr x weight_decay`), as a
+    PyTorch parameter group's learning rate does.
 
-    Touches `Optimizer._get_variable_index` and `Optimizer._trainable_variables`.
-    Keras 3 optimizers have no parameter groups; every optimizer computes its updates
-    in `update_step(gradient, variable, learning_rate)`, which gets the backend's
-    variable: those two (what Keras's own optimizers use to find a variable's slots)
-    map it back to the Keras one."""
+    Touches `Optimizer._get_variable_index`, `Optimizer._trainable_variables` and
+    `Optimizer._apply_weight_decay`. Keras 3 optimizers have no parameter groups;
+    every optimizer computes its updates in `update_step(gradient, variable,
+    learning_rate)`, which gets the backend's variable: the first two (what Keras's
+    own optimizers use to find a variable's slots) map it back to the Keras one. The
+    decay is applied apart, by `_apply_weight_decay(variables)` at the optimizer's
+    rate: it is called once per scale, with `weight_decay` scaled."""
     update_step = optimizer.update_step
+    apply_weight_decay = optimizer._apply_weight_decay
 
     def scaled(gradient, variable, learning_rate):
         index = optimizer._get_variable_index(variable)
         scale = scale_of(optimizer._trainable_variables[index])
         return update_step(gradient, variable, learning_rate * scale)
 
+    def scaled_weight_decay(variables):
+        decay = optimizer.weight_decay
+        if decay is None:
+            return apply_weight_decay(variables)
+        groups: dict[float, list] = {}
+        for variable in variables:
+            groups.setdefault(float(scale_of(variable)), []).append(variable)
+        try:
+            for scale, group in groups.items():
+                optimizer.weight_decay = decay * scale
+                apply_weight_decay(group)
+        finally:
+            optimizer.weight_decay = decay
+
     optimizer.update_step = scaled
+    optimizer._apply_weight_decay = scaled_weight_decay
 
 
 # ------------------------------------------------------------------------ TensorFlow

@@ -167,6 +167,26 @@ def test_scale_learning_rates_reaches_every_optimizer_variable():
     assert np.allclose(after[1], before[1] - 1.0)
 
 
+def test_scale_learning_rates_scales_the_decoupled_weight_decay():
+    """`_apply_weight_decay` decays at the optimizer's rate: scaled per variable, a zero
+    gradient step shrinks a variable scaled by s by lr x s x weight_decay (and one
+    scaled by 0 not at all)."""
+    dense = keras.layers.Dense(2)
+    dense.build((None, 3))
+    dense.bias.assign(np.ones(2, "float32"))
+    optimizer = keras.optimizers.SGD(1.0, weight_decay=0.5)
+    optimizer.build(dense.trainable_variables)
+    scales = {id(dense.kernel): 0.5, id(dense.bias): 0.0}
+    _compat.scale_learning_rates(optimizer, lambda v: scales[id(v)])
+    before = [np.array(v) for v in dense.trainable_variables]
+    optimizer.apply([np.zeros(v.shape, "float32") for v in dense.trainable_variables])
+    kernel, bias = (np.array(v) for v in dense.trainable_variables)
+    message = _keras("Optimizer._apply_weight_decay", "scale_learning_rates")
+    np.testing.assert_allclose(kernel, before[0] * (1 - 0.5 * 0.5), rtol=1e-6, err_msg=message)
+    np.testing.assert_array_equal(bias, before[1], err_msg=message)
+    assert optimizer.weight_decay == 0.5  # as it was
+
+
 # ------------------------------------------------------------------------ TensorFlow
 
 

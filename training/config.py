@@ -392,7 +392,9 @@ class TrainConfig(Section):
     label_smoothing: float = key(0.0, UNIT, "of the cross-entropy targets")
     ema: float = key(0.0, UNIT, "> 0: moving average of the weights (e.g. 0.999)")
     backbone_lr_multiplier: float = key(
-        1.0, FRACTION, "model.file / keras.applications: lr of all but the head, x this"
+        1.0,
+        FRACTION,
+        "model.file / keras.applications: lr (and weight decay) of all but the head, x this",
     )
     mixed_precision: object = key(
         False,

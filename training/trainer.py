@@ -275,7 +275,8 @@ def compile_model(model, config, steps_per_epoch, num_classes, head=None):
 
     With `train.backbone_lr_multiplier` < 1 the learning rate of every weight outside
     the head (the layers named in `head`; by default the model's last Dense layer) is
-    multiplied by it: a pretrained backbone moves slower than a new head.
+    multiplied by it, its decoupled weight decay included: a pretrained backbone moves
+    (and decays) slower than a new head.
     """
     train = config["train"]
     peak = train["lr"] * (train["batch_size"] / 256 if train["lr_scaling"] == "linear" else 1.0)
