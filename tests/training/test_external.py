@@ -50,6 +50,27 @@ def test_head_rule_and_conversion_keep_the_features():
     assert any(isinstance(layer, bnkeras.BatchRenormalization) for layer in other.layers)
 
 
+@pytest.mark.parametrize(
+    "name, options", [("MobileNet", {"alpha": 0.25}), ("MobileNetV3Small", {"alpha": 0.75})]
+)
+def test_a_1x1_convolution_head_is_the_head(name, options, tmp_path):
+    """MobileNet V1 and V3 classify with a 1x1 Conv2D over pooled features, then a
+    reshape: before, `--model keras.applications.MobileNet` was "no classification head",
+    and `--set model.head=conv_preds` was refused for the Reshape after it."""
+    build = {"name": f"keras.applications.{name}", **options}
+    model, head = build_external(build, ("bn", {}), 10, (32, 32, 3))
+    assert model.output.shape == (None, 10) and len(head) == 2  # the conv and its flatten
+    conv = model.get_layer(head[0])
+    assert isinstance(conv, keras.layers.Conv2D) and conv.activation is keras.activations.linear
+    assert conv.trainable_weights  # the lr multiplier's head
+    assert head[0].endswith("_logits")  # its weights, without the activation
+    # A file of the network with other classes: a new 1x1 convolution on its features.
+    path = tmp_path / "m.keras"
+    getattr(keras.applications, name)(input_shape=(32, 32, 3), weights=None, **options).save(path)
+    other, head = build_external({"file": str(path)}, ("bn", {}), 7, (32, 32, 3))
+    assert other.output.shape == (None, 7) and head[0].endswith("_7")
+
+
 def build_external_model(model, classes, norm, tmp=None):
     import tempfile
 
@@ -86,8 +107,8 @@ def test_model_file_trains_resumes_evaluates_and_exports(shapes_dir, tmp_path, c
 def test_keras_application_trains_resumes_and_exports(shapes_dir, tmp_path, capsys):
     workdir = tmp_path / "run"
     args = ["train", "--workdir", workdir, "--data-dir", shapes_dir]
-    args += ["--model", "keras.applications.MobileNetV2", "--norm", "bn"]
-    args += [*(f"--set={s}" for s in SMALL), "--set=data.image_size=32", "--set=model.alpha=0.35"]
+    args += ["--model", "keras.applications.MobileNet", "--norm", "bn"]
+    args += [*(f"--set={s}" for s in SMALL), "--set=data.image_size=32", "--set=model.alpha=0.25"]
     code, out, err = cli(capsys, *args, "--epochs", "1")
     assert code == 0, err
     code, out, err = cli(capsys, *args, "--epochs", "2")
@@ -103,7 +124,7 @@ def test_keras_application_trains_resumes_and_exports(shapes_dir, tmp_path, caps
     assert bns > 0 and not any(
         isinstance(la, keras.layers.BatchNormalization) for la in trained.layers
     )
-    # every converted BN of MobileNetV2 follows a conv: all fold, none is left
+    # every converted BN of MobileNet follows a conv: all fold, none is left
     assert report["fold"]["bn_before"] == report["fold"]["folded"] == bns
     assert report["fold"]["bn_after"] == 0
 

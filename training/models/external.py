@@ -7,11 +7,13 @@
    `classifier_activation=None`; `model.weights` names a `.weights.h5` file of the
    user's to load into it (a file with another number of classes than the run's is
    loaded into the network built with that number: ImageNet's 1000, or the run's);
-2. its head: the layer named `model.head`, else its last `Dense` layer. The run
-   trains on logits, so the new output is that layer's output without activation;
-   when the number of classes differs, the head is a new `Dense` of the run's
-   classes on the same input (named `<head>_<classes>`). Layers after the head
-   may only be activations or dropout (they are dropped);
+2. its head: the layer named `model.head`, else its last `Dense` layer or 1x1
+   `Conv2D` over a 1x1 map (the classifier of MobileNet V1 and V3, flattened after
+   it). The run trains on logits, so the new output is that layer's output without
+   activation (flattened, for a convolution); when the number of classes differs,
+   the head is a new layer of the head's kind of the run's classes on the same
+   input (named `<head>_<classes>`). Layers after the head may only be activations
+   or dropout, and a flatten or reshape after a convolution (they are dropped);
 3. its norm layers converted to the run's norm with `bnkeras.convert_batchnorm`
    (the model's own epsilon is kept; the config's momentum and the norm's options
    are set), and with `norm.freeze` frozen with `bnkeras.freeze_batchnorm`.
@@ -28,6 +30,7 @@ from bnkeras.errors import Error
 from bnkeras.training.names import APPLICATIONS
 
 _AFTER_HEAD = ("Activation", "Softmax", "Dropout")
+_AFTER_CONV_HEAD = (*_AFTER_HEAD, "Flatten", "Reshape")  # its 1x1 map to a vector
 
 
 class ModelSourceError(Error, ValueError):
@@ -154,6 +157,19 @@ def _check_io(model, source, input_shape):
         )
 
 
+def _is_conv_head(layer):
+    """A 1x1 `Conv2D` whose output is one pixel: a `Dense` layer over pooled features
+    (MobileNet V1 and V3 classify with one)."""
+    import keras
+
+    return (
+        type(layer) is keras.layers.Conv2D
+        and tuple(layer.kernel_size) == (1, 1)
+        and layer.groups == 1
+        and tuple(d for d in layer.output.shape[1:] if d != 1) == (layer.filters,)
+    )
+
+
 def _head(model, source, name):
     import keras
 
@@ -164,13 +180,18 @@ def _head(model, source, name):
             raise ModelSourceError(
                 f"{source} has no layer named {name}. Received: model.head={name}"
             ) from None
-    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    if not dense:
+    heads = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Dense) or _is_conv_head(layer)
+    ]
+    if not heads:
         raise ModelSourceError(
-            f"{source} has no classification head (no Dense layer at its top level): name the "
-            "layer whose output is the logits with --set model.head=LAYER_NAME."
+            f"{source} has no classification head (no Dense layer, or 1x1 convolution over "
+            "pooled features, at its top level): name the layer whose output is the logits "
+            "with --set model.head=LAYER_NAME."
         )
-    return dense[-1]
+    return heads[-1]
 
 
 def _with_head(model, source, num_classes, head_name):
@@ -178,8 +199,10 @@ def _with_head(model, source, num_classes, head_name):
     import keras
 
     head = _head(model, source, head_name)
+    conv = _is_conv_head(head)
     after = model.layers[model.layers.index(head) + 1 :]
-    others = [layer.name for layer in after if type(layer).__name__ not in _AFTER_HEAD]
+    allowed = _AFTER_CONV_HEAD if conv else _AFTER_HEAD
+    others = [layer.name for layer in after if type(layer).__name__ not in allowed]
     if others:
         raise ModelSourceError(
             f"{source}: the layers after its head {head.name} ({', '.join(others)}) are not "
@@ -187,19 +210,27 @@ def _with_head(model, source, num_classes, head_name):
             "with --set model.head=LAYER_NAME, or give a model that ends with it."
         )
     linear = head.activation in (None, keras.activations.linear)
-    units = getattr(head, "units", None)
-    if units == num_classes and linear and not after:
+    units = head.filters if conv else getattr(head, "units", None)
+    if units == num_classes and linear and not after and not conv:
         return model, []
     features = head.input
     if units == num_classes:  # the same head without its activation: its weights kept
         config = {**head.get_config(), "activation": "linear", "name": f"{head.name}_logits"}
-        new = keras.layers.Dense.from_config(config)
+        new = type(head).from_config(config)
         outputs = new(features)
         new.set_weights(head.get_weights())
+    elif conv:
+        new = keras.layers.Conv2D(num_classes, 1, name=f"{head.name}_{num_classes}")
+        outputs = new(features)
     else:
         new = keras.layers.Dense(num_classes, name=f"{head.name}_{num_classes}")
         outputs = new(features)
-    return keras.Model(model.inputs[0], outputs, name=model.name), [new.name]
+    names = [new.name]
+    if conv:
+        flatten = keras.layers.Flatten(name=f"{new.name}_flat")
+        outputs = flatten(outputs)
+        names.append(flatten.name)
+    return keras.Model(model.inputs[0], outputs, name=model.name), names
 
 
 def build_external(model_config, norm, num_classes, input_shape, freeze=False):
