@@ -172,7 +172,9 @@ class _StopOnInterrupt(keras.callbacks.Callback):
 
     SIGINT only sets a flag (a KeyboardInterrupt raised inside a running TensorFlow
     op can leave the runtime broken and crash the process at exit); the callback
-    raises between batches. A second Ctrl-C interrupts at once.
+    raises between batches, and `check()` after `fit` raises for a Ctrl-C that came
+    after the last batch (during the last epoch's checkpoint, say). A second Ctrl-C
+    interrupts at once.
     """
 
     def __init__(self, message):
@@ -197,12 +199,12 @@ class _StopOnInterrupt(keras.callbacks.Callback):
             signal.signal(signal.SIGINT, self._previous)
         self._previous = None
 
-    def _check(self, *_, **__):
+    def check(self, *_, **__):
         if self._signalled:
             self._signalled = False
             raise TrainingInterrupted(self.message())
 
-    on_train_batch_end = on_test_batch_end = on_epoch_begin = _check
+    on_train_batch_end = on_test_batch_end = on_epoch_begin = check
 
 
 def append_log(workdir, row):
@@ -633,6 +635,7 @@ def _fit(run, progress):
         interrupt.restore()
         if run.chief:
             run_dir.record_event_files(run.workdir, run.callback.events_before)
+    interrupt.check()  # a Ctrl-C after the last batch: before, lost (reproduce went on)
     if run.callback.nan_epoch is not None:  # a NaN that only the epoch's metrics show
         raise TrainingError(nan_message(run.callback.nan_epoch, run.callback.state, run.workdir))
 

@@ -384,3 +384,24 @@ def test_a_run_leaves_the_global_seed_and_the_collector_as_it_found_them(tiny_co
         matplotlib.use(backend)
     assert (tmp_path / "run" / "curves.png").read_bytes().startswith(b"\x89PNG")
     assert tf.compat.v1.random.get_seed(None)[0] == 4321  # not the run's train.seed
+
+
+def test_a_ctrl_c_after_the_last_batch_still_stops_the_run(tiny_config, tmp_path, monkeypatch):
+    """Ctrl-C only sets a flag that is read between batches: one during the last epoch's
+    end (its checkpoint) came after the last read. Before, `fit` ended and the stop was
+    lost: `bnkeras reproduce` went on to its next seed (a SIGTERM ignored for minutes)."""
+    import os
+
+    from bnkeras.training.trainer import TrainingInterrupted
+
+    def ctrl_c_at_the_epochs_end(self, epoch, logs=None):
+        os.kill(os.getpid(), signal.SIGINT)  # the run's handler: it sets the flag
+
+    monkeypatch.setattr(keras.callbacks.TerminateOnNaN, "on_epoch_end", ctrl_c_at_the_epochs_end)
+    with pytest.raises(TrainingInterrupted, match="rerun the same command"):
+        train_and_evaluate(tiny_config(), tmp_path / "run", progress=0)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    monkeypatch.undo()
+    metrics = train_and_evaluate(tiny_config(), tmp_path / "run", progress=0)  # the rerun
+    assert metrics["epochs_completed"] == 1 and (tmp_path / "run" / "metrics.json").exists()
