@@ -3,6 +3,7 @@
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import warnings
@@ -274,3 +275,34 @@ def test_stop_signals_get_their_handlers_with_the_command_not_while_parsing(monk
     assert main(["--version"]) == 0
     assert seen == [before] and signal.getsignal(signal.SIGHUP) == before
     assert capsys.readouterr().out.startswith("bnkeras ")
+
+
+_CAUGHT_IN_EXEC = """
+import os, runpy, signal, sys
+import bnkeras.cli  # imported first: an import may exec() code, which clears the flag
+try:  # as a stop signal during an import that runs exec()'d code (a namedtuple)
+    exec("os.kill(os.getpid(), signal.SIGINT)\\nsum(range(10**6))")
+except KeyboardInterrupt:
+    pass  # caught, as the command catches it
+if sys.argv[1] == "bnkeras":
+    sys.argv[1:] = ["--version"]
+    runpy.run_module("bnkeras", run_name="__main__", alter_sys=True)
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("then", ["bnkeras", "exit"])
+def test_python_m_bnkeras_exits_with_its_status_after_a_caught_keyboard_interrupt(tmp_path, then):
+    """CPython ends `python -m` by SIGINT after a KeyboardInterrupt that left exec()'d
+    code, even a caught one ("exit": the quirk, as CPython has it). `bnkeras evaluate`
+    stopped by SIGHUP during its imports exited -2 instead of 129 (1 run in 6 here);
+    bnkeras/__main__.py clears the flag: `--version` then exits 0."""
+    (tmp_path / "caught_in_exec.py").write_text(_CAUGHT_IN_EXEC)
+    result = subprocess.run(
+        [sys.executable, "-m", "caught_in_exec", then],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == (0 if then == "bnkeras" else -signal.SIGINT), result.stderr
