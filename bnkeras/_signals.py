@@ -34,10 +34,14 @@ SIGPIPE = 13  # its number on Linux and macOS: a closed stdout exits 128 + 13 = 
 class _Command:
     def __init__(self, name):
         self.name = name
-        self.prog = f"bnkeras {name}" if name else "bnkeras"  # None: before a command
         self.code = 0
         self.signum = None  # the first stop: a signal number, or SIGPIPE for a closed stdout
         self.write_error = None  # a failed write to stdout other than a closed pipe
+
+    @property
+    def prog(self):
+        """What its lines start with: `bnkeras NAME`, or `bnkeras` before a command."""
+        return f"bnkeras {self.name}" if self.name else "bnkeras"
 
     def on_signal(self, signum, frame):
         self.stop(signum)
